@@ -1,0 +1,1 @@
+"""editserve service: HTTP front end and command line. Never imports torch."""

@@ -1,0 +1,77 @@
+"""Loading from folders; what is refused and how the refusal reads."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from worker.engine import (
+    ModelLoadError,
+    ModelRegistry,
+    ModelSpec,
+    UnsafeWeightsError,
+    load_denoiser,
+)
+from worker.engine.devices import resolve_dtype
+
+
+def test_pickled_weights_are_refused(pixel_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "pickled"
+    shutil.copytree(pixel_dir, folder)
+    (folder / "diffusion_pytorch_model.safetensors").unlink()
+    (folder / "diffusion_pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(
+        UnsafeWeightsError, match=r"only pickled weights \(diffusion_pytorch_model\.bin\)"
+    ):
+        load_denoiser(folder, device="cpu")
+
+
+def test_missing_folder_says_what_is_expected(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"config\.json \+ \*\.safetensors"):
+        load_denoiser(tmp_path / "nope", device="cpu")
+
+
+def test_folder_without_config(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="not a diffusers model folder"):
+        load_denoiser(tmp_path, device="cpu")
+
+
+def test_unreachable_hub_id_points_at_local_folders(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match=r"point --model .* at the local folder"):
+        load_denoiser("google/ddpm-editserve-test-does-not-exist", device="cpu")
+
+
+def test_pipeline_missing_text_encoder(cond_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "cond"
+    shutil.copytree(cond_dir, folder)
+    shutil.rmtree(folder / "text_encoder")
+    with pytest.raises(ModelLoadError, match="without text_encoder/"):
+        load_denoiser(folder, device="cpu")
+
+
+def test_fp16_on_cpu_is_refused() -> None:
+    with pytest.raises(ValueError, match="float16 is not supported on the CPU"):
+        resolve_dtype("float16", torch.device("cpu"))
+
+
+def test_dtype_policy_defaults() -> None:
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
+
+
+def test_registry_loads_once_and_freezes(pixel_dir: Path) -> None:
+    registry = ModelRegistry([ModelSpec("tiny", str(pixel_dir), device="cpu", dtype="float32")])
+    first = registry.get("tiny")
+    assert registry.get("tiny") is first
+    assert not first.unet.training
+    assert not any(p.requires_grad for p in first.unet.parameters())
+
+
+def test_registry_unknown_model_lists_known(pixel_dir: Path) -> None:
+    registry = ModelRegistry([ModelSpec("tiny", str(pixel_dir))])
+    with pytest.raises(ModelLoadError, match="unknown model 'big'; known models: tiny"):
+        registry.get("big")

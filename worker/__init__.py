@@ -1,0 +1,1 @@
+"""editserve worker: the queue consumer and the editing engine (``worker.engine``)."""

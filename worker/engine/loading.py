@@ -1,0 +1,179 @@
+"""Load diffusers models from a local folder (or a hub id where a hub is reachable).
+
+Two layouts are recognised:
+
+- a single ``UNet2DModel`` folder: ``config.json`` + ``*.safetensors`` at the root,
+  ``scheduler_config.json`` beside them (the google/ddpm-* layout);
+- a pipeline folder: ``model_index.json`` with ``unet/``, ``scheduler/`` and, for
+  text-conditioned latent models, ``vae/``, ``text_encoder/``, ``tokenizer/``
+  (the Stable Diffusion 1.x/2.x layout).
+
+Weights are read from safetensors only: pickled weights can run code on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from worker.engine.denoiser import Denoiser
+from worker.engine.devices import resolve_device, resolve_dtype
+from worker.engine.errors import ModelLoadError, UnsafeWeightsError
+from worker.engine.schedule import NoiseSchedule
+
+_PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*/*"]
+
+
+def resolve_model_dir(name_or_path: str | os.PathLike[str]) -> Path:
+    """A local folder as it is; otherwise a hub id, fetched into (or read from) the hub cache."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    text = str(name_or_path)
+    if path.exists():
+        raise ModelLoadError(f"model: {text!r} is a file; expected a diffusers model folder")
+    looks_like_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~"))
+    if not looks_like_hub_id:
+        raise ModelLoadError(
+            f"model: no folder at {text!r}; expected a diffusers model folder "
+            "(config.json + *.safetensors) or a hub id such as google/ddpm-cifar10-32"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(text, allow_patterns=_HUB_PATTERNS))
+    except Exception as exc:  # the hub raises many kinds; all mean "not available here"
+        raise ModelLoadError(
+            f"model: could not fetch {text!r} from the hub or find it in the hub cache "
+            f"({type(exc).__name__}). Without a hub, download the model elsewhere and point "
+            "--model (or the model's `path` setting) at the local folder holding "
+            "config.json and *.safetensors"
+        ) from exc
+
+
+def check_safetensors(folder: Path, component: str = "model") -> None:
+    """Refuse a folder whose weights are only pickled; say what to do instead."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    if pickled:
+        raise UnsafeWeightsError(
+            f"{component}: {folder} has only pickled weights ({', '.join(pickled)}); "
+            "editserve loads *.safetensors only. Convert them once, e.g. with "
+            "`Model.from_pretrained(dir, use_safetensors=False).save_pretrained(dir)` "
+            "on a trusted machine"
+        )
+    raise ModelLoadError(f"{component}: {folder} has no *.safetensors weights")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"model: cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"model: {path} is not a JSON object")
+    return data
+
+
+def _schedule(folder: Path) -> tuple[NoiseSchedule, str]:
+    for candidate in (
+        folder / "scheduler" / "scheduler_config.json",
+        folder / "scheduler_config.json",
+    ):
+        if candidate.is_file():
+            config = _read_json(candidate)
+            return NoiseSchedule.from_scheduler_config(config), str(
+                config.get("prediction_type", "epsilon")
+            )
+    # google/ddpm-* defaults: linear betas 1e-4..0.02 over 1000 steps, epsilon prediction.
+    return NoiseSchedule.from_scheduler_config({}), "epsilon"
+
+
+def load_denoiser(
+    name_or_path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+) -> Denoiser:
+    """Load a model folder (or hub id) into a frozen, resident ``Denoiser``."""
+    folder = resolve_model_dir(name_or_path)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    label = name or folder.name
+    if (folder / "model_index.json").is_file():
+        return _load_pipeline(folder, label, dev, dt)
+    if (folder / "config.json").is_file():
+        return _load_single_unet(folder, label, dev, dt)
+    raise ModelLoadError(
+        f"model: {folder} is not a diffusers model folder; expected config.json "
+        "(a UNet2DModel) or model_index.json (a pipeline) with *.safetensors weights"
+    )
+
+
+def _load_single_unet(folder: Path, label: str, dev: torch.device, dt: torch.dtype) -> Denoiser:
+    from diffusers import UNet2DModel
+
+    config = _read_json(folder / "config.json")
+    cls_name = config.get("_class_name", "UNet2DModel")
+    if cls_name != "UNet2DModel":
+        raise ModelLoadError(
+            f"model: {folder}/config.json describes a {cls_name}; a single-folder model must be a "
+            "UNet2DModel (a text-conditioned model needs the pipeline layout with model_index.json)"
+        )
+    check_safetensors(folder, "unet")
+    unet = UNet2DModel.from_pretrained(folder, use_safetensors=True, torch_dtype=dt).to(dev)
+    schedule, prediction = _schedule(folder)
+    return Denoiser(name=label, unet=unet, schedule=schedule, prediction_type=prediction)
+
+
+def _load_pipeline(folder: Path, label: str, dev: torch.device, dt: torch.dtype) -> Denoiser:
+    from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
+
+    unet_dir = folder / "unet"
+    if not (unet_dir / "config.json").is_file():
+        raise ModelLoadError(f"model: {folder} has model_index.json but no unet/config.json")
+    check_safetensors(unet_dir, "unet")
+    cls_name = _read_json(unet_dir / "config.json").get("_class_name", "UNet2DModel")
+    schedule, prediction = _schedule(folder)
+    if cls_name == "UNet2DModel":
+        unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, torch_dtype=dt).to(dev)
+        return Denoiser(name=label, unet=unet, schedule=schedule, prediction_type=prediction)
+    if cls_name != "UNet2DConditionModel":
+        raise ModelLoadError(
+            f"model: unet/config.json names {cls_name}; "
+            "expected UNet2DModel or UNet2DConditionModel"
+        )
+    for part in ("vae", "text_encoder", "tokenizer"):
+        if not (folder / part).is_dir():
+            raise ModelLoadError(
+                f"model: {folder} is a text-conditioned pipeline without {part}/; expected "
+                "unet/, vae/, text_encoder/, tokenizer/ and scheduler/ (Stable Diffusion layout)"
+            )
+    check_safetensors(folder / "vae", "vae")
+    check_safetensors(folder / "text_encoder", "text_encoder")
+    from transformers import AutoModel, AutoTokenizer
+
+    cond_unet = UNet2DConditionModel.from_pretrained(unet_dir, use_safetensors=True, torch_dtype=dt)
+    vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True, torch_dtype=dt)
+    text_encoder = AutoModel.from_pretrained(
+        folder / "text_encoder", use_safetensors=True, dtype=dt
+    )
+    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    max_len = int(_read_json(folder / "model_index.json").get("max_prompt_length", 77))
+    return Denoiser(
+        name=label,
+        unet=cond_unet.to(dev),
+        schedule=schedule,
+        prediction_type=prediction,
+        vae=vae.to(dev),
+        text_encoder=text_encoder.to(dev),
+        tokenizer=tokenizer,
+        max_prompt_length=min(max_len, int(getattr(tokenizer, "model_max_length", max_len))),
+    )
