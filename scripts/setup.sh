@@ -14,4 +14,4 @@ PY=.venv/bin/python
 if ! "$PY" -c "import torch" 2>/dev/null; then
     "$PY" -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}"
 fi
-"$PY" -m pip install --quiet -e ".[worker,dev]"
+"$PY" -m pip install --quiet -e ".[worker,embedded,dev]"

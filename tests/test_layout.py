@@ -18,3 +18,12 @@ def test_engine_imports_no_queue_or_http() -> None:
         "sys.exit(1 if bad else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_service_app_does_not_import_torch_or_the_engine() -> None:
+    code = (
+        "import sys, service.app; service.app.create_app(); "
+        "bad = [m for m in ('torch', 'diffusers', 'worker.engine') if m in sys.modules]; "
+        "sys.exit(1 if bad else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -1,0 +1,215 @@
+"""Quality figures of the shipped unconditional model and classifier (the model cards' numbers).
+
+1. ``samples``: N generated samples, classified: the share confident (> 0.9) on every
+   factor, and each factor value's share against its fair share.
+2. ``inversion``: 50-step DDIM inversion of held-out generator images, mean PSNR of
+   the reconstruction; edit-friendly DDPM inversion, max abs error in fp32.
+3. ``swap``: regenerate an image while its h is replaced, at every step, by the h of
+   a twin differing in one content factor; the share of outputs whose factor follows h.
+4. ``classifier``: per-factor accuracy on fresh generator images.
+
+    python -m benchmarks.model_quality                        # all sections
+    python -m benchmarks.model_quality --only swap --pairs 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from worker.engine import Denoiser, ddim_invert, ddim_sample, ddpm_invert, load_denoiser
+from worker.engine.classifier import AttributeClassifier
+from worker.engine.images import psnr
+from worker.engine.schedule import timestep_grid
+from worker.training.shapes import CONTENT_FACTORS, FACTORS, Labels, label_array, render
+
+HELD_OUT_SEED = 3_000_000_000
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def _in_chunks(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, size: int = 64
+) -> torch.Tensor:
+    return torch.cat([fn(x[i : i + size]) for i in range(0, len(x), size)])
+
+
+def eval_samples(
+    dn: Denoiser, clf: AttributeClassifier, count: int, steps: int, eta: float
+) -> dict[str, Any]:
+    gen = torch.Generator().manual_seed(1234)
+    x_T = torch.randn(count, *dn.sample_shape, generator=gen)
+    grid = timestep_grid(steps, dn.num_train_timesteps)
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = _in_chunks(lambda x: ddim_sample(dn, x, grid, eta=eta, generator=gen), x_T)
+    seconds = time.perf_counter() - start
+    pred = clf.predict(out.clamp(-1, 1))
+    confident = torch.stack([p > 0.9 for _, p in pred.values()]).all(0)
+    shares = {}
+    for name, values in FACTORS.items():
+        counts = np.bincount(pred[name][0].numpy(), minlength=len(values))
+        fair = count / len(values)
+        shares[name] = {v: round(c / fair, 2) for v, c in zip(values, counts, strict=True)}
+    min_share = min(min(s.values()) for s in shares.values())
+    return {
+        "count": count,
+        "steps": steps,
+        "eta": eta,
+        "confident_all_factors": round(float(confident.float().mean()), 3),
+        "share_of_fair_share": shares,
+        "min_share_of_fair_share": min_share,
+        "ms_per_image": round(1e3 * seconds / count, 1),
+        "samples": out[:64],
+    }
+
+
+def eval_inversion(dn: Denoiser, count: int, steps: int) -> dict[str, Any]:
+    from worker.training.shapes import generate
+
+    images, _ = generate(HELD_OUT_SEED, count)
+    x0 = _to_tensor(images)
+    grid = timestep_grid(steps, dn.num_train_timesteps)
+    with torch.no_grad():
+        traj = ddim_invert(dn, x0, grid)
+        rec = ddim_sample(dn, traj.x_T, grid)
+        maps = ddpm_invert(dn, x0, grid, generator=torch.Generator().manual_seed(0))
+        exact = ddim_sample(dn, maps.x_T, grid, eta=maps.eta, noises=maps.zs)
+    values = psnr(rec, x0)
+    return {
+        "count": count,
+        "steps": steps,
+        "ddim_psnr_mean_db": round(float(np.mean(values)), 2),
+        "ddim_psnr_min_db": round(float(np.min(values)), 2),
+        "ddpm_edit_friendly_max_abs_error": float((exact - x0).abs().max()),
+    }
+
+
+def _twins(factor: str, pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[Labels]]:
+    """Pairs (A, B) equal in every factor but ``factor``, drawn with the same jitter."""
+    rng = np.random.default_rng(seed)
+    a_imgs, b_imgs, b_labels = [], [], []
+    index = list(FACTORS).index(factor)
+    for _ in range(pairs):
+        values = [int(rng.integers(len(v))) for v in FACTORS.values()]
+        other = list(values)
+        other[index] = (values[index] + 1 + int(rng.integers(len(FACTORS[factor]) - 1))) % len(
+            FACTORS[factor]
+        )
+        jitter_seed = int(rng.integers(2**31))
+        a_imgs.append(render(Labels(*values), np.random.default_rng(jitter_seed)))
+        b_imgs.append(render(Labels(*other), np.random.default_rng(jitter_seed)))
+        b_labels.append(Labels(*other))
+    return np.stack(a_imgs), np.stack(b_imgs), b_labels
+
+
+def eval_swap(dn: Denoiser, clf: AttributeClassifier, pairs: int, steps: int) -> dict[str, Any]:
+    grid = timestep_grid(steps, dn.num_train_timesteps)
+    table: dict[str, Any] = {}
+    for i, factor in enumerate(CONTENT_FACTORS):
+        a_imgs, b_imgs, b_labels = _twins(factor, pairs, seed=100 + i)
+        xa, xb = _to_tensor(a_imgs), _to_tensor(b_imgs)
+        with torch.no_grad():
+            xa_T = ddim_invert(dn, xa, grid).x_T
+            xb_T = ddim_invert(dn, xb, grid).x_T
+            with dn.hooks.capture_h("swap.record") as cap:
+                ddim_sample(dn, xb_T, grid)
+            with dn.hooks.edit_h("swap.replace", lambda h, t: cap.at(t).to(h.dtype)):
+                out = ddim_sample(dn, xa_T, grid)
+        pred = clf.predict(out.clamp(-1, 1))
+        target = torch.from_numpy(label_array(b_labels))
+        column = list(FACTORS).index(factor)
+        follows = (pred[factor][0] == target[:, column]).float().mean()
+        kept = {
+            other: round(float((pred[other][0] == target[:, j]).float().mean()), 3)
+            for j, other in enumerate(FACTORS)
+            if other != factor
+        }
+        table[factor] = {"follows_h": round(float(follows), 3), "other_factors_kept": kept}
+    return {"pairs": pairs, "steps": steps, "table": table}
+
+
+def eval_classifier(clf: AttributeClassifier, count: int) -> dict[str, float]:
+    from worker.training.shapes import generate
+
+    images, labels = generate(HELD_OUT_SEED + 1, count)
+    pred = clf.predict(_to_tensor(images))
+    y = label_array(labels)
+    return {
+        name: round(float((pred[name][0].numpy() == y[:, i]).mean()), 4)
+        for i, name in enumerate(FACTORS)
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--model", default="models/shapes32-ddpm")
+    p.add_argument("--classifier", default="models/shapes32-classifier")
+    sections = ["classifier", "inversion", "samples", "swap"]
+    p.add_argument("--only", nargs="+", choices=sections, default=sections)
+    p.add_argument("--samples", type=int, default=256)
+    p.add_argument("--sample-steps", type=int, default=50)
+    p.add_argument("--etas", nargs="+", type=float, default=[0.0, 1.0])
+    p.add_argument("--held-out", type=int, default=64)
+    p.add_argument("--pairs", type=int, default=64)
+    p.add_argument("--grid-png", help="write a grid of 64 samples here")
+    p.add_argument("--json", dest="json_out")
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    dn = load_denoiser(args.model, device="cpu", dtype="float32")
+    clf = AttributeClassifier.load(args.classifier)
+    results: dict[str, Any] = {}
+    if "classifier" in args.only:
+        results["classifier_accuracy"] = eval_classifier(clf, 2048)
+        print("classifier accuracy on 2048 fresh images:", results["classifier_accuracy"])
+    if "inversion" in args.only:
+        results["inversion"] = eval_inversion(dn, args.held_out, 50)
+        print("inversion:", results["inversion"])
+    if "samples" in args.only:
+        results["samples"] = []
+        for eta in args.etas:
+            res = eval_samples(dn, clf, args.samples, args.sample_steps, eta)
+            grid_images = res.pop("samples")
+            results["samples"].append(res)
+            print(f"samples (eta={eta}):", json.dumps(res))
+            if args.grid_png and eta == args.etas[-1]:
+                _save_grid(grid_images, args.grid_png)
+    if "swap" in args.only:
+        results["swap"] = eval_swap(dn, clf, args.pairs, 50)
+        print("\nswap test: share of outputs whose factor follows the swapped-in h")
+        print(f"{'factor':<10}{'follows h':>10}   other factors kept")
+        for factor, row in results["swap"]["table"].items():
+            print(f"{factor:<10}{row['follows_h']:>10.3f}   {row['other_factors_kept']}")
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump(results, fh, indent=2)
+    return 0
+
+
+def _save_grid(images: torch.Tensor, path: str) -> None:
+    from worker.engine.images import to_pil
+
+    tiles = to_pil(images)
+    size = tiles[0].size[0]
+    side = int(len(tiles) ** 0.5)
+    from PIL import Image
+
+    canvas = Image.new("RGB", (side * size, side * size))
+    for k, tile in enumerate(tiles[: side * side]):
+        canvas.paste(tile, ((k % side) * size, (k // side) * size))
+    canvas.resize((side * size * 4, side * size * 4), Image.Resampling.NEAREST).save(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Image uploads: stored once, by content id."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+
+from service.deps import BlobsDep, SettingsDep
+from service.errors import ApiError, ErrorResponse
+from service.uploads import check_image
+
+router = APIRouter(prefix="/v1/images", tags=["images"])
+
+# multipart and base64 framing cost: base64 is 4/3 of the bytes, plus headers
+_FRAMING = 64 * 1024
+
+
+class ImagePublic(BaseModel):
+    id: str = Field(description="sha256 of the uploaded bytes")
+    width: int
+    height: int
+    format: str
+    bytes: int
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "payload_too_large", f"request body over {limit} bytes", "file")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "payload_too_large", f"request body over {limit} bytes", "file")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # let request.form() parse what was already read
+    return body
+
+
+async def _image_bytes(request: Request, limit: int) -> bytes:
+    content_type = request.headers.get("content-type", "")
+    body = await _read_limited(request, limit * 4 // 3 + _FRAMING)
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(422, "invalid_request", "multipart body needs a 'file' part", "file")
+        return await upload.read()
+    if content_type.startswith("application/json"):
+        try:
+            payload = json.loads(body)
+            encoded = payload["data"]
+            if not isinstance(encoded, str):
+                raise TypeError
+            if encoded.startswith("data:"):  # data URLs: data:image/png;base64,....
+                encoded = encoded.split(",", 1)[1]
+            return base64.b64decode(encoded, validate=True)
+        except (json.JSONDecodeError, KeyError, TypeError, IndexError):
+            raise ApiError(
+                422, "invalid_request", 'JSON body must be {"data": "<base64 image>"}', "data"
+            ) from None
+        except binascii.Error as exc:
+            raise ApiError(
+                422, "invalid_request", f"data is not valid base64: {exc}", "data"
+            ) from exc
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        "send multipart/form-data with a 'file' part, or application/json with base64 'data'",
+        "content-type",
+    )
+
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"data": {"type": "string", "description": "base64 image"}},
+                    "required": ["data"],
+                }
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ImagePublic,
+    openapi_extra=_UPLOAD_BODY,
+    responses={
+        413: {"model": ErrorResponse},
+        415: {"model": ErrorResponse},
+        422: {"model": ErrorResponse},
+    },
+)
+async def upload_image(request: Request, settings: SettingsDep, blobs: BlobsDep) -> ImagePublic:
+    """Upload an image (multipart `file` or base64 JSON `data`); returns its content id."""
+    data = await _image_bytes(request, settings.max_upload_bytes)
+    info = check_image(
+        data,
+        max_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_image_pixels,
+        formats=settings.allowed_formats,
+    )
+    blob_id = blobs.put(data)
+    return ImagePublic(
+        id=blob_id, width=info.width, height=info.height, format=info.format, bytes=len(data)
+    )

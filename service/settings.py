@@ -1,0 +1,29 @@
+"""The API process's settings: one class, read from the environment (``EDITSERVE_*``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Validated at start; nothing else in ``service/`` reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="EDITSERVE_", env_file=None, extra="ignore")
+
+    redis_url: str = Field("", description="redis://host:port/db; empty = not configured")
+    blob_dir: Path = Field(Path("var/blobs"), description="local blob store root")
+    max_upload_bytes: int = Field(8 * 1024 * 1024, gt=0, description="413 above this")
+    max_image_pixels: int = Field(
+        16 * 1024 * 1024, gt=0, description="413 above this, read from the header"
+    )
+    allowed_formats: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
+    api_keys: tuple[str, ...] = Field((), description="empty = no auth (embedded default)")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

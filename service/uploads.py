@@ -1,0 +1,64 @@
+"""Checks on uploaded images, in the order that keeps the server safe.
+
+1. size in bytes (413) - before reading further;
+2. format from the header (415) - only the allowed formats are decoded at all;
+3. pixel count from the header (413) - a decompression bomb is refused before decoding;
+4. a full decode (422 on corrupt data).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+from service.errors import ApiError
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    width: int
+    height: int
+    mode: str
+
+
+def check_image(
+    data: bytes, *, max_bytes: int, max_pixels: int, formats: tuple[str, ...]
+) -> ImageInfo:
+    if len(data) > max_bytes:
+        raise ApiError(
+            413,
+            "payload_too_large",
+            f"image is {len(data)} bytes; the limit is {max_bytes}",
+            "file",
+        )
+    if not data:
+        raise ApiError(422, "invalid_image", "image is empty", "file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=list(formats))
+    except UnidentifiedImageError as exc:
+        allowed = ", ".join(formats)
+        raise ApiError(
+            415, "unsupported_media_type", f"not an image in an allowed format ({allowed})", "file"
+        ) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ApiError(413, "image_too_large", f"image has too many pixels: {exc}", "file") from exc
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ApiError(
+                413,
+                "image_too_large",
+                f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
+                "file",
+            )
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ApiError(422, "invalid_image", f"image data is corrupt: {exc}", "file") from exc
+        return ImageInfo(format=str(image.format), width=width, height=height, mode=image.mode)
