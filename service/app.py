@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from redis import Redis
 
 from service.blobs import LocalBlobStore
 from service.errors import install_error_handlers
-from service.routes import health, images
+from service.routes import catalog, edits, health, images, jobs
 from service.settings import Settings, get_settings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, redis: Redis | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
         title="editserve",
@@ -19,7 +20,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.blobs = LocalBlobStore(settings.blob_dir)
+    if redis is None and settings.redis_url:
+        redis = Redis.from_url(settings.redis_url)
+    app.state.redis = redis
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(images.router)
+    for router in (health.router, images.router, edits.router, jobs.router, catalog.router):
+        app.include_router(router)
     return app

@@ -2,13 +2,26 @@
 
 This module stays torch-free: commands that need the engine import it lazily,
 so the API image (no torch) can still run the HTTP and client commands.
+
+    editserve serve                 # embedded stack: bundled Redis + API + one worker
+    editserve api | editserve worker
+    editserve models | methods [--json]
+    editserve submit --model M --method reconstruct --image image=in.png --out outdir
+    editserve status ID
+    editserve reconstruct --model DIR --image in.png --out out.png   # local, no service
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT_URL = os.environ.get("EDITSERVE_URL", "http://127.0.0.1:8000")
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
@@ -17,18 +30,211 @@ def _reconstruct(args: argparse.Namespace) -> int:
     return reconstruct_command(args)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from service.embedded import run_stack
+
+    env = {}
+    if args.models:
+        env["EDITSERVE_MODELS"] = args.models
+    return run_stack(args.host, args.port, Path(args.data_dir), env)
+
+
+def _api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import get_settings
+
+    settings = get_settings()
+    if not settings.redis_url:
+        print("error: set EDITSERVE_REDIS_URL (e.g. redis://localhost:6379/0)", file=sys.stderr)
+        return 2
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _worker(_args: argparse.Namespace) -> int:
+    from worker.runner import run_worker
+    from worker.settings import WorkerSettings
+
+    run_worker(WorkerSettings())
+    return 0
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from service.client import Client
+
+    return Client(args.url, api_key=args.api_key)
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in rows:
+        print("  ".join(str(row.get(c, "")).ljust(w) for c, w in zip(columns, widths, strict=True)))
+
+
+def _models(args: argparse.Namespace) -> int:
+    models = _client(args).models()
+    if args.json:
+        print(json.dumps(models, indent=2))
+    else:
+        _print_table(
+            models, ["name", "family", "image_size", "h_shape", "dtype", "device", "workers"]
+        )
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
+    methods = _client(args).methods()
+    if args.json:
+        print(json.dumps(methods, indent=2))
+        return 0
+    for m in methods:
+        print(f"{m['name']} ({m['kind']}; inputs: {', '.join(m['inputs'])}): {m['summary']}")
+        for name, prop in m["params_schema"].get("properties", {}).items():
+            allowed = prop.get("enum") or [
+                v for v in (prop.get("minimum"), prop.get("maximum")) if v is not None
+            ]
+            default, note = m["defaults"].get(name), prop.get("description", "")
+            print(f"    {name} = {default!r}  {allowed or ''}  {note}")
+    return 0
+
+
+def _progress_printer() -> tuple[Callable[[dict[str, Any]], None], Callable[[], None]]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=1, desc="queued", unit="step", file=sys.stderr)
+
+    def update(job: dict[str, Any]) -> None:
+        progress = job["progress"]
+        bar.set_description(job["status"])
+        if progress["total"]:
+            bar.total = progress["total"]
+            bar.n = progress["step"]
+        bar.refresh()
+
+    return update, bar.close
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from service.client import ApiFailure, parse_value
+
+    client = _client(args)
+    try:
+        inputs = {}
+        for item in args.image:
+            role, _, path = item.rpartition("=")
+            inputs[role or "image"] = client.upload(Path(path))
+        params = {}
+        for item in args.param:
+            key, sep, value = item.partition("=")
+            if not sep:
+                print(f"error: --param wants key=value, got {item!r}", file=sys.stderr)
+                return 2
+            params[key] = parse_value(value)
+        body = {
+            "model": args.model,
+            "method": args.method,
+            "inputs": inputs,
+            "params": params,
+            "seed": args.seed,
+        }
+        accepted = client.submit(body, idempotency_key=args.idempotency_key)
+        print(accepted["id"])
+        if args.no_wait:
+            return 0
+        update, close = _progress_printer()
+        try:
+            job = client.wait(accepted["id"], on_update=update)
+        finally:
+            close()
+        if job["status"] != "succeeded":
+            print(f"{job['status']}: {job.get('error')}", file=sys.stderr)
+            return 1
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for n in range(len(job["outputs"])):
+            path = out / f"{job['id']}-{n}.png"
+            path.write_bytes(client.output(job["id"], n))
+            print(path)
+        print(json.dumps(job["metrics"]))
+        return 0
+    except ApiFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    from service.client import ApiFailure
+
+    try:
+        print(json.dumps(_client(args).job(args.id), indent=2))
+    except ApiFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=DEFAULT_URL, help=f"the API (default {DEFAULT_URL})")
+    p.add_argument("--api-key", default=os.environ.get("EDITSERVE_API_KEY"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="editserve",
-        description="Training-free image edits on frozen diffusion U-Nets.",
+        prog="editserve", description="Training-free image edits on frozen diffusion U-Nets."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    serve = sub.add_parser("serve", help="embedded stack: bundled Redis + API + one worker")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--data-dir", default="var", help="Redis AOF and blob store live here")
+    serve.add_argument("--models", default="", help="name=path,... (default: shipped models)")
+    serve.set_defaults(handler=_serve)
+
+    api = sub.add_parser("api", help="the HTTP API (needs EDITSERVE_REDIS_URL)")
+    api.add_argument("--host", default="0.0.0.0")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(handler=_api)
+
+    worker = sub.add_parser("worker", help="a worker: one per device (settings: EDITSERVE_*)")
+    worker.set_defaults(handler=_worker)
+
+    for name, handler, helptext in (
+        ("models", _models, "models the running service holds"),
+        ("methods", _methods, "methods with their parameters and defaults"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        _add_client_args(p)
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(handler=handler)
+
+    submit = sub.add_parser(
+        "submit", help="upload images, submit an edit, wait with a progress bar"
+    )
+    _add_client_args(submit)
+    submit.add_argument("--model", required=True)
+    submit.add_argument("--method", required=True)
+    submit.add_argument("--image", action="append", default=[], help="role=path (or just path)")
+    submit.add_argument("--param", action="append", default=[], help="key=value (JSON values)")
+    submit.add_argument("--seed", type=int, default=0)
+    submit.add_argument("--idempotency-key")
+    submit.add_argument("--out", default=".", help="folder for the output PNGs")
+    submit.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    submit.set_defaults(handler=_submit)
+
+    status = sub.add_parser("status", help="a job's status as JSON")
+    _add_client_args(status)
+    status.add_argument("id")
+    status.set_defaults(handler=_status)
+
     rec = sub.add_parser(
         "reconstruct",
-        help="invert an image and regenerate it; print the reconstruction PSNR",
+        help="invert an image and regenerate it locally; print the reconstruction PSNR",
         description="Invert one image with DDIM or edit-friendly DDPM inversion, sample it "
-        "back, write the result and print the PSNR against the input.",
+        "back, write the result and print the PSNR against the input. No service needed.",
     )
     rec.add_argument("--model", required=True, help="a diffusers model folder or a hub id")
     rec.add_argument("--image", required=True, help="input image (PNG, JPEG, ...)")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from service.deps import BlobsDep, SettingsDep
+from service.deps import BlobsDep, OwnerDep, SettingsDep
 from service.errors import ApiError, ErrorResponse
 from service.uploads import check_image
 
@@ -111,7 +111,9 @@ _UPLOAD_BODY = {
         422: {"model": ErrorResponse},
     },
 )
-async def upload_image(request: Request, settings: SettingsDep, blobs: BlobsDep) -> ImagePublic:
+async def upload_image(
+    request: Request, settings: SettingsDep, blobs: BlobsDep, _owner: OwnerDep
+) -> ImagePublic:
     """Upload an image (multipart `file` or base64 JSON `data`); returns its content id."""
     data = await _image_bytes(request, settings.max_upload_bytes)
     info = check_image(

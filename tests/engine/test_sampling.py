@@ -130,3 +130,18 @@ def test_asymmetric_step_takes_x0_from_the_edit_and_direction_from_eps(pixel: De
     expected = ab_s**0.5 * predict_x0(x, eps_edit, ab_t) + (1 - ab_s) ** 0.5 * eps
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(x0, predict_x0(x, eps_edit, ab_t), rtol=1e-5, atol=1e-5)
+
+
+def test_per_sample_generators_make_results_independent_of_the_batch(pixel: Denoiser) -> None:
+    grid = timestep_grid(5, 1000)
+    x0 = _images(13, batch=2)
+    both = ddpm_invert(
+        pixel,
+        x0,
+        grid,
+        generator=[torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)],
+    )
+    second = ddpm_invert(pixel, x0[1:], grid, generator=[torch.Generator().manual_seed(2)])
+    torch.testing.assert_close(both.x_T[1:], second.x_T)
+    with pytest.raises(InputError, match="2 generators for a batch of 1"):
+        ddpm_invert(pixel, x0[:1], grid, generator=[torch.Generator(), torch.Generator()])

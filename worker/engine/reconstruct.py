@@ -9,7 +9,7 @@ import torch
 
 from worker.engine.denoiser import Conditioning, Denoiser
 from worker.engine.images import psnr
-from worker.engine.sampling import ProgressFn, ddim_invert, ddim_sample, ddpm_invert
+from worker.engine.sampling import Generators, ProgressFn, ddim_invert, ddim_sample, ddpm_invert
 from worker.engine.schedule import GridKind, timestep_grid
 
 InversionKind = Literal["ddim", "ddpm"]
@@ -29,7 +29,7 @@ def reconstruct(
     inversion: InversionKind = "ddim",
     grid: GridKind = "leading",
     cond: Conditioning | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     progress: ProgressFn | None = None,
 ) -> Reconstruction:
     """Invert ``images`` over ``steps`` steps and sample back; PSNR against the input.

@@ -61,10 +61,19 @@ class NoiseMaps:
     eta: float = 1.0
 
 
-def randn(
-    shape: Sequence[int], generator: torch.Generator | None, device: torch.device
-) -> torch.Tensor:
-    """Standard normal noise drawn on the generator's device, then moved (seeded = portable)."""
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def randn(shape: Sequence[int], generator: Generators, device: torch.device) -> torch.Tensor:
+    """Standard normal noise drawn on the generator's device, then moved (seeded = portable).
+
+    With one generator per sample (a list as long as the batch), each row comes from its
+    own generator, so a seeded job gives the same result whatever batch it runs in.
+    """
+    if isinstance(generator, Sequence):
+        if len(generator) != shape[0]:
+            raise InputError(f"generator: {len(generator)} generators for a batch of {shape[0]}")
+        return torch.cat([randn((1, *shape[1:]), g, device) for g in generator])
     gen_device = generator.device if generator is not None else torch.device("cpu")
     return torch.randn(tuple(shape), generator=generator, device=gen_device).to(device)
 
@@ -138,7 +147,7 @@ def ddim_sample(
     *,
     cond: Conditioning | None = None,
     eta: float | Sequence[float] = 0.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     noises: Sequence[torch.Tensor] | None = None,
     progress: ProgressFn | None = None,
 ) -> torch.Tensor:
@@ -216,7 +225,7 @@ def ddpm_invert(
     *,
     cond: Conditioning | None = None,
     eta: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     progress: ProgressFn | None = None,
 ) -> NoiseMaps:
     """Edit-friendly DDPM inversion (Huberman-Spiegelglas et al., CVPR 2024, eq. 6).
@@ -281,7 +290,7 @@ def asymmetric_step(
     *,
     cond: Conditioning | None = None,
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The asymmetric reverse step of Asyrp (Kwon et al., ICLR 2023, eq. 4).
 

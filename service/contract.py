@@ -1,0 +1,88 @@
+"""The contract between the API and the workers: torch-free, JSON on the wire.
+
+This is the only module ``service/`` and ``worker/`` share. A job travels as a
+``JobPayload`` (JSON, never pickle); images travel as content ids into the blob
+store, never as bytes in Redis.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+QUEUE_PREFIX = "editserve"
+HEARTBEAT_KEY = "editserve:workers:heartbeat"  # hash: worker name -> unix time of last beat
+MODELS_KEY = "editserve:workers:models"  # hash: worker name -> JSON list of model descriptions
+CANCEL_KEY = "editserve:cancel:{id}"  # set by the API; a running job stops at its next step
+
+
+class JobStatus(StrEnum):
+    """The lifecycle: queued -> running -> succeeded | failed | canceled.
+
+    A running job whose worker died goes back to queued (at-least-once) until its
+    attempts are spent; then it fails with ``worker_lost``. The last three are final.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def final(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class JobKind(StrEnum):
+    EDIT = "edit"
+    FIT = "fit"
+
+
+class ErrorCode(StrEnum):
+    INVALID_INPUT = "invalid_input"  # the request cannot succeed as it is
+    MODEL_UNAVAILABLE = "model_unavailable"  # no worker serves the model
+    WORKER_LOST = "worker_lost"  # the worker died mid-run, and retries are spent
+    CANCELED = "canceled"
+    INTERNAL = "internal"  # a bug: the message says what, the logs say where
+
+
+RETRYABLE = {ErrorCode.WORKER_LOST, ErrorCode.MODEL_UNAVAILABLE, ErrorCode.INTERNAL}
+
+
+class JobError(BaseModel):
+    code: ErrorCode
+    message: str
+    retryable: bool
+
+
+class Progress(BaseModel):
+    step: int = 0
+    total: int = 0
+
+
+class JobMetrics(BaseModel):
+    queue_ms: float | None = None
+    run_ms: float | None = None
+    batch_size: int | None = None
+
+
+class JobPayload(BaseModel):
+    """What the worker needs to run a job; stored as the RQ job's only argument (JSON)."""
+
+    id: str
+    kind: JobKind
+    model: str
+    method: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, str] = Field(default_factory=dict, description="role -> image content id")
+    seed: int = 0
+    owner: str | None = None
+    max_attempts: int = 3
+
+
+def queue_name(model: str) -> str:
+    """One RQ queue per model: the workers that hold the model listen on it."""
+    return f"{QUEUE_PREFIX}:{model}"

@@ -1,0 +1,199 @@
+"""The API's side of the queue: submit jobs to RQ, read them back as the public job view.
+
+RQ's job status is the source of truth for the lifecycle; the worker keeps
+progress, structured errors and results in the job's meta.
+
+===================================  ==============
+RQ status                            public status
+===================================  ==============
+queued, deferred, scheduled          queued
+started                              running
+finished                             succeeded
+failed                               failed
+canceled, stopped                    canceled
+===================================  ==============
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
+from rq.serializers import JSONSerializer
+
+from service.contract import (
+    CANCEL_KEY,
+    HEARTBEAT_KEY,
+    MODELS_KEY,
+    RETRYABLE,
+    ErrorCode,
+    JobPayload,
+    JobStatus,
+    queue_name,
+)
+
+RUNNER = "worker.jobs.perform"  # the RQ job function (JSON args: the payload)
+
+_STATUS = {
+    RQStatus.QUEUED: JobStatus.QUEUED,
+    RQStatus.DEFERRED: JobStatus.QUEUED,
+    RQStatus.SCHEDULED: JobStatus.QUEUED,
+    RQStatus.STARTED: JobStatus.RUNNING,
+    RQStatus.FINISHED: JobStatus.SUCCEEDED,
+    RQStatus.FAILED: JobStatus.FAILED,
+    RQStatus.CANCELED: JobStatus.CANCELED,
+    RQStatus.STOPPED: JobStatus.CANCELED,
+}
+
+
+def _ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class JobNotFound(KeyError):
+    pass
+
+
+class JobQueue:
+    """Submit, read, cancel; plus the worker presence the API reports."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        result_ttl: int = 7 * 86400,
+        attempts: int = 3,
+        job_timeout: int = 3600,
+    ) -> None:
+        self.redis = redis
+        self.result_ttl = result_ttl
+        self.attempts = attempts
+        self.job_timeout = job_timeout
+
+    def _queue(self, model: str) -> Queue:
+        return Queue(queue_name(model), connection=self.redis, serializer=JSONSerializer)
+
+    @staticmethod
+    def new_id() -> str:
+        return uuid.uuid4().hex
+
+    def submit(self, payload: JobPayload) -> Job:
+        return self._queue(payload.model).enqueue(
+            RUNNER,
+            payload.model_dump(mode="json"),
+            job_id=payload.id,
+            retry=Retry(max=max(0, self.attempts - 1)) if self.attempts > 1 else None,
+            job_timeout=self.job_timeout,
+            result_ttl=self.result_ttl,
+            failure_ttl=self.result_ttl,
+            description=f"{payload.method} on {payload.model}",
+            meta={"owner": payload.owner, "kind": payload.kind.value},
+        )
+
+    def fetch(self, job_id: str) -> Job:
+        try:
+            return Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
+        except NoSuchJobError:
+            raise JobNotFound(job_id) from None
+
+    def cancel(self, job: Job) -> JobStatus:
+        """Queued: canceled now. Running: flagged; the worker stops it at its next step."""
+        status = self.status(job)
+        if status.final:
+            return status
+        if status == JobStatus.QUEUED:
+            try:
+                job.cancel()
+                return JobStatus.CANCELED
+            except InvalidJobOperation:
+                return self.status(job)
+        self.redis.set(CANCEL_KEY.format(id=job.id), 1, ex=3600)
+        return JobStatus.RUNNING
+
+    @staticmethod
+    def status(job: Job) -> JobStatus:
+        rq_status = job.get_status(refresh=True)
+        return _STATUS.get(rq_status, JobStatus.QUEUED) if rq_status else JobStatus.QUEUED
+
+    def view(self, job: Job) -> dict[str, Any]:
+        """The public job view (GET /v1/jobs/{id})."""
+        status = self.status(job)
+        job.refresh()
+        meta = job.get_meta(refresh=False)
+        payload = JobPayload.model_validate(job.args[0])
+        result = meta.get("result") or {}
+        error = meta.get("error")
+        if status == JobStatus.FAILED and error is None:
+            # failed without a word from a worker: its worker died and retries are spent
+            error = {
+                "code": ErrorCode.WORKER_LOST.value,
+                "message": f"the worker running this job was lost; gave up after "
+                f"{payload.max_attempts} attempts",
+                "retryable": ErrorCode.WORKER_LOST in RETRYABLE,
+            }
+        position = None
+        if status == JobStatus.QUEUED:
+            position = job.get_position()
+        progress = meta.get("progress") or {"step": 0, "total": 0}
+        if status == JobStatus.SUCCEEDED and progress["total"]:
+            progress = {"step": progress["total"], "total": progress["total"]}
+        return {
+            "id": job.id,
+            "kind": payload.kind.value,
+            "model": payload.model,
+            "method": payload.method,
+            "status": status.value,
+            "progress": progress,
+            "queue_position": position,
+            "created_at": _ts(job.created_at),
+            "started_at": _ts(job.started_at) if status != JobStatus.QUEUED else None,
+            "ended_at": _ts(job.ended_at) if status.final else None,
+            "error": error if status in (JobStatus.FAILED, JobStatus.CANCELED) else None,
+            "outputs": result.get("outputs", []) if status == JobStatus.SUCCEEDED else [],
+            "metrics": result.get("metrics", {}),
+            "owner": meta.get("owner"),
+        }
+
+    # ---------------------------------------------------------------- presence
+    def depth(self) -> int:
+        """Queued jobs across every model's queue."""
+        total = 0
+        for model in self.models():
+            total += int(self.redis.llen(self._queue(model).key))
+        return total
+
+    def live_workers(self, fresh_s: float) -> dict[str, float]:
+        now = time.time()
+        beats = self.redis.hgetall(HEARTBEAT_KEY)
+        return {_text(name): float(ts) for name, ts in beats.items() if now - float(ts) <= fresh_s}
+
+    def model_descriptions(self, fresh_s: float) -> dict[str, dict[str, Any]]:
+        """Every model a live worker holds, by name."""
+        live = self.live_workers(fresh_s)
+        out: dict[str, dict[str, Any]] = {}
+        for name, raw in self.redis.hgetall(MODELS_KEY).items():
+            worker = _text(name)
+            if worker not in live:
+                continue
+            for model in json.loads(raw):
+                entry = out.setdefault(model["name"], {**model, "workers": 0})
+                entry["workers"] += 1
+        return out
+
+    def models(self) -> list[str]:
+        names: set[str] = set()
+        for raw in self.redis.hgetall(MODELS_KEY).values():
+            names.update(m["name"] for m in json.loads(raw))
+        return sorted(names)

@@ -1,0 +1,199 @@
+"""Edit submissions: validated against the method's schema, then queued for a worker."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from fastapi import APIRouter, Header, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from service.blobs import is_content_id
+from service.contract import JobKind, JobPayload
+from service.deps import BlobsDep, OwnerDep, QueueDep, RedisDep, SettingsDep
+from service.errors import ApiError, ErrorResponse
+from service.method_specs import METHODS
+
+router = APIRouter(prefix="/v1", tags=["edits"])
+
+
+class JobCreate(BaseModel):
+    """An edit (or fit) request: a method on a model, its input images and parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=200, description="a model from GET /v1/models")
+    method: str = Field(min_length=1, max_length=100, description="a method from GET /v1/methods")
+    inputs: dict[str, str] = Field(
+        default_factory=dict, description="image role -> content id from POST /v1/images"
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="the method's parameters")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="seeds every random draw of the job")
+
+
+class JobLinks(BaseModel):
+    self: str
+    cancel: str
+
+
+class JobAccepted(BaseModel):
+    id: str
+    status: str
+    links: JobLinks
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (401, 409, 422, 429, 503)
+}
+
+
+def _validate(body: JobCreate, kind: JobKind, queue: Any, blobs: Any) -> dict[str, Any]:
+    spec = METHODS.get(body.method)
+    if spec is None or spec.kind != kind:
+        known = ", ".join(n for n, s in METHODS.items() if s.kind == kind) or "none"
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"unknown {kind.value} method {body.method!r}; known: {known}",
+            "method",
+        )
+    models = queue.model_descriptions(fresh_s=float("inf"))
+    if body.model not in models:
+        known = ", ".join(sorted(models)) or "none (no worker has started)"
+        raise ApiError(
+            422, "invalid_request", f"unknown model {body.model!r}; known: {known}", "model"
+        )
+    family = models[body.model].get("family")
+    if family not in spec.families:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"{body.method} needs a {' or '.join(spec.families)} model; {body.model} is {family}",
+            "model",
+        )
+    try:
+        params = spec.params.model_validate(body.params).model_dump(mode="json")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "params." + ".".join(str(p) for p in first["loc"])
+        raise ApiError(422, "invalid_request", f"{where}: {first['msg']}", where) from exc
+    for role in body.inputs:
+        if role not in spec.inputs:
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"{body.method} takes no input {role!r}; inputs: {', '.join(spec.inputs)}",
+                f"inputs.{role}",
+            )
+    for role in spec.inputs:
+        blob_id = body.inputs.get(role)
+        if blob_id is None:
+            raise ApiError(422, "invalid_request", f"inputs.{role}: missing", f"inputs.{role}")
+        if not is_content_id(blob_id) or not blobs.exists(blob_id):
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"inputs.{role}: no uploaded image {blob_id!r}",
+                f"inputs.{role}",
+            )
+    return params
+
+
+def submit_job(
+    body: JobCreate,
+    kind: JobKind,
+    response: Response,
+    *,
+    settings: Any,
+    queue: Any,
+    blobs: Any,
+    redis: Any,
+    owner: str | None,
+    idempotency_key: str | None,
+) -> JobAccepted:
+    digest = hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
+    idem_key = (
+        f"editserve:idempotency:{owner or '-'}:{idempotency_key}" if idempotency_key else None
+    )
+    if idem_key:
+        seen = redis.get(idem_key)
+        if seen is not None:
+            record = json.loads(seen)
+            if record["digest"] != digest:
+                raise ApiError(
+                    409,
+                    "idempotency_conflict",
+                    "this Idempotency-Key was used with a different request body",
+                    "Idempotency-Key",
+                )
+            response.headers["Idempotent-Replayed"] = "true"
+            return JobAccepted.model_validate(record["response"])
+    params = _validate(body, kind, queue, blobs)
+    depth = queue.depth()
+    if depth >= settings.queue_depth_cap:
+        raise ApiError(
+            429,
+            "queue_full",
+            f"{depth} jobs are queued; try again later",
+            headers={"Retry-After": "5"},
+        )
+    payload = JobPayload(
+        id=queue.new_id(),
+        kind=kind,
+        model=body.model,
+        method=body.method,
+        params=params,
+        inputs=body.inputs,
+        seed=body.seed,
+        owner=owner,
+        max_attempts=settings.job_attempts,
+    )
+    accepted = JobAccepted(
+        id=payload.id,
+        status="queued",
+        links=JobLinks(self=f"/v1/jobs/{payload.id}", cancel=f"/v1/jobs/{payload.id}/cancel"),
+    )
+    if idem_key:
+        record = json.dumps({"digest": digest, "response": accepted.model_dump()})
+        if not redis.set(idem_key, record, nx=True, ex=settings.idempotency_ttl_s):
+            # a concurrent request with the same key won the race: answer as it did
+            return submit_job(
+                body,
+                kind,
+                response,
+                settings=settings,
+                queue=queue,
+                blobs=blobs,
+                redis=redis,
+                owner=owner,
+                idempotency_key=idempotency_key,
+            )
+    queue.submit(payload)
+    response.headers["Location"] = accepted.links.self
+    return accepted
+
+
+@router.post("/edits", status_code=202, response_model=JobAccepted, responses=_ERRORS)
+def create_edit(
+    body: JobCreate,
+    response: Response,
+    settings: SettingsDep,
+    queue: QueueDep,
+    blobs: BlobsDep,
+    redis: RedisDep,
+    owner: OwnerDep,
+    idempotency_key: str | None = Header(None, max_length=200),
+) -> JobAccepted:
+    """Queue an edit; poll the returned job link for progress and outputs."""
+    return submit_job(
+        body,
+        JobKind.EDIT,
+        response,
+        settings=settings,
+        queue=queue,
+        blobs=blobs,
+        redis=redis,
+        owner=owner,
+        idempotency_key=idempotency_key,
+    )

@@ -1,0 +1,109 @@
+"""Job status, outputs and cancellation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel
+
+from service.contract import JobStatus
+from service.deps import BlobsDep, OwnerDep, QueueDep
+from service.errors import ApiError, ErrorResponse
+from service.jobs import JobNotFound, JobQueue
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+class ProgressPublic(BaseModel):
+    step: int
+    total: int
+
+
+class JobErrorPublic(BaseModel):
+    code: str
+    message: str
+    retryable: bool
+
+
+class JobMetricsPublic(BaseModel):
+    queue_ms: float | None = None
+    run_ms: float | None = None
+    batch_size: int | None = None
+    psnr_db: float | None = None
+
+
+class JobPublic(BaseModel):
+    id: str
+    kind: str
+    model: str
+    method: str
+    status: JobStatus
+    progress: ProgressPublic
+    queue_position: int | None
+    created_at: float | None
+    started_at: float | None
+    ended_at: float | None
+    error: JobErrorPublic | None
+    outputs: list[str]
+    output_links: list[str]
+    metrics: JobMetricsPublic
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorResponse} for c in (401, 404, 409)}
+
+
+def _owned(queue: JobQueue, job_id: str, owner: str | None) -> Any:
+    try:
+        job = queue.fetch(job_id)
+    except JobNotFound:
+        raise ApiError(404, "not_found", f"no job {job_id!r}", "id") from None
+    if owner is not None and job.get_meta(refresh=False).get("owner") != owner:
+        raise ApiError(404, "not_found", f"no job {job_id!r}", "id")  # not yours: not there
+    return job
+
+
+def _public(queue: JobQueue, job: Any) -> JobPublic:
+    view = queue.view(job)
+    view.pop("owner", None)
+    view["output_links"] = [f"/v1/jobs/{job.id}/outputs/{n}" for n in range(len(view["outputs"]))]
+    return JobPublic.model_validate(view)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS)
+def get_job(job_id: str, queue: QueueDep, owner: OwnerDep) -> JobPublic:
+    """A job's status, progress, timestamps, error, outputs and metrics."""
+    return _public(queue, _owned(queue, job_id, owner))
+
+
+@router.get(
+    "/{job_id}/outputs/{n}",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **_ERRORS},
+)
+def get_output(job_id: str, n: int, queue: QueueDep, blobs: BlobsDep, owner: OwnerDep) -> Response:
+    """Output image n of a succeeded job, as PNG."""
+    view = queue.view(_owned(queue, job_id, owner))
+    if view["status"] != JobStatus.SUCCEEDED.value:
+        raise ApiError(409, "not_ready", f"job is {view['status']}; outputs exist once it succeeds")
+    if not 0 <= n < len(view["outputs"]):
+        raise ApiError(404, "not_found", f"job has {len(view['outputs'])} outputs", "n")
+    try:
+        data = blobs.get(view["outputs"][n])
+    except KeyError:
+        raise ApiError(404, "not_found", "the output blob is gone (expired?)", "n") from None
+    return Response(
+        content=data,
+        media_type="image/png",
+        headers={"Cache-Control": "private, max-age=31536000, immutable"},
+    )
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic, responses=_ERRORS)
+def cancel_job(job_id: str, queue: QueueDep, owner: OwnerDep) -> JobPublic:
+    """Cancel a job: a queued one at once, a running one at its next step."""
+    job = _owned(queue, job_id, owner)
+    if queue.status(job).final:
+        raise ApiError(409, "already_final", f"job is already {queue.status(job).value}")
+    queue.cancel(job)
+    return _public(queue, job)

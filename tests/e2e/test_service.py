@@ -1,0 +1,225 @@
+"""End to end over real HTTP, a real Redis and real worker processes on the shipped model."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from tests.e2e.conftest import Stack
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _upload(api: str, name: str = "small-yellow-circle-top-left-on-grey.png") -> str:
+    data = (EXAMPLES / name).read_bytes()
+    r = httpx.post(f"{api}/v1/images", files={"file": (name, data, "image/png")})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def _edit(
+    api: str, image: str, headers: dict[str, str] | None = None, **params: Any
+) -> httpx.Response:
+    body = {
+        "model": "shapes32",
+        "method": "reconstruct",
+        "inputs": {"image": image},
+        "params": params,
+    }
+    return httpx.post(f"{api}/v1/edits", json=body, headers=headers or {})
+
+
+def _wait(
+    api: str, job_id: str, timeout: float = 120, until: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    final = until or ("succeeded", "failed", "canceled")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = httpx.get(f"{api}/v1/jobs/{job_id}").json()
+        if job["status"] in final:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} not {final} after {timeout} s: {job}")
+
+
+def test_upload_edit_poll_png(stack: Stack) -> None:
+    api = stack.api_url
+    image = _upload(api)
+    r = _edit(api, image, steps=20, inversion="ddpm")
+    assert r.status_code == 202, r.text
+    accepted = r.json()
+    assert (
+        accepted["status"] == "queued" and accepted["links"]["self"] == f"/v1/jobs/{accepted['id']}"
+    )
+    job = _wait(api, accepted["id"])
+    assert job["status"] == "succeeded", job
+    assert job["progress"]["step"] == job["progress"]["total"] > 0
+    assert job["metrics"]["batch_size"] >= 1 and job["metrics"]["run_ms"] > 0
+    # edit-friendly inversion is exact: only 8-bit rounding is lost
+    assert job["metrics"]["psnr_db"] > 45
+    png = httpx.get(f"{api}{job['output_links'][0]}")
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(png.content)).size == (32, 32)
+    assert job["started_at"] >= job["created_at"] and job["ended_at"] >= job["started_at"]
+
+
+def test_models_methods_readyz(stack: Stack) -> None:
+    api = stack.api_url
+    models = httpx.get(f"{api}/v1/models").json()
+    assert [m["name"] for m in models] == ["shapes32"]
+    assert models[0]["family"] == "pixel" and models[0]["workers"] >= 1
+    methods = {m["name"]: m for m in httpx.get(f"{api}/v1/methods").json()}
+    assert methods["reconstruct"]["defaults"]["steps"] == 50
+    assert methods["reconstruct"]["params_schema"]["properties"]["steps"]["maximum"] == 1000
+    ready = httpx.get(f"{api}/readyz")
+    assert ready.status_code == 200 and ready.json()["workers"] >= 1
+
+
+def test_idempotent_replay_and_conflict(stack: Stack) -> None:
+    api = stack.api_url
+    image = _upload(api)
+    key = {"Idempotency-Key": f"k-{time.time_ns()}"}
+    first = _edit(api, image, key, steps=5)
+    again = _edit(api, image, key, steps=5)
+    assert first.status_code == again.status_code == 202
+    assert first.json() == again.json()
+    assert again.headers.get("idempotent-replayed") == "true"
+    other = _edit(api, image, key, steps=6)
+    assert other.status_code == 409 and other.json()["error"]["field"] == "Idempotency-Key"
+    assert _wait(api, first.json()["id"])["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"method": "nope"}, "method"),
+        ({"model": "nope"}, "model"),
+        ({"params": {"steps": 0}}, "params.steps"),
+        ({"params": {"steps": 5, "inversion": "magic"}}, "params.inversion"),
+        ({"params": {"colour": "red"}}, "params.colour"),
+        ({"inputs": {}}, "inputs.image"),
+        ({"inputs": {"image": "0" * 64}}, "inputs.image"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_bad_edit_requests_name_the_field(stack: Stack, patch: dict[str, Any], field: str) -> None:
+    api = stack.api_url
+    body: dict[str, Any] = {
+        "model": "shapes32",
+        "method": "reconstruct",
+        "inputs": {"image": _upload(api)},
+        "params": {"steps": 5},
+        **patch,
+    }
+    r = httpx.post(f"{api}/v1/edits", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == field
+
+
+def test_a_job_that_cannot_succeed_fails_alone(stack: Stack) -> None:
+    api = stack.api_url
+    wrong_size = io.BytesIO()
+    Image.new("RGB", (40, 24), (10, 200, 10)).save(wrong_size, format="PNG")
+    r = httpx.post(
+        f"{api}/v1/images", files={"file": ("w.png", wrong_size.getvalue(), "image/png")}
+    )
+    bad = _edit(api, r.json()["id"], steps=5).json()["id"]  # fit=error: the worker refuses it
+    good = _edit(api, _upload(api), steps=5).json()["id"]
+    bad_job, good_job = _wait(api, bad), _wait(api, good)
+    assert bad_job["status"] == "failed"
+    assert bad_job["error"]["code"] == "invalid_input" and not bad_job["error"]["retryable"]
+    assert "takes 32x32 images, got 40x24" in bad_job["error"]["message"]
+    assert good_job["status"] == "succeeded"
+
+
+def test_cancel_queued_and_running(stack: Stack) -> None:
+    api = stack.api_url
+    image = _upload(api)
+    long_job = _edit(api, image, steps=1000).json()["id"]
+    _wait(api, long_job, until=("running",))
+    queued = _edit(api, image, steps=7).json()["id"]  # other batch key: waits behind
+    assert httpx.get(f"{api}/v1/jobs/{queued}").json()["status"] == "queued"
+    r = httpx.post(f"{api}/v1/jobs/{queued}/cancel")
+    assert r.status_code == 202 and r.json()["status"] == "canceled"
+    r = httpx.post(f"{api}/v1/jobs/{long_job}/cancel")
+    assert r.status_code == 202
+    job = _wait(api, long_job, timeout=10)
+    assert job["status"] == "canceled", job
+    assert job["progress"]["step"] < job["progress"]["total"]
+    again = httpx.post(f"{api}/v1/jobs/{long_job}/cancel")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "already_final"
+    assert httpx.get(f"{api}/v1/jobs/{long_job}/outputs/0").status_code == 409
+
+
+def test_compatible_jobs_run_as_one_batch(stack: Stack) -> None:
+    api = stack.api_url
+    image = _upload(api)
+    blocker = _edit(api, image, steps=300).json()["id"]
+    _wait(api, blocker, until=("running",))
+    ids = [_edit(api, image, steps=11).json()["id"] for _ in range(6)]
+    jobs = [_wait(api, job_id) for job_id in ids]
+    assert all(job["status"] == "succeeded" for job in jobs)
+    assert max(job["metrics"]["batch_size"] for job in jobs) >= 4
+    _wait(api, blocker)
+
+
+def test_unknown_job_and_output(stack: Stack) -> None:
+    api = stack.api_url
+    assert httpx.get(f"{api}/v1/jobs/nope").status_code == 404
+    assert httpx.get(f"{api}/v1/jobs/nope/outputs/0").json()["error"]["code"] == "not_found"
+
+
+def test_killed_worker_job_finishes_on_another_worker(stack: Stack) -> None:
+    api = stack.api_url
+    stack.start_worker("w2")
+    image = _upload(api)
+    job_id = _edit(api, image, steps=400).json()["id"]
+    _wait(api, job_id, until=("running",))
+    rq_job = Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer)
+    victim_name = rq_job.worker_name
+    victim = stack.workers.pop(victim_name)
+    killed_at = time.monotonic()
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    restarted_after = None
+    while time.monotonic() - killed_at < 60:
+        rq_job = Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer)
+        if rq_job.worker_name != victim_name and rq_job.get_status() in ("started", "finished"):
+            restarted_after = time.monotonic() - killed_at
+            break
+        time.sleep(0.05)
+    assert restarted_after is not None, "no other worker took the job up within 60 s"
+    # the bound: lease (4 s here) + one maintenance pass (1 s) + pickup
+    assert restarted_after < 4 + 1 + 5, restarted_after
+    job = _wait(api, job_id, timeout=120)
+    assert job["status"] == "succeeded", job
+    finisher = Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer).worker_name
+    assert finisher != victim_name and stack.workers[finisher].poll() is None
+    print(f"re-run started on {finisher} {restarted_after:.1f} s after the SIGKILL")
+    stack.start_worker(victim_name)  # the tests that follow expect two workers again
+
+
+def test_killed_worker_without_retries_fails_with_worker_lost(stack: Stack) -> None:
+    api = stack.start_api(EDITSERVE_JOB_ATTEMPTS="1")
+    if len([p for p in stack.workers.values() if p.poll() is None]) < 2:
+        stack.start_worker("w2")
+    job_id = _edit(api, _upload(api), steps=500).json()["id"]
+    _wait(api, job_id, until=("running",))
+    name = Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer).worker_name
+    victim = stack.workers.pop(name)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    job = _wait(api, job_id, timeout=60)
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == "worker_lost" and job["error"]["retryable"]
+    stack.start_worker(name)

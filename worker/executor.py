@@ -1,0 +1,133 @@
+"""Run a batch of compatible jobs on one resident model.
+
+Each job is prepared on its own (parameters validated, images fetched from the
+blob store and fitted), so a bad job fails alone; the good ones run as one
+batch through the method's handler; every job gets its own outputs or error.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import torch
+from PIL import Image
+from pydantic import ValidationError
+
+from service.blobs import BlobStore
+from service.contract import ErrorCode, JobPayload
+from service.method_specs import METHODS, MethodParams
+from worker.engine import Denoiser, EngineError
+from worker.engine.images import FitMode, fit_image, to_pil, to_tensor
+from worker.engine.reconstruct import reconstruct
+
+ProgressFn = Callable[[int, int], None]
+
+
+class JobFailed(Exception):
+    """A job that cannot succeed; carries the public error code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class PreparedJob:
+    payload: JobPayload
+    params: Any  # the method's validated MethodParams subclass
+    images: dict[str, torch.Tensor]  # role -> (1, C, H, W) in [-1, 1]
+
+
+@dataclass
+class JobOutput:
+    images: list[bytes]  # PNG bytes
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare(payload: JobPayload, denoiser: Denoiser, blobs: BlobStore) -> PreparedJob:
+    """Validate one job against its method and model; fetch and fit its images."""
+    spec = METHODS.get(payload.method)
+    if spec is None:
+        raise JobFailed(ErrorCode.INVALID_INPUT, f"method: unknown method {payload.method!r}")
+    if denoiser.family not in spec.families:
+        raise JobFailed(
+            ErrorCode.INVALID_INPUT,
+            f"model: {payload.method} needs a {' or '.join(spec.families)} model; "
+            f"{denoiser.name} is {denoiser.family}",
+        )
+    try:
+        params: MethodParams = spec.params.model_validate(payload.params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise JobFailed(ErrorCode.INVALID_INPUT, f"params.{where}: {first['msg']}") from exc
+    c, h, w = denoiser.image_shape
+    images = {}
+    for role in spec.inputs:
+        blob_id = payload.inputs.get(role)
+        if blob_id is None:
+            raise JobFailed(ErrorCode.INVALID_INPUT, f"inputs.{role}: missing")
+        try:
+            data = blobs.get(blob_id)
+        except KeyError:
+            raise JobFailed(ErrorCode.INVALID_INPUT, f"inputs.{role}: no image {blob_id}") from None
+        fit = cast(FitMode, getattr(params, "fit", "error"))
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                images[role] = to_tensor([fit_image(im, (h, w), fit)], c)
+        except EngineError as exc:
+            raise JobFailed(ErrorCode.INVALID_INPUT, f"inputs.{role}: {exc}") from exc
+    return PreparedJob(payload=payload, params=params, images=images)
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _run_reconstruct(
+    denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn
+) -> list[JobOutput]:
+    first = jobs[0].params
+    images = torch.cat([job.images["image"] for job in jobs])
+    cond = None
+    if denoiser.conditional:
+        cond = denoiser.conditioning([job.params.prompt for job in jobs])
+    generators = [torch.Generator().manual_seed(job.payload.seed) for job in jobs]
+    result = reconstruct(
+        denoiser,
+        images,
+        steps=first.steps,
+        inversion=first.inversion,
+        grid=first.grid,
+        cond=cond,
+        generator=generators,
+        progress=progress,
+    )
+    pil = to_pil(result.images)
+    return [
+        JobOutput(images=[_png(im)], metrics={"psnr_db": round(db, 3)})
+        for im, db in zip(pil, result.psnr_db, strict=True)
+    ]
+
+
+Handler = Callable[[Denoiser, list[PreparedJob], ProgressFn], list[JobOutput]]
+HANDLERS: dict[str, Handler] = {"reconstruct": _run_reconstruct}
+
+
+def run_batch(denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn) -> list[JobOutput]:
+    """Run prepared jobs of one method as one batch; the model is clean afterwards."""
+    method = jobs[0].payload.method
+    if any(job.payload.method != method for job in jobs):
+        raise ValueError("a batch holds jobs of one method")
+    try:
+        with torch.no_grad():
+            return HANDLERS[method](denoiser, jobs, progress)
+    finally:
+        denoiser.hooks.clear()

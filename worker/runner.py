@@ -1,0 +1,327 @@
+"""The worker process: an RQ ``SimpleWorker`` that runs compatible jobs as one batch.
+
+Why not RQ's default worker: it forks a work horse per job, and CUDA does not
+survive a fork; the models must stay resident in this one process. So:
+
+- ``SimpleWorker`` runs jobs in-process; models load once at start (``ModelRegistry``).
+- ``execute_job`` takes the dequeued job, then gathers up to ``max_batch - 1``
+  more queued jobs of the same model with the same batch key within
+  ``max_wait_ms`` (``LREM`` makes each claim atomic among workers), and runs them
+  as one batch. Each job keeps its own RQ status, progress, outputs and errors.
+- A heartbeat thread keeps every running job's lease (RQ's started registry)
+  fresh. A killed worker stops beating; within ``lease_s`` its jobs expire, and
+  the next maintenance pass of any live worker (every ``maintenance_s``) re-queues
+  them while attempts remain, else fails them (``worker_lost`` to the API).
+- Cancellation: the API sets a flag; the progress callback sees it at the next step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import Redis
+from rq import Queue
+from rq.executions import Execution
+from rq.job import Job
+from rq.serializers import JSONSerializer
+from rq.worker import SimpleWorker, WorkerStatus
+
+from service.blobs import BlobStore, LocalBlobStore
+from service.contract import (
+    CANCEL_KEY,
+    HEARTBEAT_KEY,
+    MODELS_KEY,
+    ErrorCode,
+    JobPayload,
+    queue_name,
+)
+from service.method_specs import batch_key
+from service.metrics import record_observation, record_outcome
+from worker.engine import ModelRegistry, ModelSpec
+from worker.executor import JobFailed, JobOutput, PreparedJob, prepare, run_batch
+from worker.settings import WorkerSettings
+
+log = logging.getLogger("editserve.worker")
+
+
+class BatchCanceled(Exception):
+    """Every job of the batch was canceled: stop computing."""
+
+
+@dataclass
+class RunningJob:
+    job: Job
+    execution: Execution
+    payload: JobPayload
+    canceled: bool = False
+    done: bool = False
+    started: float = field(default_factory=time.time)
+
+
+def payload_of(job: Job) -> JobPayload:
+    return JobPayload.model_validate(job.args[0])
+
+
+class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any to mypy
+    """An in-process RQ worker with resident models and batching."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        registry: ModelRegistry,
+        blobs: BlobStore,
+        connection: Redis,
+    ) -> None:
+        queues = [
+            Queue(queue_name(name), connection=connection, serializer=JSONSerializer)
+            for name in registry.names
+        ]
+        super().__init__(
+            queues,
+            name=settings.worker_name,
+            connection=connection,
+            serializer=JSONSerializer,
+            maintenance_interval=settings.maintenance_s,
+            # RQ blocks in dequeue for worker_ttl - 15 s; 1 s keeps maintenance on time
+            worker_ttl=16,
+        )
+        self.settings = settings
+        self.registry = registry
+        self.blobs = blobs
+        self._running: dict[str, RunningJob] = {}
+        self._lock = threading.Lock()
+        self._stop_beat = threading.Event()
+
+    # ------------------------------------------------------------------ liveness
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        """A job's lease: renewed every ``heartbeat_s`` by the heartbeat thread."""
+        return self.settings.lease_s
+
+    def publish_presence(self) -> None:
+        """Heartbeat and model list for the API's /readyz and /v1/models."""
+        models = [self.registry.get(name).describe() for name in self.registry.names]
+        with self.connection.pipeline() as pipe:
+            pipe.hset(HEARTBEAT_KEY, self.name, time.time())
+            pipe.hset(MODELS_KEY, self.name, json.dumps(models))
+            pipe.execute()
+
+    def _beat_forever(self) -> None:
+        while not self._stop_beat.wait(self.settings.heartbeat_s):
+            try:
+                self.connection.hset(HEARTBEAT_KEY, self.name, time.time())
+                with self._lock:
+                    running = [r for r in self._running.values() if not r.done]
+                for run in running:
+                    self.maintain_heartbeats(run.job, run.execution)
+            except Exception:  # a Redis hiccup must not kill the beat; the next one retries
+                log.exception("heartbeat failed")
+
+    def start_heartbeats(self) -> threading.Thread:
+        thread = threading.Thread(target=self._beat_forever, name="heartbeat", daemon=True)
+        thread.start()
+        return thread
+
+    def teardown(self) -> None:
+        self._stop_beat.set()
+        try:
+            self.connection.hdel(HEARTBEAT_KEY, self.name)
+            self.connection.hdel(MODELS_KEY, self.name)
+        finally:
+            super().teardown()
+
+    # ------------------------------------------------------------------ batching
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        batch = [job, *self._gather(job, queue)]
+        try:
+            self._run_batch(batch, queue)
+        finally:
+            self.set_state(WorkerStatus.IDLE)
+
+    def _gather(self, first: Job, queue: Queue) -> list[Job]:
+        """Claim up to max_batch - 1 more queued jobs with the first one's batch key."""
+        want = self.settings.max_batch - 1
+        if want <= 0:
+            return []
+        key = self._batch_key(first)
+        deadline = time.monotonic() + self.settings.max_wait_ms / 1000
+        taken: list[Job] = []
+        seen: set[str] = set()
+        while len(taken) < want:
+            for job_id in queue.get_job_ids(0, 4 * self.settings.max_batch):
+                if job_id in seen or len(taken) >= want:
+                    continue
+                seen.add(job_id)
+                job = queue.fetch_job(job_id)
+                if job is None or self._batch_key(job) != key:
+                    continue
+                if self.connection.lrem(queue.key, 1, job_id) == 1:  # ours, atomically
+                    taken.append(job)
+            if len(taken) >= want or time.monotonic() >= deadline:
+                break
+            time.sleep(0.002)
+        return taken
+
+    @staticmethod
+    def _batch_key(job: Job) -> str:
+        payload = payload_of(job)
+        return batch_key(payload.method, payload.params)
+
+    def _run_batch(self, jobs: list[Job], queue: Queue) -> None:
+        runs: list[RunningJob] = []
+        for job in jobs:
+            execution = self.prepare_execution(job)
+            self.prepare_job_execution(job)
+            runs.append(RunningJob(job=job, execution=execution, payload=payload_of(job)))
+        with self._lock:
+            self._running.update({r.job.id: r for r in runs})
+        try:
+            self._execute(runs, queue)
+        finally:
+            with self._lock:
+                for run in runs:
+                    self._running.pop(run.job.id, None)
+
+    def _execute(self, runs: list[RunningJob], queue: Queue) -> None:
+        model = runs[0].payload.model
+        try:
+            denoiser = self.registry.get(model)
+        except Exception as exc:
+            for run in runs:
+                self._fail(run, queue, ErrorCode.MODEL_UNAVAILABLE, str(exc), retry=False)
+            return
+        prepared: list[tuple[RunningJob, PreparedJob]] = []
+        for run in runs:
+            try:
+                prepared.append((run, prepare(run.payload, denoiser, self.blobs)))
+            except JobFailed as exc:
+                self._fail(run, queue, exc.code, exc.message, retry=False)
+        if not prepared:
+            return
+        live = [run for run, _ in prepared]
+        progress = self._progress_callback(live, queue)
+        start = time.time()
+        try:
+            outputs = run_batch(denoiser, [p for _, p in prepared], progress)
+        except BatchCanceled:
+            return
+        except Exception as exc:
+            log.exception("batch of %d failed", len(live))
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            for run in live:
+                if not run.canceled:
+                    self._fail(run, queue, ErrorCode.INTERNAL, detail, retry=True)
+            return
+        run_ms = 1e3 * (time.time() - start)
+        record_observation(self.connection, "batch_size", len(live))
+        for run, output in zip(live, outputs, strict=True):
+            if not run.canceled:
+                self._succeed(run, queue, output, run_ms, len(live))
+
+    # ----------------------------------------------------------- progress, cancel
+    def _progress_callback(self, runs: list[RunningJob], queue: Queue) -> Any:
+        last_write = 0.0
+
+        def progress(step: int, total: int) -> None:
+            nonlocal last_write
+            keys = [CANCEL_KEY.format(id=run.job.id) for run in runs]
+            flags = self.connection.mget(keys)
+            for run, flag in zip(runs, flags, strict=True):
+                if flag and not run.canceled:
+                    self._cancel(run, queue)
+            if all(run.canceled for run in runs):
+                raise BatchCanceled
+            now = time.monotonic()
+            if now - last_write >= 0.2 or step == total:
+                last_write = now
+                for run in runs:
+                    if not run.canceled:
+                        run.job.meta["progress"] = {"step": step, "total": total}
+                        run.job.save_meta()
+
+        return progress
+
+    def _cancel(self, run: RunningJob, queue: Queue) -> None:
+        run.canceled = run.done = True
+        run.job.meta["error"] = {
+            "code": ErrorCode.CANCELED.value,
+            "message": "canceled while running",
+            "retryable": False,
+        }
+        run.job.save_meta()
+        run.job.ended_at = None
+        run.job.cancel()
+        self._cleanup(run, queue)
+        record_outcome(self.connection, "canceled")
+
+    def _cleanup(self, run: RunningJob, queue: Queue) -> None:
+        with self.connection.pipeline() as pipe:
+            run.execution.delete(job=run.job, pipeline=pipe)
+            pipe.execute()
+
+    # ------------------------------------------------------------------ outcomes
+    def _succeed(
+        self, run: RunningJob, queue: Queue, output: JobOutput, run_ms: float, batch: int
+    ) -> None:
+        ids = [self.blobs.put(png) for png in output.images]
+        enqueued = run.job.enqueued_at.timestamp() if run.job.enqueued_at else run.started
+        queue_ms = 1e3 * (run.started - enqueued)
+        result: dict[str, Any] = {
+            "outputs": ids,
+            "metrics": {
+                **output.metrics,
+                "queue_ms": round(queue_ms, 1),
+                "run_ms": round(run_ms, 1),
+                "batch_size": batch,
+            },
+        }
+        run.job.meta["result"] = result
+        run.job.save_meta()
+        run.done = True
+        self._finalize_success(run.job, queue, run.execution, result)
+        record_outcome(self.connection, "succeeded")
+        record_observation(self.connection, "run_seconds", run_ms / 1e3)
+        record_observation(self.connection, "queue_seconds", queue_ms / 1e3)
+
+    def _fail(
+        self, run: RunningJob, queue: Queue, code: ErrorCode, message: str, *, retry: bool
+    ) -> None:
+        run.done = True
+        if not retry:
+            run.job.retries_left = 0
+        run.job.meta["error"] = {"code": code.value, "message": message, "retryable": retry}
+        run.job.save_meta()
+        self.handle_execution_ended(run.job, queue, self.settings.lease_s)
+        self.handle_job_failure(
+            job=run.job,
+            queue=queue,
+            started_job_registry=queue.started_job_registry,
+            exc_string=f"{code.value}: {message}",
+            execution=run.execution,
+        )
+        record_outcome(self.connection, "failed" if not retry else "failed_attempt")
+
+
+def build_worker(settings: WorkerSettings, connection: Redis | None = None) -> BatchWorker:
+    specs = [
+        ModelSpec(name, path, device=settings.device, dtype=settings.dtype)
+        for name, path in settings.model_paths().items()
+    ]
+    registry = ModelRegistry(specs)
+    registry.load_all()  # resident before the first job; a bad model stops the start
+    conn = connection or Redis.from_url(settings.redis_url)
+    return BatchWorker(settings, registry, LocalBlobStore(settings.blob_dir), conn)
+
+
+def run_worker(settings: WorkerSettings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    worker = build_worker(settings)
+    worker.publish_presence()
+    worker.start_heartbeats()
+    log.info("worker %s ready: models %s", worker.name, ", ".join(worker.registry.names))
+    worker.work(with_scheduler=False)

@@ -1,0 +1,56 @@
+"""The worker process's settings: one class, read from the environment (``EDITSERVE_*``)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_name() -> str:
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+class WorkerSettings(BaseSettings):
+    """One worker process per device; all of them share one Redis and one blob store."""
+
+    model_config = SettingsConfigDict(env_prefix="EDITSERVE_", env_file=None, extra="ignore")
+
+    redis_url: str = Field("redis://localhost:6379/0")
+    blob_dir: Path = Field(Path("var/blobs"))
+    models: str = Field(
+        "shapes32=models/shapes32-ddpm",
+        description="comma-separated name=path (a diffusers folder or hub id) pairs",
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    dtype: str = Field("auto", description="auto (fp16 on CUDA, fp32 on CPU), float32, bfloat16")
+    max_batch: int = Field(8, ge=1, le=64)
+    max_wait_ms: int = Field(25, ge=0, le=5000, description="how long to gather a batch")
+    lease_s: int = Field(8, ge=2, description="a job whose worker is silent this long is lost")
+    maintenance_s: int = Field(3, ge=1, description="how often lost jobs are looked for")
+    heartbeat_s: float = Field(1.0, gt=0)
+    worker_name: str = Field(default_factory=_default_name)
+
+    @field_validator("models")
+    @classmethod
+    def _parse_check(cls, value: str) -> str:
+        parse_models(value)
+        return value
+
+    def model_paths(self) -> dict[str, str]:
+        return parse_models(self.models)
+
+
+def parse_models(value: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ValueError(f"models: expected name=path pairs, got {item!r}")
+        pairs[name.strip()] = path.strip()
+    if not pairs:
+        raise ValueError("models: at least one name=path pair is needed")
+    return pairs
