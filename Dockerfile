@@ -16,7 +16,7 @@ COPY worker ./worker
 
 FROM base AS api
 RUN pip install --no-cache-dir .
-USER editserve
+USER 10001
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"]
@@ -24,9 +24,11 @@ CMD ["editserve", "api", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM base AS worker
 # torch from PyPI on linux/x86_64 is the CUDA build; pin it for reproducible images.
+# The project itself is installed from source (".[worker]"): its ranges live in pyproject.toml.
+# hadolint ignore=DL3013
 RUN pip install --no-cache-dir "torch==2.13.0" && pip install --no-cache-dir ".[worker]"
 COPY models ./models
-USER editserve
+USER 10001
 ENV EDITSERVE_DEVICE=cuda \
     EDITSERVE_DTYPE=float16
 CMD ["editserve", "worker"]

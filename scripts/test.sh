@@ -8,6 +8,8 @@ export HF_HUB_OFFLINE=1 EDITSERVE_STRICT_SKIPS=1
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+.venv/bin/docker-compose -f docker-compose.yml config --quiet
+.venv/bin/hadolint Dockerfile
 set +e
 .venv/bin/python -m pytest "$@"
 code=$?

@@ -19,9 +19,10 @@ from pydantic import ValidationError
 from service.blobs import BlobStore
 from service.contract import ErrorCode, JobPayload
 from service.method_specs import METHODS, MethodParams
-from worker.engine import Denoiser, EngineError
-from worker.engine.images import FitMode, fit_image, to_pil, to_tensor
-from worker.engine.reconstruct import reconstruct
+from worker.engine import Conditioning, Denoiser, EngineError
+from worker.engine.images import FitMode, fit_image, psnr, to_pil, to_tensor
+from worker.engine.reconstruct import Inversion, invert, regenerate
+from worker.inversion_cache import InversionCache, InversionKey
 
 ProgressFn = Callable[[int, int], None]
 
@@ -91,43 +92,98 @@ def _png(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _run_reconstruct(
-    denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn
-) -> list[JobOutput]:
-    first = jobs[0].params
-    images = torch.cat([job.images["image"] for job in jobs])
-    cond = None
-    if denoiser.conditional:
-        cond = denoiser.conditioning([job.params.prompt for job in jobs])
-    generators = [torch.Generator().manual_seed(job.payload.seed) for job in jobs]
-    result = reconstruct(
-        denoiser,
-        images,
-        steps=first.steps,
-        inversion=first.inversion,
-        grid=first.grid,
-        cond=cond,
-        generator=generators,
-        progress=progress,
+def _inversion_key(denoiser: Denoiser, job: PreparedJob, role: str = "image") -> InversionKey:
+    p = job.params
+    return InversionKey(
+        model=denoiser.name,
+        image=job.payload.inputs[role],
+        kind=p.inversion,
+        steps=p.steps,
+        grid=p.grid,
+        prompt=getattr(p, "prompt", ""),
+        seed=job.payload.seed if p.inversion == "ddpm" else None,
     )
-    pil = to_pil(result.images)
+
+
+def _conditioning(denoiser: Denoiser, jobs: list[PreparedJob]) -> Conditioning | None:
+    if not denoiser.conditional:
+        return None
+    return denoiser.conditioning([getattr(job.params, "prompt", "") for job in jobs])
+
+
+def invert_cached(
+    denoiser: Denoiser,
+    jobs: list[PreparedJob],
+    images: torch.Tensor,
+    cache: InversionCache | None,
+    progress: ProgressFn,
+) -> tuple[Inversion, list[bool]]:
+    """The batch's inversion: cached rows reused, the rest inverted together and cached."""
+    keys = [_inversion_key(denoiser, job) for job in jobs]
+    parts: list[Inversion | None] = [cache.get(k) if cache else None for k in keys]
+    missing = [i for i, part in enumerate(parts) if part is None]
+    if missing:
+        first = jobs[0].params
+        sub = [jobs[i] for i in missing]
+        fresh = invert(
+            denoiser,
+            images[missing],
+            steps=first.steps,
+            inversion=first.inversion,
+            grid=first.grid,
+            cond=_conditioning(denoiser, sub),
+            generator=[torch.Generator().manual_seed(job.payload.seed) for job in sub],
+            progress=progress,
+        )
+        for i, row in zip(missing, fresh.rows(), strict=True):
+            parts[i] = row
+            if cache is not None:
+                cache.put(keys[i], row)
+    done = [p for p in parts if p is not None]
+    return Inversion.stack(done), [i not in missing for i in range(len(jobs))]
+
+
+def _run_reconstruct(
+    denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn, cache: InversionCache | None
+) -> list[JobOutput]:
+    steps = jobs[0].params.steps
+    images = torch.cat([job.images["image"] for job in jobs])
+    inversion_calls = steps - 1 if jobs[0].params.inversion == "ddim" else steps
+    total, done = inversion_calls + steps, 0
+
+    def tick(_i: int, _n: int) -> None:
+        nonlocal done
+        done += 1
+        progress(done, total)
+
+    inv, cached = invert_cached(denoiser, jobs, images, cache, tick)
+    done = inversion_calls  # a cached inversion skips those steps
+    decoded = regenerate(denoiser, inv, cond=_conditioning(denoiser, jobs), progress=tick)
+    scores = psnr(decoded, images)
     return [
-        JobOutput(images=[_png(im)], metrics={"psnr_db": round(db, 3)})
-        for im, db in zip(pil, result.psnr_db, strict=True)
+        JobOutput(images=[_png(im)], metrics={"psnr_db": round(db, 3), "inversion_cached": hit})
+        for im, db, hit in zip(to_pil(decoded), scores, cached, strict=True)
     ]
 
 
-Handler = Callable[[Denoiser, list[PreparedJob], ProgressFn], list[JobOutput]]
+Handler = Callable[
+    [Denoiser, list[PreparedJob], ProgressFn, InversionCache | None], list[JobOutput]
+]
 HANDLERS: dict[str, Handler] = {"reconstruct": _run_reconstruct}
 
 
-def run_batch(denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn) -> list[JobOutput]:
+def run_batch(
+    denoiser: Denoiser,
+    jobs: list[PreparedJob],
+    progress: ProgressFn,
+    cache: InversionCache | None = None,
+) -> list[JobOutput]:
     """Run prepared jobs of one method as one batch; the model is clean afterwards."""
     method = jobs[0].payload.method
     if any(job.payload.method != method for job in jobs):
         raise ValueError("a batch holds jobs of one method")
     try:
         with torch.no_grad():
-            return HANDLERS[method](denoiser, jobs, progress)
+            return HANDLERS[method](denoiser, jobs, progress, cache)
     finally:
         denoiser.hooks.clear()

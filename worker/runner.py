@@ -45,6 +45,7 @@ from service.method_specs import batch_key
 from service.metrics import record_observation, record_outcome
 from worker.engine import ModelRegistry, ModelSpec
 from worker.executor import JobFailed, JobOutput, PreparedJob, prepare, run_batch
+from worker.inversion_cache import InversionCache
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("editserve.worker")
@@ -94,6 +95,9 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         self.settings = settings
         self.registry = registry
         self.blobs = blobs
+        self.cache = InversionCache(
+            settings.inversion_cache_mb * 1024 * 1024, folder=settings.blob_dir / "inversions"
+        )
         self._running: dict[str, RunningJob] = {}
         self._lock = threading.Lock()
         self._stop_beat = threading.Event()
@@ -207,7 +211,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         progress = self._progress_callback(live, queue)
         start = time.time()
         try:
-            outputs = run_batch(denoiser, [p for _, p in prepared], progress)
+            outputs = run_batch(denoiser, [p for _, p in prepared], progress, self.cache)
         except BatchCanceled:
             return
         except Exception as exc:

@@ -32,6 +32,7 @@ class WorkerSettings(BaseSettings):
     lease_s: int = Field(8, ge=2, description="a job whose worker is silent this long is lost")
     maintenance_s: int = Field(3, ge=1, description="how often lost jobs are looked for")
     heartbeat_s: float = Field(1.0, gt=0)
+    inversion_cache_mb: int = Field(512, ge=0, description="per-worker inversion cache")
     worker_name: str = Field(default_factory=_default_name)
 
     @field_validator("models")

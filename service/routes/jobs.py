@@ -31,6 +31,7 @@ class JobMetricsPublic(BaseModel):
     run_ms: float | None = None
     batch_size: int | None = None
     psnr_db: float | None = None
+    inversion_cached: bool | None = None
 
 
 class JobPublic(BaseModel):

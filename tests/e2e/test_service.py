@@ -223,3 +223,61 @@ def test_killed_worker_without_retries_fails_with_worker_lost(stack: Stack) -> N
     assert job["status"] == "failed", job
     assert job["error"]["code"] == "worker_lost" and job["error"]["retryable"]
     stack.start_worker(name)
+
+
+def test_a_re_edit_reuses_the_cached_inversion(stack: Stack) -> None:
+    api = stack.api_url
+    image = _upload(api, "large-blue-triangle-top-left-on-white.png")
+    first = _wait(api, _edit(api, image, steps=30, grid="linspace").json()["id"])
+    second = _wait(api, _edit(api, image, steps=30, grid="linspace").json()["id"])
+    assert first["status"] == second["status"] == "succeeded"
+    assert first["metrics"]["inversion_cached"] is False
+    # whichever of the two workers takes it: the inversion is in the shared store
+    assert second["metrics"]["inversion_cached"] is True
+    assert second["metrics"]["run_ms"] < first["metrics"]["run_ms"]
+    a = httpx.get(f"{api}{first['output_links'][0]}").content
+    b = httpx.get(f"{api}{second['output_links'][0]}").content
+    assert a == b  # DDIM is deterministic: the same PNG
+
+
+def test_api_keys_guard_and_separate_jobs(stack: Stack) -> None:
+    api = stack.start_api(EDITSERVE_API_KEYS='["key-one", "key-two"]')
+    data = (EXAMPLES / "small-blue-square-top-right-on-black.png").read_bytes()
+    anonymous = httpx.post(f"{api}/v1/images", files={"file": ("a.png", data, "image/png")})
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthorized"
+    one, two = {"X-API-Key": "key-one"}, {"Authorization": "Bearer key-two"}
+    r = httpx.post(f"{api}/v1/images", files={"file": ("a.png", data, "image/png")}, headers=one)
+    body = {
+        "model": "shapes32",
+        "method": "reconstruct",
+        "inputs": {"image": r.json()["id"]},
+        "params": {"steps": 5},
+    }
+    job_id = httpx.post(f"{api}/v1/edits", json=body, headers=one).json()["id"]
+    assert httpx.get(f"{api}/v1/jobs/{job_id}", headers=one).status_code == 200
+    assert httpx.get(f"{api}/v1/jobs/{job_id}", headers=two).status_code == 404
+    assert httpx.get(f"{api}/v1/jobs/{job_id}").status_code == 401
+    wrong = httpx.get(f"{api}/v1/jobs/{job_id}", headers={"X-API-Key": "nope"})
+    assert wrong.status_code == 401
+
+
+def test_full_queue_answers_429_with_retry_after(stack: Stack) -> None:
+    api = stack.start_api(EDITSERVE_QUEUE_DEPTH_CAP="1")
+    image = _upload(api)
+    running = [w for w in stack.workers.values() if w.poll() is None]
+    blockers = [_edit(api, image, steps=1000, grid="linspace").json()["id"] for _ in running]
+    for job_id in blockers:
+        _wait(api, job_id, until=("running",))
+    queued = _edit(api, image, steps=3).json()["id"]
+    refused = _edit(api, image, steps=3)
+    assert refused.status_code == 429, refused.text
+    assert (
+        refused.json()["error"]["code"] == "queue_full" and int(refused.headers["Retry-After"]) > 0
+    )
+    for job_id in [*blockers, queued]:
+        httpx.post(f"{api}/v1/jobs/{job_id}/cancel")
+    metrics = httpx.get(f"{api}/metrics").text
+    assert (
+        "editserve_queue_depth" in metrics and 'editserve_jobs_total{status="succeeded"}' in metrics
+    )
+    assert "editserve_batch_size_bucket" in metrics
