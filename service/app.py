@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from service.blobs import LocalBlobStore
 from service.errors import install_error_handlers
@@ -23,6 +24,8 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     if redis is None and settings.redis_url:
         redis = Redis.from_url(settings.redis_url)
     app.state.redis = redis
+    # long-polls wait on pub/sub without holding a thread
+    app.state.redis_async = AsyncRedis.from_url(settings.redis_url) if settings.redis_url else None
     install_error_handlers(app)
     for router in (health.router, images.router, edits.router, jobs.router, catalog.router):
         app.include_router(router)

@@ -49,7 +49,13 @@ def _api(args: argparse.Namespace) -> int:
     if not settings.redis_url:
         print("error: set EDITSERVE_REDIS_URL (e.g. redis://localhost:6379/0)", file=sys.stderr)
         return 2
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        access_log=not args.no_access_log,
+    )
     return 0
 
 
@@ -197,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="the HTTP API (needs EDITSERVE_REDIS_URL)")
     api.add_argument("--host", default="0.0.0.0")
     api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--no-access-log", action="store_true", help="no line per request")
     api.set_defaults(handler=_api)
 
     worker = sub.add_parser("worker", help="a worker: one per device (settings: EDITSERVE_*)")

@@ -59,8 +59,11 @@ class Client:
         result: dict[str, Any] = self._json(self.http.post("/v1/edits", json=body, headers=headers))
         return result
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json(self.http.get(f"/v1/jobs/{job_id}"))
+    def job(self, job_id: str, wait: float = 0) -> dict[str, Any]:
+        """A job's view; with ``wait`` the server answers once the job ends (or after wait s)."""
+        params = {"wait": wait} if wait else {}
+        response = self.http.get(f"/v1/jobs/{job_id}", params=params, timeout=wait + 30)
+        result: dict[str, Any] = self._json(response)
         return result
 
     def output(self, job_id: str, n: int) -> bytes:
@@ -78,11 +81,10 @@ class Client:
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while True:
-            job = self.job(job_id)
+            job = self.job(job_id, wait=poll_s)
             if on_update is not None:
                 on_update(job)
             if job["status"] in ("succeeded", "failed", "canceled"):
                 return job
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s")
-            time.sleep(poll_s)

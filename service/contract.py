@@ -16,6 +16,7 @@ QUEUE_PREFIX = "editserve"
 HEARTBEAT_KEY = "editserve:workers:heartbeat"  # hash: worker name -> unix time of last beat
 MODELS_KEY = "editserve:workers:models"  # hash: worker name -> JSON list of model descriptions
 CANCEL_KEY = "editserve:cancel:{id}"  # set by the API; a running job stops at its next step
+JOB_EVENTS = "editserve:job-events:{id}"  # pub/sub: the worker announces a job's end
 
 
 class JobStatus(StrEnum):

@@ -19,7 +19,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
+from redis import Redis
 
 _PR_SET_PDEATHSIG = 1
 
@@ -101,8 +105,82 @@ class RedisProcess:
         self.proc = None
 
 
-def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, env=env, preexec_fn=_die_with_parent)
+@dataclass
+class LocalStack:
+    """Worker and API processes around one Redis, for tests and benchmarks."""
+
+    redis_url: str
+    blob_dir: Path
+    env: dict[str, str]
+    api_url: str = ""
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    log_dir: Path | None = None  # children's output goes here when set
+
+    @property
+    def redis(self) -> Redis:
+        return Redis.from_url(self.redis_url)
+
+    def _log(self, name: str) -> Path | None:
+        return None if self.log_dir is None else self.log_dir / f"{name}.log"
+
+    def start_worker(self, name: str, **env: str) -> subprocess.Popen[bytes]:
+        worker_env = {**self.env, "EDITSERVE_WORKER_NAME": name, **env}
+        proc = spawn([sys.executable, "-m", "service.cli", "worker"], worker_env, self._log(name))
+        self.workers[name] = proc
+        self.procs.append(proc)
+        self.wait_for_worker(name, proc)
+        return proc
+
+    def wait_for_worker(
+        self, name: str, proc: subprocess.Popen[bytes], timeout: float = 60
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker {name} exited with {proc.returncode}")
+            if self.redis.hget("editserve:workers:heartbeat", name):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"worker {name} did not report in {timeout} s")
+
+    def start_api(self, *args: str, **env: str) -> str:
+        port = free_port()
+        command = [sys.executable, "-m", "service.cli", "api", "--host", "127.0.0.1"]
+        proc = spawn([*command, "--port", str(port), *args], {**self.env, **env}, self._log("api"))
+        self.procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"API exited with {proc.returncode}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("API did not answer /healthz in 30 s")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path | None = None) -> subprocess.Popen[bytes]:
+    """A child that dies with us; its output goes to ``log`` when given."""
+    if log is None:
+        return subprocess.Popen(args, env=env, preexec_fn=_die_with_parent)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            args, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from rq.serializers import JSONSerializer
 from service.contract import (
     CANCEL_KEY,
     HEARTBEAT_KEY,
+    JOB_EVENTS,
     MODELS_KEY,
     RETRYABLE,
     ErrorCode,
@@ -116,6 +117,7 @@ class JobQueue:
         if status == JobStatus.QUEUED:
             try:
                 job.cancel()
+                self.redis.publish(JOB_EVENTS.format(id=job.id), JobStatus.CANCELED.value)
                 return JobStatus.CANCELED
             except InvalidJobOperation:
                 return self.status(job)

@@ -24,6 +24,11 @@ HISTOGRAMS = {
 }
 
 
+def _bound(value: float) -> str:
+    """Bucket labels as Prometheus writes them (1 -> "1.0")."""
+    return repr(float(value))
+
+
 def _hist_key(name: str) -> str:
     return f"editserve:stats:hist:{name}"
 
@@ -35,7 +40,7 @@ def record_outcome(redis: Any, status: str) -> None:
 def record_observation(redis: Any, name: str, value: float) -> None:
     bounds = HISTOGRAMS[name]
     index = bisect.bisect_left(bounds, value)
-    bucket = str(bounds[index]) if index < len(bounds) else "+Inf"
+    bucket = _bound(bounds[index]) if index < len(bounds) else "+Inf"
     with redis.pipeline() as pipe:
         pipe.hincrby(_hist_key(name), bucket, 1)
         pipe.hincrbyfloat(_hist_key(name), "sum", value)
@@ -65,7 +70,7 @@ class RedisCollector(Collector):
         for name, bounds in HISTOGRAMS.items():
             raw = {_text(k): float(v) for k, v in self.redis.hgetall(_hist_key(name)).items()}
             cumulative, buckets = 0.0, []
-            for bound in [*(str(b) for b in bounds), "+Inf"]:
+            for bound in [*(_bound(b) for b in bounds), "+Inf"]:
                 cumulative += raw.get(bound, 0.0)
                 buckets.append((bound, cumulative))
             hist = HistogramMetricFamily(f"editserve_{name}", f"Distribution of {name}")

@@ -36,6 +36,7 @@ from service.blobs import BlobStore, LocalBlobStore
 from service.contract import (
     CANCEL_KEY,
     HEARTBEAT_KEY,
+    JOB_EVENTS,
     MODELS_KEY,
     ErrorCode,
     JobPayload,
@@ -261,6 +262,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         run.job.ended_at = None
         run.job.cancel()
         self._cleanup(run, queue)
+        self._announce(run, "canceled")
         record_outcome(self.connection, "canceled")
 
     def _cleanup(self, run: RunningJob, queue: Queue) -> None:
@@ -269,6 +271,10 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             pipe.execute()
 
     # ------------------------------------------------------------------ outcomes
+    def _announce(self, run: RunningJob, status: str) -> None:
+        """Wake the API's long-polls waiting on this job."""
+        self.connection.publish(JOB_EVENTS.format(id=run.job.id), status)
+
     def _succeed(
         self, run: RunningJob, queue: Queue, output: JobOutput, run_ms: float, batch: int
     ) -> None:
@@ -288,6 +294,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         run.job.save_meta()
         run.done = True
         self._finalize_success(run.job, queue, run.execution, result)
+        self._announce(run, "succeeded")
         record_outcome(self.connection, "succeeded")
         record_observation(self.connection, "run_seconds", run_ms / 1e3)
         record_observation(self.connection, "queue_seconds", queue_ms / 1e3)
@@ -308,6 +315,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             exc_string=f"{code.value}: {message}",
             execution=run.execution,
         )
+        self._announce(run, "failed" if not retry else "retrying")
         record_outcome(self.connection, "failed" if not retry else "failed_attempt")
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
-from service.contract import JobStatus
+from service.contract import JOB_EVENTS, JobStatus
 from service.deps import BlobsDep, OwnerDep, QueueDep
 from service.errors import ApiError, ErrorResponse
 from service.jobs import JobNotFound, JobQueue
@@ -72,9 +74,53 @@ def _public(queue: JobQueue, job: Any) -> JobPublic:
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS)
-def get_job(job_id: str, queue: QueueDep, owner: OwnerDep) -> JobPublic:
-    """A job's status, progress, timestamps, error, outputs and metrics."""
-    return _public(queue, _owned(queue, job_id, owner))
+async def get_job(
+    job_id: str,
+    request: Request,
+    queue: QueueDep,
+    owner: OwnerDep,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=60,
+            description="long-poll: seconds to wait for the job to end before answering",
+        ),
+    ] = 0,
+) -> JobPublic:
+    """A job's status, progress, timestamps, error, outputs and metrics.
+
+    With ``wait``, the answer comes when the job ends (or the wait runs out), so a
+    client needs one request per job instead of a polling loop.
+    """
+    job = await run_in_threadpool(_owned, queue, job_id, owner)
+    if wait > 0 and not queue.status(job).final:
+        await wait_for_end(request.app.state.redis_async, queue, job, wait)
+    return await run_in_threadpool(_public, queue, job)
+
+
+async def wait_for_end(redis: Any, queue: JobQueue, job: Any, timeout: float) -> None:
+    """Block until the worker announces the job's end on its channel, or the timeout."""
+    if redis is None:
+        return
+    pubsub = redis.pubsub()
+    try:
+        await pubsub.subscribe(JOB_EVENTS.format(id=job.id))
+        # subscribed first, then checked: an end announced in between is not missed
+        if await run_in_threadpool(lambda: queue.status(job).final):
+            return
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            message = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=min(left, 1.0)
+            )
+            if message is not None:
+                return
+            # a job failed by RQ's cleanup (worker lost) is not announced: look now and then
+            if await run_in_threadpool(lambda: queue.status(job).final):
+                return
+    finally:
+        await pubsub.aclose()
 
 
 @router.get(

@@ -15,7 +15,7 @@ from PIL import Image
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from tests.e2e.conftest import Stack
+from service.embedded import LocalStack as Stack
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -45,10 +45,13 @@ def _wait(
     final = until or ("succeeded", "failed", "canceled")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job: dict[str, Any] = httpx.get(f"{api}/v1/jobs/{job_id}").json()
+        # long-poll when waiting for the end; a short poll for other states
+        params = {"wait": 5} if not until else {}
+        job: dict[str, Any] = httpx.get(f"{api}/v1/jobs/{job_id}", params=params, timeout=30).json()
         if job["status"] in final:
             return job
-        time.sleep(0.05)
+        if until:
+            time.sleep(0.05)
     raise AssertionError(f"job {job_id} not {final} after {timeout} s: {job}")
 
 
@@ -259,15 +262,22 @@ def test_api_keys_guard_and_separate_jobs(stack: Stack) -> None:
     assert httpx.get(f"{api}/v1/jobs/{job_id}").status_code == 401
     wrong = httpx.get(f"{api}/v1/jobs/{job_id}", headers={"X-API-Key": "nope"})
     assert wrong.status_code == 401
+    done = httpx.get(f"{api}/v1/jobs/{job_id}", params={"wait": 30}, headers=one, timeout=60)
+    assert done.json()["status"] == "succeeded"
 
 
 def test_full_queue_answers_429_with_retry_after(stack: Stack) -> None:
     api = stack.start_api(EDITSERVE_QUEUE_DEPTH_CAP="1")
     image = _upload(api)
     running = [w for w in stack.workers.values() if w.poll() is None]
-    blockers = [_edit(api, image, steps=1000, grid="linspace").json()["id"] for _ in running]
-    for job_id in blockers:
-        _wait(api, job_id, until=("running",))
+    # different steps: each blocker is its own batch, so each worker takes one; each is
+    # running before the next is sent, since a queued blocker already counts against the cap
+    blockers = []
+    for i in range(len(running)):
+        r = _edit(api, image, steps=1000 - i, grid="linspace")
+        assert r.status_code == 202, r.text
+        blockers.append(r.json()["id"])
+        _wait(api, blockers[-1], until=("running",))
     queued = _edit(api, image, steps=3).json()["id"]
     refused = _edit(api, image, steps=3)
     assert refused.status_code == 429, refused.text
@@ -276,8 +286,34 @@ def test_full_queue_answers_429_with_retry_after(stack: Stack) -> None:
     )
     for job_id in [*blockers, queued]:
         httpx.post(f"{api}/v1/jobs/{job_id}/cancel")
+
+
+def test_metrics_count_outcomes_and_batches(stack: Stack) -> None:
+    api = stack.api_url
+    job = _wait(api, _edit(api, _upload(api), steps=4).json()["id"])
+    assert job["status"] == "succeeded"
     metrics = httpx.get(f"{api}/metrics").text
-    assert (
-        "editserve_queue_depth" in metrics and 'editserve_jobs_total{status="succeeded"}' in metrics
-    )
-    assert "editserve_batch_size_bucket" in metrics
+    assert "editserve_queue_depth" in metrics
+    succeeded = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith('editserve_jobs_total{status="succeeded"}')
+    ]
+    assert succeeded and float(succeeded[0].split()[-1]) >= 1
+    assert 'editserve_batch_size_bucket{le="1.0"}' in metrics
+    assert "editserve_run_seconds_count" in metrics
+
+
+def test_long_poll_answers_when_the_job_ends(stack: Stack) -> None:
+    api = stack.api_url
+    job_id = _edit(api, _upload(api), steps=40).json()["id"]
+    start = time.monotonic()
+    job = httpx.get(f"{api}/v1/jobs/{job_id}", params={"wait": 50}, timeout=60).json()
+    took = time.monotonic() - start
+    assert job["status"] == "succeeded" and took < 30, (job["status"], took)
+    # a wait on a final job answers at once; a bad wait names the field
+    start = time.monotonic()
+    assert httpx.get(f"{api}/v1/jobs/{job_id}", params={"wait": 50}).json()["status"] == "succeeded"
+    assert time.monotonic() - start < 2
+    bad = httpx.get(f"{api}/v1/jobs/{job_id}", params={"wait": 99})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "wait"
