@@ -68,41 +68,26 @@ def _edit_and_wait(client: httpx.Client, image: str, steps: int) -> dict[str, An
             return job
 
 
-def engine_latency(model: str, images: list[bytes], steps: int) -> list[float]:
-    """The same edit called on the engine: decode, fit, invert, sample, encode PNG."""
+def engine_once(dn: Any, data: bytes, steps: int) -> float:
+    """The same edit called on the engine in this process: decode, invert, sample, PNG."""
     import torch
 
-    from worker.engine import load_denoiser
     from worker.engine.images import to_pil, to_tensor
     from worker.engine.reconstruct import reconstruct
 
-    dn = load_denoiser(model, device="cpu", dtype="float32")
-    times = []
-    for data in images:
-        start = time.perf_counter()
-        with Image.open(io.BytesIO(data)) as im:
-            x = to_tensor([im.convert("RGB")])
-        result = reconstruct(dn, x, steps=steps, generator=torch.Generator().manual_seed(0))
-        buf = io.BytesIO()
-        to_pil(result.images)[0].save(buf, format="PNG")
-        times.append(time.perf_counter() - start)
-    return times[1:]  # the first call warms up
+    start = time.perf_counter()
+    with Image.open(io.BytesIO(data)) as im:
+        x = to_tensor([im.convert("RGB")])
+    result = reconstruct(dn, x, steps=steps, generator=torch.Generator().manual_seed(0))
+    buf = io.BytesIO()
+    to_pil(result.images)[0].save(buf, format="PNG")
+    return time.perf_counter() - start
 
 
-def service_latency(
-    api: str, images: list[bytes], steps: int
-) -> tuple[list[float], list[float], list[float]]:
-    """Wall time of POST -> succeeded seen, the submit-to-start gaps, the worker's run time."""
-    walls, starts, runs = [], [], []
-    with httpx.Client(base_url=api, timeout=90) as client:
-        for data in images:
-            image = _upload(api, data)
-            start = time.perf_counter()
-            job = _edit_and_wait(client, image, steps)
-            walls.append(time.perf_counter() - start)
-            starts.append(job["started_at"] - job["created_at"])
-            runs.append(job["metrics"]["run_ms"] / 1e3)
-    return walls[1:], starts[1:], runs[1:]
+def service_once(client: httpx.Client, image: str, steps: int) -> tuple[float, dict[str, Any]]:
+    start = time.perf_counter()
+    job = _edit_and_wait(client, image, steps)
+    return time.perf_counter() - start, job
 
 
 def throughput(api: str, images: list[str], clients: int, per_client: int, steps: int) -> float:
@@ -138,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--jobs-per-client", type=int, default=2)
     p.add_argument("--throughput-steps", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=2, help="throughput rounds per setting")
     args = p.parse_args(argv)
     from service.embedded import RedisProcess
 
@@ -148,34 +134,56 @@ def main(argv: list[str] | None = None) -> int:
            "EDITSERVE_MODELS": f"shapes32={args.model}", "EDITSERVE_DEVICE": "cpu",
            "EDITSERVE_INVERSION_CACHE_MB": "512"}  # fmt: skip
     results: dict[str, Any] = {}
-    try:
-        direct = engine_latency(args.model, _pngs(args.latency_runs + 1, 11), args.steps)
-        results["engine_ms"] = 1e3 * statistics.median(direct)
+    from worker.engine import load_denoiser
 
+    dn = load_denoiser(args.model, device="cpu", dtype="float32")
+    try:
         stack = Stack(redis_url=redis.url, blob_dir=tmp / "blobs", env=env, log_dir=tmp)
         try:
             stack.start_worker("bench-1", EDITSERVE_MAX_BATCH="1")
             api = stack.start_api("--no-access-log")
-            walls, starts, runs = service_latency(api, _pngs(args.latency_runs + 1, 12), args.steps)
-            results["service_ms"] = 1e3 * statistics.median(walls)
+            # interleaved, so machine drift hits all three alike: the engine in this
+            # process, a first edit through the service, and its cached re-edit
+            engine, first, cached, starts, runs = [], [], [], [], []
+            direct_images = _pngs(args.latency_runs + 1, 11)
+            service_images = [_upload(api, d) for d in _pngs(args.latency_runs + 1, 12)]
+            with httpx.Client(base_url=api, timeout=90) as client:
+                for k in range(args.latency_runs + 1):
+                    t_engine = engine_once(dn, direct_images[k], args.steps)
+                    t_first, job = service_once(client, service_images[k], args.steps)
+                    t_cached, again = service_once(client, service_images[k], args.steps)
+                    if k == 0 or not again["metrics"]["inversion_cached"]:
+                        continue  # the first round warms up
+                    engine.append(t_engine)
+                    first.append(t_first)
+                    cached.append(t_cached)
+                    starts.append(job["started_at"] - job["created_at"])
+                    runs.append(job["metrics"]["run_ms"] / 1e3)
+            results["engine_ms"] = 1e3 * statistics.median(engine)
+            results["service_ms"] = 1e3 * statistics.median(first)
+            results["cached_ms"] = 1e3 * statistics.median(cached)
             results["worker_run_ms"] = 1e3 * statistics.median(runs)
             results["submit_to_start_p50_ms"] = 1e3 * statistics.median(starts)
             results["submit_to_start_p90_ms"] = 1e3 * float(np.percentile(starts, 90))
 
-            # cached re-edit: the same images again, same params
-            again, _, _ = service_latency(api, _pngs(args.latency_runs + 1, 12), args.steps)
-            results["cached_ms"] = 1e3 * statistics.median(again)
-
-            ids = [_upload(api, d) for d in _pngs(args.clients * args.jobs_per_client, 13)]
-            results["throughput_batch1"] = throughput(
-                api, ids, args.clients, args.jobs_per_client, args.throughput_steps
-            )
+            # throughput, batching off and on, alternated over rounds (fresh images each run)
+            per_config: dict[int, list[float]] = {1: [], 8: []}
             stack.workers.pop("bench-1").terminate()
-            stack.start_worker("bench-8", EDITSERVE_MAX_BATCH="8", EDITSERVE_MAX_WAIT_MS="25")
-            ids = [_upload(api, d) for d in _pngs(args.clients * args.jobs_per_client, 14)]
-            results["throughput_batch8"] = throughput(
-                api, ids, args.clients, args.jobs_per_client, args.throughput_steps
-            )
+            for round_ in range(args.rounds):
+                for max_batch in (1, 8):
+                    name = f"bench-{round_}-{max_batch}"
+                    stack.start_worker(name, EDITSERVE_MAX_BATCH=str(max_batch))
+                    count = args.clients * args.jobs_per_client
+                    seed = 1000 + 10 * round_ + max_batch
+                    ids = [_upload(api, d) for d in _pngs(count, seed)]
+                    per_config[max_batch].append(
+                        throughput(
+                            api, ids, args.clients, args.jobs_per_client, args.throughput_steps
+                        )
+                    )
+                    stack.workers.pop(name).terminate()
+            results["throughput_batch1"] = statistics.median(per_config[1])
+            results["throughput_batch8"] = statistics.median(per_config[8])
         finally:
             stack.stop()
     finally:
