@@ -8,7 +8,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from service.blobs import LocalBlobStore
 from service.errors import install_error_handlers
-from service.routes import catalog, edits, health, images, jobs
+from service.routes import assets, catalog, edits, health, images, jobs
 from service.settings import Settings, get_settings
 
 
@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     # long-polls wait on pub/sub without holding a thread
     app.state.redis_async = AsyncRedis.from_url(settings.redis_url) if settings.redis_url else None
     install_error_handlers(app)
-    for router in (health.router, images.router, edits.router, jobs.router, catalog.router):
+    routers = (health, images, edits, jobs, assets, catalog)
+    for router in (module.router for module in routers):
         app.include_router(router)
     return app

@@ -197,3 +197,21 @@ def create_edit(
         owner=owner,
         idempotency_key=idempotency_key,
     )
+
+
+@router.post("/fits", status_code=202, response_model=JobAccepted, responses=_ERRORS)
+def create_fit(
+    body: JobCreate,
+    response: Response,
+    settings: SettingsDep,
+    queue: QueueDep,
+    blobs: BlobsDep,
+    redis: RedisDep,
+    owner: OwnerDep,
+    idempotency_key: str | None = Header(None, max_length=200),
+) -> JobAccepted:
+    """Queue a fit; its job's result names the asset it made."""
+    return submit_job(
+        body, JobKind.FIT, response, settings=settings, queue=queue, blobs=blobs,
+        redis=redis, owner=owner, idempotency_key=idempotency_key,
+    )  # fmt: skip

@@ -15,6 +15,7 @@ from PIL import Image
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from service.assets import AssetIndex
 from service.embedded import LocalStack as Stack
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -317,3 +318,39 @@ def test_long_poll_answers_when_the_job_ends(stack: Stack) -> None:
     assert time.monotonic() - start < 2
     bad = httpx.get(f"{api}/v1/jobs/{job_id}", params={"wait": 99})
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "wait"
+
+
+def test_assets_list_get_delete(stack: Stack) -> None:
+    api = stack.api_url
+    index = AssetIndex(stack.redis)
+    first = index.create(
+        name="smile",
+        model="shapes32",
+        method="directions",
+        blob="0" * 64,
+        params={"k": 3},
+        metrics={"accuracy": 0.97},
+    )
+    second = index.create(
+        name="smile",
+        model="shapes32",
+        method="directions",
+        blob="1" * 64,
+        params={"k": 5},
+        metrics={},
+    )
+    assert (first["version"], second["version"]) == (1, 2)
+    listed = httpx.get(f"{api}/v1/assets", params={"method": "directions"}).json()
+    assert [a["id"] for a in listed][-2:] == [first["id"], second["id"]]
+    one = httpx.get(f"{api}/v1/assets/{first['id']}").json()
+    assert one["metrics"] == {"accuracy": 0.97} and "owner" not in one and "blob" not in one
+    assert httpx.delete(f"{api}/v1/assets/{first['id']}").status_code == 204
+    assert httpx.get(f"{api}/v1/assets/{first['id']}").status_code == 404
+    assert httpx.delete(f"{api}/v1/assets/{first['id']}").status_code == 404
+
+
+def test_fits_route_validates_against_fit_methods(stack: Stack) -> None:
+    api = stack.api_url
+    body = {"model": "shapes32", "method": "reconstruct", "inputs": {}, "params": {}}
+    r = httpx.post(f"{api}/v1/fits", json=body)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "method"
