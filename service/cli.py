@@ -268,7 +268,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    try:
+        return handler(args)
+    except OSError as exc:  # httpx's connection errors are OSErrors underneath
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if type(exc).__module__.startswith("httpx"):
+            url = getattr(args, "url", DEFAULT_URL)
+            print(f"error: cannot reach the API at {url} ({exc}); is it running? "
+                  "(`editserve serve` starts one here)", file=sys.stderr)  # fmt: skip
+            return 1
+        raise
 
 
 if __name__ == "__main__":

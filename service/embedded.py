@@ -188,11 +188,13 @@ def _signals_raise() -> Iterator[None]:
     def handler(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, handler)
+    # SIGINT too: a shell that starts us in the background leaves SIGINT ignored
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
 
 
 def run_stack(host: str, port: int, data_dir: Path, env_overrides: dict[str, str]) -> int:
