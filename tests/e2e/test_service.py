@@ -354,3 +354,25 @@ def test_fits_route_validates_against_fit_methods(stack: Stack) -> None:
     body = {"model": "shapes32", "method": "reconstruct", "inputs": {}, "params": {}}
     r = httpx.post(f"{api}/v1/fits", json=body)
     assert r.status_code == 422 and r.json()["error"]["field"] == "method"
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "code"),
+    [
+        (b"\x89PNG" + bytes(9 * 1024 * 1024), 413, "payload_too_large"),
+        (b"just some text", 415, "unsupported_media_type"),
+        (
+            (EXAMPLES / "small-yellow-circle-top-left-on-grey.png").read_bytes()[:120],
+            422,
+            "invalid_image",
+        ),
+    ],
+)
+def test_upload_refusals_over_http(stack: Stack, payload: bytes, status: int, code: str) -> None:
+    r = httpx.post(f"{stack.api_url}/v1/images", files={"file": ("x.png", payload, "image/png")})
+    assert r.status_code == status, r.text
+    assert r.json()["error"] == {
+        "code": code,
+        "message": r.json()["error"]["message"],
+        "field": "file",
+    }
