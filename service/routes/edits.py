@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Depends, Header, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.blobs import is_content_id
@@ -174,44 +175,34 @@ def submit_job(
     return accepted
 
 
+@dataclass
+class Submission:
+    """What every job submission needs, gathered once for both routes."""
+
+    settings: SettingsDep
+    queue: QueueDep
+    blobs: BlobsDep
+    redis: RedisDep
+    owner: OwnerDep
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None
+
+    def submit(self, body: JobCreate, kind: JobKind, response: Response) -> JobAccepted:
+        return submit_job(
+            body, kind, response, settings=self.settings, queue=self.queue, blobs=self.blobs,
+            redis=self.redis, owner=self.owner, idempotency_key=self.idempotency_key,
+        )  # fmt: skip
+
+
+SubmissionDep = Annotated[Submission, Depends()]
+
+
 @router.post("/edits", status_code=202, response_model=JobAccepted, responses=_ERRORS)
-def create_edit(
-    body: JobCreate,
-    response: Response,
-    settings: SettingsDep,
-    queue: QueueDep,
-    blobs: BlobsDep,
-    redis: RedisDep,
-    owner: OwnerDep,
-    idempotency_key: str | None = Header(None, max_length=200),
-) -> JobAccepted:
+def create_edit(body: JobCreate, response: Response, submission: SubmissionDep) -> JobAccepted:
     """Queue an edit; poll the returned job link for progress and outputs."""
-    return submit_job(
-        body,
-        JobKind.EDIT,
-        response,
-        settings=settings,
-        queue=queue,
-        blobs=blobs,
-        redis=redis,
-        owner=owner,
-        idempotency_key=idempotency_key,
-    )
+    return submission.submit(body, JobKind.EDIT, response)
 
 
 @router.post("/fits", status_code=202, response_model=JobAccepted, responses=_ERRORS)
-def create_fit(
-    body: JobCreate,
-    response: Response,
-    settings: SettingsDep,
-    queue: QueueDep,
-    blobs: BlobsDep,
-    redis: RedisDep,
-    owner: OwnerDep,
-    idempotency_key: str | None = Header(None, max_length=200),
-) -> JobAccepted:
+def create_fit(body: JobCreate, response: Response, submission: SubmissionDep) -> JobAccepted:
     """Queue a fit; its job's result names the asset it made."""
-    return submit_job(
-        body, JobKind.FIT, response, settings=settings, queue=queue, blobs=blobs,
-        redis=redis, owner=owner, idempotency_key=idempotency_key,
-    )  # fmt: skip
+    return submission.submit(body, JobKind.FIT, response)

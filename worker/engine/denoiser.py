@@ -205,14 +205,21 @@ class Denoiser:
                 raise InputError("cond: guidance_scale != 1 needs unconditional embeddings")
 
     # ------------------------------------------------------------------ noise model
-    def eps(self, x_t: torch.Tensor, t: int, cond: Conditioning | None = None) -> torch.Tensor:
-        """Noise prediction eps(x_t, t, cond) in fp32, guidance applied."""
+    def _call_inputs(
+        self, x_t: torch.Tensor, t: int, cond: Conditioning | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Check a call, set the clock for hooks; (x, t, embeddings) as the U-Net takes them."""
         self.check_sample(x_t)
         self._check_t(t)
         self._check_cond(cond, x_t.shape[0])
         self.clock.t = t
         x_in, enc = self._inputs(x_t, cond)
         t_in = torch.full((x_in.shape[0],), t, device=self.device, dtype=torch.long)
+        return x_in, t_in, enc
+
+    def eps(self, x_t: torch.Tensor, t: int, cond: Conditioning | None = None) -> torch.Tensor:
+        """Noise prediction eps(x_t, t, cond) in fp32, guidance applied."""
+        x_in, t_in, enc = self._call_inputs(x_t, t, cond)
         # No no_grad here: method C differentiates through eps w.r.t. the embeddings.
         if enc is None:
             out = self.unet(x_in, t_in, return_dict=False)[0]
@@ -222,12 +229,7 @@ class Denoiser:
 
     def down_mid(self, x_t: torch.Tensor, t: int, cond: Conditioning | None = None) -> SplitState:
         """The U-Net up to h-space (h hooks fire here); run ``up`` on the result."""
-        self.check_sample(x_t)
-        self._check_t(t)
-        self._check_cond(cond, x_t.shape[0])
-        self.clock.t = t
-        x_in, enc = self._inputs(x_t, cond)
-        t_in = torch.full((x_in.shape[0],), t, device=self.device, dtype=torch.long)
+        x_in, t_in, enc = self._call_inputs(x_t, t, cond)
         state = unet_split.down_mid(self.unet, x_in, t_in, enc)
         return SplitState(unet_state=state, x_t=x_t, t=t, cond=cond)
 
