@@ -100,6 +100,13 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             settings.inversion_cache_mb * 1024 * 1024, folder=settings.blob_dir / "inversions"
         )
         self._running: dict[str, RunningJob] = {}
+        # Claim a queued job for this batch: out of the queue and into RQ's intermediate
+        # queue in one step, so if we die before starting it, RQ's cleanup re-queues it.
+        self._claim = connection.register_script(
+            "local n = redis.call('LREM', KEYS[1], 1, ARGV[1]) "
+            "if n == 1 then redis.call('RPUSH', KEYS[2], ARGV[1]) end "
+            "return n"
+        )
         self._lock = threading.Lock()
         self._stop_beat = threading.Event()
 
@@ -165,7 +172,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
                 job = queue.fetch_job(job_id)
                 if job is None or self._batch_key(job) != key:
                     continue
-                if self.connection.lrem(queue.key, 1, job_id) == 1:  # ours, atomically
+                if self._claim(keys=[queue.key, queue.intermediate_queue_key], args=[job_id]):
                     taken.append(job)
             if len(taken) >= want or time.monotonic() >= deadline:
                 break
@@ -181,7 +188,8 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         runs: list[RunningJob] = []
         for job in jobs:
             execution = self.prepare_execution(job)
-            self.prepare_job_execution(job)
+            # out of RQ's intermediate queue, where a dequeue or a claim put it
+            self.prepare_job_execution(job, remove_from_intermediate_queue=True)
             runs.append(RunningJob(job=job, execution=execution, payload=payload_of(job)))
         with self._lock:
             self._running.update({r.job.id: r for r in runs})

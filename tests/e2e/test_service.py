@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -175,6 +176,9 @@ def test_compatible_jobs_run_as_one_batch(stack: Stack) -> None:
     assert all(job["status"] == "succeeded" for job in jobs)
     assert max(job["metrics"]["batch_size"] for job in jobs) >= 4
     _wait(api, blocker)
+    # nothing left in RQ's intermediate queue (where RQ's cleanup would later fail it)
+    queue = Queue("editserve:shapes32", connection=stack.redis)
+    assert stack.redis.llen(queue.intermediate_queue_key) == 0
 
 
 def test_unknown_job_and_output(stack: Stack) -> None:
