@@ -1,0 +1,159 @@
+"""The tensor algebra of h-space edits, shared by methods A and E (METHODS.md).
+
+===============  ==========================================================
+code             paper
+===============  ==========================================================
+``h``            h_t, the mid-block output of the current trajectory
+``h_c``          the content image's h_t (DiffStyle / InjectFusion)
+``g``            gamma, the content ratio of the slerp
+``N``            the other attributes' directions to project out (Haas)
+===============  ==========================================================
+
+Every function is per sample: norms and angles are taken over (C, H, W) of each
+row of the batch, never across the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from worker.engine.errors import InputError
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1)
+
+
+def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def match_norm(h_c: torch.Tensor, h: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """InjectFusion's normalisation: h_c <- h_c ||h|| / ||h_c|| (L2 over C, H, W per sample)."""
+    scale = _flat(h).norm(dim=1) / _flat(h_c).norm(dim=1).clamp_min(eps)
+    return h_c * _per_sample(scale, h_c)
+
+
+def slerp(h: torch.Tensor, h_c: torch.Tensor, g: float, lerp_below: float = 1e-4) -> torch.Tensor:
+    """Spherical interpolation from h (g = 0) to h_c (g = 1).
+
+    theta = arccos(<h / ||h||, h_c / ||h_c||>);
+    h' = (sin((1 - g) theta) h + sin(g theta) h_c) / sin(theta).
+    The reference code returns NaN when theta ~ 0 (sin(theta) = 0); there the two
+    are parallel and we interpolate linearly, which slerp tends to as theta -> 0.
+    """
+    if not 0.0 <= g <= 1.0:
+        raise InputError(f"g: the content ratio must lie in [0, 1], got {g}")
+    a, b = _flat(h).double(), _flat(h_c).double()
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-30)
+    theta = torch.arccos(cos.clamp(-1.0, 1.0))
+    sin = torch.sin(theta)
+    parallel = theta.abs() < lerp_below
+    safe_sin = torch.where(parallel, torch.ones_like(sin), sin)
+    wa = torch.where(parallel, 1.0 - g, torch.sin((1.0 - g) * theta) / safe_sin)
+    wb = torch.where(parallel, torch.full_like(theta, g), torch.sin(g * theta) / safe_sin)
+    out = _per_sample(wa, a) * a + _per_sample(wb, b) * b
+    return out.reshape(h.shape).to(h.dtype)
+
+
+def inject(
+    h: torch.Tensor, h_c: torch.Tensor, g: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One injection step: normalise h_c to ||h||, slerp by g; outside ``mask`` keep h.
+
+    ``mask`` is (B or 1, 1, H, W) at h's resolution, 1 where content is injected.
+    """
+    mixed = slerp(h, match_norm(h_c, h), g)
+    if mask is None:
+        return mixed
+    if mask.shape[-2:] != h.shape[-2:]:
+        raise InputError(
+            f"mask: expected {tuple(h.shape[-2:])} at h's resolution, got {tuple(mask.shape[-2:])}"
+        )
+    m = mask.to(device=h.device, dtype=h.dtype)
+    return m * mixed + (1 - m) * h
+
+
+def project_out(n: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """Haas et al.: n' = n - N^T (N N^T)^-1 N n, orthogonal to every row of N.
+
+    ``n`` is one direction (any shape), ``others`` (K, *n.shape) the directions to
+    remove; a least-squares solve stands in for the inverse (stable when N is near
+    rank-deficient).
+    """
+    v = n.reshape(-1).double()
+    N = others.reshape(others.shape[0], -1).double()
+    coeffs: torch.Tensor = torch.linalg.lstsq(N @ N.T, (N @ v).unsqueeze(1)).solution.squeeze(1)
+    return (v - N.T @ coeffs).reshape(n.shape).to(n.dtype)
+
+
+def pca_directions(samples: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k principal directions of (N, *shape) samples and their standard deviations.
+
+    Returns (directions (k, *shape) unit-norm, std (k,)), std = sigma / sqrt(N - 1).
+    """
+    n = samples.shape[0]
+    if not 1 <= k <= min(n, samples[0].numel()):
+        raise InputError(f"k: expected 1..{min(n, samples[0].numel())} components, got {k}")
+    x = _flat(samples).double()
+    x = x - x.mean(0, keepdim=True)
+    _, s, vh = torch.linalg.svd(x, full_matrices=False)
+    std = s[:k] / max(n - 1, 1) ** 0.5
+    return vh[:k].reshape(k, *samples.shape[1:]).to(samples.dtype), std.to(samples.dtype)
+
+
+def align_signs(directions: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Flip each step's components so each agrees in sign with the previous step's."""
+    out = [directions[0]]
+    for d in directions[1:]:
+        prev = _flat(out[-1])
+        cur = _flat(d)
+        sign = torch.sign((prev * cur).sum(1))
+        sign[sign == 0] = 1
+        out.append(d * _per_sample(sign, d))
+    return out
+
+
+def power_iteration(
+    jvp: Callable[[torch.Tensor], torch.Tensor],
+    vjp: Callable[[torch.Tensor], torch.Tensor],
+    in_shape: tuple[int, ...],
+    out_shape: tuple[int, ...],
+    k: int = 3,
+    iters: int = 50,
+    tol: float = 1e-5,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k right singular vectors of J by power iteration on J J^T, with deflation.
+
+    ``jvp(u) = J u`` (u in in_shape), ``vjp(v) = J^T v`` (v in out_shape). Each round:
+    v <- J J^T v, minus its projection on the vectors already found, normalised;
+    stop when v moves less than ``tol`` or after ``iters``. The direction in the
+    input space is u = J^T v / sigma, sigma = ||J^T v||.
+    Returns (u (k, *in_shape) unit-norm, sigma (k,)).
+    """
+    found_v: list[torch.Tensor] = []
+    us, sigmas = [], []
+    for _ in range(k):
+        v = torch.randn(out_shape, generator=generator, dtype=torch.float64)
+        v = v / v.norm()
+        for _ in range(iters):
+            w = jvp(vjp(v.float()).double().float()).double()
+            for prev in found_v:
+                w = w - (w * prev).sum() * prev
+            w_norm = w.norm()
+            if w_norm == 0:
+                break
+            w = w / w_norm
+            done = (w - v).norm() < tol
+            v = w
+            if done:
+                break
+        found_v.append(v)
+        jt_v = vjp(v.float()).double()
+        sigma = jt_v.norm()
+        us.append((jt_v / sigma.clamp_min(1e-30)).reshape(in_shape))
+        sigmas.append(sigma)
+    return torch.stack(us).float(), torch.stack(sigmas).float()
