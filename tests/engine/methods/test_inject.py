@@ -1,0 +1,83 @@
+"""Method A on a tiny seeded U-Net: the limits of the content ratio, the mask, calibration."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from worker.engine import Denoiser, InputError, ddim_invert, ddim_sample, timestep_grid
+from worker.engine.methods.inject import InjectionSettings, content_trajectory, inject_content
+
+GRID = timestep_grid(10, 1000, "linspace")
+
+
+def _setup(pixel: Denoiser) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    content = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    style = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    x_T = ddim_invert(pixel, style, GRID).x_T
+    return content, x_T
+
+
+PLAIN = InjectionSettings(g=0.0, t_edit=0, t_boost=0, lam=1.0)
+
+
+def test_content_trajectory_has_h_at_every_step(pixel: Denoiser) -> None:
+    content, _ = _setup(pixel)
+    traj = content_trajectory(pixel, content, GRID)
+    assert sorted(traj.h) == GRID
+    assert traj.h[GRID[-1]].shape == (2, *pixel.h_shape)
+    assert pixel.hooks.active == []
+
+
+def test_ratio_zero_is_plain_regeneration(pixel: Denoiser) -> None:
+    content, x_T = _setup(pixel)
+    out = inject_content(pixel, x_T, content_trajectory(pixel, content, GRID), PLAIN)
+    torch.testing.assert_close(out, ddim_sample(pixel, x_T, GRID), rtol=1e-4, atol=1e-4)
+
+
+def test_ratio_one_changes_the_output_and_an_empty_mask_does_not(pixel: Denoiser) -> None:
+    content, x_T = _setup(pixel)
+    traj = content_trajectory(pixel, content, GRID)
+    plain = ddim_sample(pixel, x_T, GRID)
+    full = InjectionSettings(g=1.0, t_edit=0, t_boost=0, lam=1.0)
+    assert (inject_content(pixel, x_T, traj, full) - plain).abs().max() > 1e-2
+    empty = torch.zeros(1, 1, *pixel.h_shape[1:])
+    masked = inject_content(pixel, x_T, traj, full, mask=empty)
+    torch.testing.assert_close(masked, plain, rtol=1e-4, atol=1e-4)
+
+
+def test_skip_calibration_and_damping_run_and_differ(pixel: Denoiser) -> None:
+    content, x_T = _setup(pixel)
+    traj = content_trajectory(pixel, content, GRID)
+    base = InjectionSettings(g=0.5, t_edit=0, t_boost=0, lam=1.0)
+    a = inject_content(pixel, x_T, traj, base)
+    b = inject_content(
+        pixel, x_T, traj, InjectionSettings(g=0.5, t_edit=0, t_boost=0, lam=1.0, w=1.0)
+    )
+    c = inject_content(pixel, x_T, traj, InjectionSettings(g=0.5, t_edit=0, t_boost=0, lam=0.9))
+    assert torch.isfinite(b).all() and (a - b).abs().max() > 1e-3 and (a - c).abs().max() > 1e-3
+
+
+def test_quality_boost_draws_from_the_generator(pixel: Denoiser) -> None:
+    content, x_T = _setup(pixel)
+    traj = content_trajectory(pixel, content, GRID)
+    boosted = InjectionSettings(g=0.3, t_edit=500, t_boost=300, lam=1.0)
+    run = [
+        inject_content(pixel, x_T, traj, boosted, generator=torch.Generator().manual_seed(s))
+        for s in (1, 1, 2)
+    ]
+    assert torch.equal(run[0], run[1]) and not torch.equal(run[0], run[2])
+
+
+@pytest.mark.parametrize(("field", "settings"), [
+    ("g", InjectionSettings(g=1.5)), ("t_edit", InjectionSettings(t_edit=2000)),
+    ("w", InjectionSettings(w=-1)), ("lam", InjectionSettings(lam=0)),
+])  # fmt: skip
+def test_bad_settings_name_the_field(
+    pixel: Denoiser, field: str, settings: InjectionSettings
+) -> None:
+    content, x_T = _setup(pixel)
+    traj = content_trajectory(pixel, content, GRID)
+    with pytest.raises(InputError, match=f"^{field}:"):
+        inject_content(pixel, x_T, traj, settings)

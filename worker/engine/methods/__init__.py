@@ -1,0 +1,1 @@
+"""One module per editing method (METHODS.md A to E)."""

@@ -1,0 +1,140 @@
+"""Method A: content injection in h-space (DiffStyle / InjectFusion, Jeong et al., WACV 2024).
+
+The content of image C in the style of image S, feed-forward, on a frozen
+unconditional model (METHODS.md, section A):
+
+1. DDIM-invert C and S over the grid; keep S's x_T and C's h_t at every grid step.
+2. Generate from S's x_T. At each step with t >= t_edit, h' = slerp(h, norm(h_c), g)
+   (h the trajectory's own h, so the injection compounds), then the asymmetric step:
+   x0_hat from eps~ (h'), the direction from eps (h).
+3. Skip calibration with strength w > 0: P = x0_hat(eps), P~ = x0_hat(eps~)
+   re-standardised to P's per-sample mean and std,
+   dx = sqrt(ab_t)(P~ - P) + w sqrt(1 - ab_t)(eps~ - eps); x_t <- x_t + dx, then a
+   plain U-Net call and a standard DDIM step.
+4. Early-step damping for t >= t_damp: x_s = sqrt(ab_s) x0_hat + lam sqrt(1 - ab_s) eps.
+5. Quality boost: eta = 1 on steps with t <= t_boost.
+6. An optional mask (at h's resolution) limits the injection to a region.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from worker.engine.denoiser import Denoiser
+from worker.engine.errors import InputError
+from worker.engine.hspace import inject
+from worker.engine.sampling import (
+    Generators,
+    ProgressFn,
+    ddim_invert,
+    ddim_sigma,
+    ddim_step,
+    predict_x0,
+    randn,
+)
+
+
+@dataclass(frozen=True)
+class InjectionSettings:
+    """Defaults from the reference scripts, in the model's own timestep scale (T = 1000)."""
+
+    g: float = 0.3  # content ratio (0.4 for artistic styles)
+    t_edit: int = 400  # inject at t >= t_edit
+    t_boost: int = 200  # eta = 1 at t <= t_boost (0: no boost)
+    w: float = 0.0  # skip-calibration strength (0 in every reference example)
+    lam: float = 0.9985  # early-step damping (1.0 for out-of-domain styles)
+    t_damp: int = 950  # damping at t >= t_damp
+
+    def check(self, num_train_timesteps: int) -> None:
+        T = num_train_timesteps
+        if not 0.0 <= self.g <= 1.0:
+            raise InputError(f"g: must lie in [0, 1], got {self.g}")
+        for name in ("t_edit", "t_boost", "t_damp"):
+            value = getattr(self, name)
+            if not 0 <= value <= T:
+                raise InputError(f"{name}: must lie in [0, {T}], got {value}")
+        if self.w < 0:
+            raise InputError(f"w: must be >= 0, got {self.w}")
+        if not 0.0 < self.lam <= 1.0:
+            raise InputError(f"lam: must lie in (0, 1], got {self.lam}")
+
+
+@dataclass
+class ContentTrajectory:
+    """C's h at every grid step (top included), as injection needs it."""
+
+    grid: list[int]
+    h: dict[int, torch.Tensor]
+
+
+def content_trajectory(
+    denoiser: Denoiser, x0_c: torch.Tensor, grid: list[int]
+) -> ContentTrajectory:
+    """Invert C and record h at every grid step: n - 1 inversion calls plus one at the top."""
+    with torch.no_grad():
+        traj = ddim_invert(denoiser, x0_c, grid, record_h=True)
+        with denoiser.hooks.capture_h("inject.top") as cap:
+            denoiser.eps(traj.x_T, grid[-1])
+    hs = {t: h for t, h in zip(grid[:-1], traj.hs, strict=True)}
+    hs[grid[-1]] = cap.tensors[-1]
+    return ContentTrajectory(grid=grid, h=hs)
+
+
+def _restandardise(p_tilde: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    dims = tuple(range(1, p.ndim))
+    mu, sd = p.mean(dims, keepdim=True), p.std(dims, keepdim=True)
+    mu_t, sd_t = p_tilde.mean(dims, keepdim=True), p_tilde.std(dims, keepdim=True)
+    return (p_tilde - mu_t) / sd_t.clamp_min(1e-8) * sd + mu
+
+
+def inject_content(
+    denoiser: Denoiser,
+    x_T_style: torch.Tensor,
+    content: ContentTrajectory,
+    settings: InjectionSettings,
+    *,
+    mask: torch.Tensor | None = None,
+    generator: Generators = None,
+    progress: ProgressFn | None = None,
+) -> torch.Tensor:
+    """Generate from the style image's x_T with C's h injected; returns x_0 (fp32)."""
+    settings.check(denoiser.num_train_timesteps)
+    grid = content.grid
+    sched = denoiser.schedule
+    x = x_T_style.to(device=denoiser.device, dtype=torch.float32)
+    n = len(grid)
+    for i, k in enumerate(range(n - 1, -1, -1)):
+        t, s = grid[k], grid[k - 1] if k > 0 else -1
+        ab_t, ab_s = sched.ab(t), sched.ab(s)
+        eta = 1.0 if 0 < t <= settings.t_boost else 0.0
+        with torch.no_grad():
+            if t >= settings.t_edit:
+                h_c = content.h[t].to(device=denoiser.device)
+                state = denoiser.down_mid(x, t)
+                h_edit = inject(state.h.float(), h_c, settings.g, mask)
+                eps = denoiser.up(state)
+                eps_edit = denoiser.up(state, h=h_edit)
+                if settings.w > 0:  # skip calibration, then a plain step from the moved x_t
+                    p = predict_x0(x, eps, ab_t)
+                    p_tilde = _restandardise(predict_x0(x, eps_edit, ab_t), p)
+                    x = x + math.sqrt(ab_t) * (p_tilde - p)
+                    x = x + settings.w * math.sqrt(1 - ab_t) * (eps_edit - eps)
+                    eps = denoiser.eps(x, t)
+                    eps_x0 = None
+                else:
+                    eps_x0 = eps_edit
+            else:
+                eps = denoiser.eps(x, t)
+                eps_x0 = None
+        noise = randn(x.shape, generator, x.device) if ddim_sigma(ab_t, ab_s, eta) > 0 else None
+        if t >= settings.t_damp and settings.lam != 1.0:
+            x0 = predict_x0(x, eps if eps_x0 is None else eps_x0, ab_t)
+            x = math.sqrt(ab_s) * x0 + settings.lam * math.sqrt(1 - ab_s) * eps
+        else:
+            x, _ = ddim_step(x, eps, ab_t, ab_s, eta=eta, noise=noise, eps_x0=eps_x0)
+        if progress is not None:
+            progress(i + 1, n)
+    return x
