@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=64)
     p.add_argument("--grid-png", help="write a grid of 64 samples here")
     p.add_argument("--json", dest="json_out")
+    p.add_argument("--card", help="write the measured part of the model card here (markdown)")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     dn = load_denoiser(args.model, device="cpu", dtype="float32")
@@ -194,7 +195,47 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_out:
         with open(args.json_out, "w") as fh:
             json.dump(results, fh, indent=2)
+    if args.card:
+        write_card(args.card, args.model, results)
     return 0
+
+
+def write_card(path: str, model: str, results: dict[str, Any]) -> None:
+    """The measured part of a model card, in markdown, from this run's results."""
+    from pathlib import Path
+
+    training = json.loads((Path(model) / "training.json").read_text())
+    lines = [
+        "## Measured (`python -m benchmarks.model_quality`)",
+        "",
+        f"Training: {training['steps']} steps, {training['train_minutes']} min on this 2-core CPU, "
+        f"{training['parameters']:,} parameters, final loss (mean of the last 200 steps) "
+        f"{training['final_loss_mean_last_200']}.",
+        "",
+    ]
+    if "inversion" in results:
+        inv = results["inversion"]
+        exact = inv["ddpm_edit_friendly_max_abs_error"]
+        lines += [
+            f"- 50-step DDIM inversion of {inv['count']} held-out generator images: mean "
+            f"reconstruction PSNR {inv['ddim_psnr_mean_db']} dB (min {inv['ddim_psnr_min_db']}); "
+            f"edit-friendly DDPM inversion max abs error {exact:.2e}.",
+        ]
+    for row in results.get("samples", []):
+        lines.append(
+            f"- {row['count']} samples, {row['steps']} DDIM steps, eta {row['eta']}: "
+            f"{100 * row['confident_all_factors']:.1f}% classified with confidence > 0.9 on every "
+            f"factor; smallest share of a factor value / its fair share: "
+            f"{row['min_share_of_fair_share']}; shares: {json.dumps(row['share_of_fair_share'])}."
+        )
+    if "swap" in results:
+        lines += ["", "Swap test (h replaced at every step by a twin's; share that follows h):", ""]
+        lines += ["| factor | follows h | other factors kept |", "|---|---|---|"]
+        for factor, row in results["swap"]["table"].items():
+            lines.append(f"| {factor} | {row['follows_h']} | {row['other_factors_kept']} |")
+    if "classifier_accuracy" in results:
+        lines += ["", f"Classifier used as the judge: accuracy {results['classifier_accuracy']}."]
+    Path(path).write_text("\n".join(lines) + "\n")
 
 
 def _save_grid(images: torch.Tensor, path: str) -> None:
