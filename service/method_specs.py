@@ -36,6 +36,23 @@ class ReconstructParams(MethodParams):
     prompt: str = Field("", max_length=500, description="prompt, for text-conditioned models")
 
 
+class InjectParams(MethodParams):
+    """Method A (DiffStyle / InjectFusion): the content image's h injected into the style
+    image's generation. Defaults from the reference scripts; timesteps in the model's scale."""
+
+    steps: int = Field(50, ge=2, le=1000, description="inversion and generation steps")
+    grid: Literal["leading", "linspace"] = Field("linspace", description="timestep grid")
+    g: float = Field(0.3, ge=0.0, le=1.0, description="content ratio of the slerp (0.4: art)")
+    t_edit: int = Field(400, ge=0, le=1000, description="inject at t >= t_edit")
+    t_boost: int = Field(200, ge=0, le=1000, description="eta = 1 at t <= t_boost (0: off)")
+    w: float = Field(0.0, ge=0.0, le=10.0, description="skip-calibration strength")
+    lam: float = Field(0.9985, gt=0.0, le=1.0, description="damping at t >= t_damp (1: off)")
+    t_damp: int = Field(950, ge=0, le=1000, description="damping from this timestep up")
+    fit: Literal["error", "resize", "crop"] = Field(
+        "error", description="how an image of another size is fitted to the model"
+    )
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
@@ -69,6 +86,15 @@ METHODS: dict[str, MethodSpec] = {
             params=ReconstructParams,
             inputs=("image",),
             batch_fields=("steps", "inversion", "grid"),
+        ),
+        MethodSpec(
+            name="inject",
+            kind=JobKind.EDIT,
+            summary="Content injection in h-space: the content image in the style image's style.",
+            params=InjectParams,
+            inputs=("content", "style"),
+            families=("pixel",),
+            batch_fields=("steps", "grid", "g", "t_edit", "t_boost", "w", "lam", "t_damp"),
         ),
     )
 }

@@ -21,7 +21,10 @@ from service.contract import ErrorCode, JobPayload
 from service.method_specs import METHODS, MethodParams
 from worker.engine import Conditioning, Denoiser, EngineError
 from worker.engine.images import FitMode, fit_image, psnr, to_pil, to_tensor
+from worker.engine.methods.inject import InjectionSettings, content_trajectory, inject_content
 from worker.engine.reconstruct import Inversion, invert, regenerate
+from worker.engine.sampling import ddim_invert
+from worker.engine.schedule import timestep_grid
 from worker.inversion_cache import InversionCache, InversionKey
 
 ProgressFn = Callable[[int, int], None]
@@ -166,10 +169,36 @@ def _run_reconstruct(
     ]
 
 
+def _run_inject(
+    denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn, cache: InversionCache | None
+) -> list[JobOutput]:
+    """Method A: DDIM-invert content (with h) and style, then generate with injection."""
+    p = jobs[0].params
+    grid = timestep_grid(p.steps, denoiser.num_train_timesteps, p.grid)
+    n = len(grid)
+    total, done = (n - 1) + (n - 1) + n, 0
+
+    def tick(_i: int, _n: int) -> None:
+        nonlocal done
+        done += 1
+        progress(done, total)
+
+    content = denoiser.encode(torch.cat([job.images["content"] for job in jobs]))
+    style = denoiser.encode(torch.cat([job.images["style"] for job in jobs]))
+    trajectory = content_trajectory(denoiser, content, grid, progress=tick)
+    x_T = ddim_invert(denoiser, style, grid, progress=tick).x_T
+    settings = InjectionSettings(
+        g=p.g, t_edit=p.t_edit, t_boost=p.t_boost, w=p.w, lam=p.lam, t_damp=p.t_damp
+    )
+    generators = [torch.Generator().manual_seed(job.payload.seed) for job in jobs]
+    x0 = inject_content(denoiser, x_T, trajectory, settings, generator=generators, progress=tick)
+    return [JobOutput(images=[_png(im)]) for im in to_pil(denoiser.decode(x0))]
+
+
 Handler = Callable[
     [Denoiser, list[PreparedJob], ProgressFn, InversionCache | None], list[JobOutput]
 ]
-HANDLERS: dict[str, Handler] = {"reconstruct": _run_reconstruct}
+HANDLERS: dict[str, Handler] = {"reconstruct": _run_reconstruct, "inject": _run_inject}
 
 
 def run_batch(

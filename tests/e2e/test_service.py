@@ -380,3 +380,20 @@ def test_upload_refusals_over_http(stack: Stack, payload: bytes, status: int, co
         "message": r.json()["error"]["message"],
         "field": "file",
     }
+
+
+def test_inject_content_into_a_style_over_http(stack: Stack) -> None:
+    api = stack.api_url
+    content = _upload(api, "small-blue-square-top-right-on-black.png")
+    style = _upload(api, "large-blue-triangle-top-left-on-white.png")
+    body = {"model": "shapes32", "method": "inject", "inputs": {"content": content, "style": style},
+            "params": {"steps": 20, "g": 0.5}}  # fmt: skip
+    r = httpx.post(f"{api}/v1/edits", json=body)
+    assert r.status_code == 202, r.text
+    job = _wait(api, r.json()["id"])
+    assert job["status"] == "succeeded", job
+    png = httpx.get(f"{api}{job['output_links'][0]}").content
+    assert Image.open(io.BytesIO(png)).size == (32, 32)
+    body["inputs"] = {"content": content}
+    missing = httpx.post(f"{api}/v1/edits", json=body)
+    assert missing.status_code == 422 and missing.json()["error"]["field"] == "inputs.style"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from service.method_specs import InjectParams
 from worker.engine.denoiser import Denoiser
 from worker.engine.errors import InputError
 from worker.engine.hspace import inject
@@ -36,17 +37,19 @@ from worker.engine.sampling import (
     randn,
 )
 
+_DEFAULTS = InjectParams()  # one place for the defaults: the API schema's
+
 
 @dataclass(frozen=True)
 class InjectionSettings:
     """Defaults from the reference scripts, in the model's own timestep scale (T = 1000)."""
 
-    g: float = 0.3  # content ratio (0.4 for artistic styles)
-    t_edit: int = 400  # inject at t >= t_edit
-    t_boost: int = 200  # eta = 1 at t <= t_boost (0: no boost)
-    w: float = 0.0  # skip-calibration strength (0 in every reference example)
-    lam: float = 0.9985  # early-step damping (1.0 for out-of-domain styles)
-    t_damp: int = 950  # damping at t >= t_damp
+    g: float = _DEFAULTS.g  # content ratio (0.4 for artistic styles)
+    t_edit: int = _DEFAULTS.t_edit  # inject at t >= t_edit
+    t_boost: int = _DEFAULTS.t_boost  # eta = 1 at t <= t_boost (0: no boost)
+    w: float = _DEFAULTS.w  # skip-calibration strength (0 in every reference example)
+    lam: float = _DEFAULTS.lam  # early-step damping (1.0 for out-of-domain styles)
+    t_damp: int = _DEFAULTS.t_damp  # damping at t >= t_damp
 
     def check(self, num_train_timesteps: int) -> None:
         T = num_train_timesteps
@@ -71,11 +74,11 @@ class ContentTrajectory:
 
 
 def content_trajectory(
-    denoiser: Denoiser, x0_c: torch.Tensor, grid: list[int]
+    denoiser: Denoiser, x0_c: torch.Tensor, grid: list[int], progress: ProgressFn | None = None
 ) -> ContentTrajectory:
     """Invert C and record h at every grid step: n - 1 inversion calls plus one at the top."""
     with torch.no_grad():
-        traj = ddim_invert(denoiser, x0_c, grid, record_h=True)
+        traj = ddim_invert(denoiser, x0_c, grid, record_h=True, progress=progress)
         with denoiser.hooks.capture_h("inject.top") as cap:
             denoiser.eps(traj.x_T, grid[-1])
     hs = {t: h for t, h in zip(grid[:-1], traj.hs, strict=True)}
