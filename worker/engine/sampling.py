@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from worker.engine.denoiser import Conditioning, Denoiser
 from worker.engine.errors import InputError
+from worker.engine.schedule import NoiseSchedule
 
 ProgressFn = Callable[[int, int], None]
 HEdit = Callable[[torch.Tensor, int], torch.Tensor]
@@ -101,6 +102,24 @@ def _etas(eta: float | Sequence[float], n: int) -> list[float]:
     return etas
 
 
+@dataclass(frozen=True)
+class Step:
+    """One sampling step from t down to s (s = -1: the clean image), the i-th of n."""
+
+    i: int
+    t: int
+    s: int
+    ab_t: float
+    ab_s: float
+
+
+def reverse_steps(grid: Sequence[int], schedule: NoiseSchedule) -> Iterator[Step]:
+    """The sampling steps over an increasing grid, top down."""
+    for i, k in enumerate(range(len(grid) - 1, -1, -1)):
+        t, s = grid[k], grid[k - 1] if k > 0 else -1
+        yield Step(i, t, s, schedule.ab(t), schedule.ab(s))
+
+
 def ddim_sigma(ab_t: float, ab_s: float, eta: float) -> float:
     """sigma of a DDIM step t -> s (Song et al. 2021, eq. 16)."""
     if eta == 0.0:
@@ -162,12 +181,10 @@ def ddim_sample(
     etas = _etas(eta, n)
     if noises is not None and len(noises) != n:
         raise InputError(f"noises: expected {n} noise maps (one per step), got {len(noises)}")
-    sched = denoiser.schedule
     x = x.to(device=denoiser.device, dtype=torch.float32)
-    for i, k in enumerate(range(n - 1, -1, -1)):
-        t, s = grid[k], grid[k - 1] if k > 0 else -1
+    for step in reverse_steps(grid, denoiser.schedule):
+        i, t, ab_t, ab_s = step.i, step.t, step.ab_t, step.ab_s
         eps = denoiser.eps(x, t, cond)
-        ab_t, ab_s = sched.ab(t), sched.ab(s)
         noise = None
         if noises is not None:
             noise = noises[i].to(x.device)
@@ -251,11 +268,11 @@ def ddpm_invert(
     xs[-1] = x0
     zs: list[torch.Tensor] = []
     n = len(grid)
-    for i, k in enumerate(range(n - 1, -1, -1)):
-        t, s = grid[k], grid[k - 1] if k > 0 else -1
+    for step in reverse_steps(grid, sched):
+        i, t, s = step.i, step.t, step.s
         eps = denoiser.eps(xs[t], t, cond)
-        mu, _ = ddim_step(xs[t], eps, sched.ab(t), sched.ab(s), eta=eta)
-        sigma = ddim_sigma(sched.ab(t), sched.ab(s), eta)
+        mu, _ = ddim_step(xs[t], eps, step.ab_t, step.ab_s, eta=eta)
+        sigma = ddim_sigma(step.ab_t, step.ab_s, eta)
         zs.append((xs[s] - mu) / sigma if sigma > 0 else xs[s] - mu)
         if progress is not None:
             progress(i + 1, n)

@@ -24,7 +24,15 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from worker.engine.denoiser import Denoiser
 from worker.engine.errors import InputError
 from worker.engine.hspace import align_signs, pca_directions, power_iteration
-from worker.engine.sampling import Generators, ProgressFn, ddim_sample, ddim_sigma, ddim_step, randn
+from worker.engine.sampling import (
+    Generators,
+    ProgressFn,
+    ddim_sample,
+    ddim_sigma,
+    ddim_step,
+    randn,
+    reverse_steps,
+)
 
 Directions = Mapping[int, torch.Tensor]  # grid step -> dh_t, (*h_shape) or (B, *h_shape)
 
@@ -128,12 +136,10 @@ def edit_with_direction(
     missing = [t for t in grid if t >= t_edit and t not in directions]
     if missing:
         raise InputError(f"directions: no direction for steps {missing[:5]}")
-    sched = denoiser.schedule
     x = x_T.to(device=denoiser.device, dtype=torch.float32)
     n = len(grid)
-    for i, k in enumerate(range(n - 1, -1, -1)):
-        t, s = grid[k], grid[k - 1] if k > 0 else -1
-        ab_t, ab_s = sched.ab(t), sched.ab(s)
+    for step in reverse_steps(grid, denoiser.schedule):
+        i, t, ab_t, ab_s = step.i, step.t, step.ab_t, step.ab_s
         with torch.no_grad():
             if t >= t_edit and scale != 0.0:
                 state = denoiser.down_mid(x, t)

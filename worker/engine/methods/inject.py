@@ -35,6 +35,7 @@ from worker.engine.sampling import (
     ddim_step,
     predict_x0,
     randn,
+    reverse_steps,
 )
 
 _DEFAULTS = InjectParams()  # one place for the defaults: the API schema's
@@ -106,12 +107,10 @@ def inject_content(
     """Generate from the style image's x_T with C's h injected; returns x_0 (fp32)."""
     settings.check(denoiser.num_train_timesteps)
     grid = content.grid
-    sched = denoiser.schedule
     x = x_T_style.to(device=denoiser.device, dtype=torch.float32)
     n = len(grid)
-    for i, k in enumerate(range(n - 1, -1, -1)):
-        t, s = grid[k], grid[k - 1] if k > 0 else -1
-        ab_t, ab_s = sched.ab(t), sched.ab(s)
+    for step in reverse_steps(grid, denoiser.schedule):
+        i, t, ab_t, ab_s = step.i, step.t, step.ab_t, step.ab_s
         eta = 1.0 if 0 < t <= settings.t_boost else 0.0
         with torch.no_grad():
             if t >= settings.t_edit:
