@@ -30,6 +30,12 @@ def _reconstruct(args: argparse.Namespace) -> int:
     return reconstruct_command(args)
 
 
+def _edit_inject(args: argparse.Namespace) -> int:
+    from worker.commands import inject_command
+
+    return inject_command(args)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from service.embedded import run_stack
 
@@ -236,6 +242,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_args(status)
     status.add_argument("id")
     status.set_defaults(handler=_status)
+
+    edit = sub.add_parser("edit", help="run an edit locally on the engine (no service)")
+    edit_sub = edit.add_subparsers(dest="method", required=True, metavar="METHOD")
+    inject = edit_sub.add_parser(
+        "inject", help="method A: the content image in the style image's style"
+    )
+    inject.add_argument("--model", required=True, help="a diffusers model folder or a hub id")
+    inject.add_argument("--content", required=True, help="the content image")
+    inject.add_argument("--style", required=True, help="the style image")
+    inject.add_argument("--out", required=True, help="where to write the result (PNG)")
+    inject.add_argument(
+        "--param", action="append", default=[], help="key=value, as `editserve methods` lists"
+    )
+    inject.add_argument("--seed", type=int, default=0)
+    inject.add_argument("--device", default="auto")
+    inject.add_argument("--dtype", default="auto")
+    inject.set_defaults(handler=_edit_inject)
 
     rec = sub.add_parser(
         "reconstruct",

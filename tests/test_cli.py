@@ -80,3 +80,18 @@ def test_reconstruct_unknown_model(tmp_path: Path, capsys: pytest.CaptureFixture
     )
     assert code == 2
     assert "no folder at" in capsys.readouterr().err
+
+
+def test_edit_inject_writes_a_png(
+    pixel_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    content, style = _png(tmp_path / "c.png"), _png(tmp_path / "s.png")
+    out = tmp_path / "out.png"
+    code = main(["edit", "inject", "--model", str(pixel_dir), "--content", str(content),
+                 "--style", str(style), "--param", "steps=5", "--param", "g=0.5",
+                 "--out", str(out), "--device", "cpu"])  # fmt: skip
+    assert code == 0 and Image.open(out).size == (16, 16)
+    assert '"g":0.5' in capsys.readouterr().out
+    bad = main(["edit", "inject", "--model", str(pixel_dir), "--content", str(content),
+                "--style", str(style), "--param", "g=3", "--out", str(out)])  # fmt: skip
+    assert bad == 2 and "--param g:" in capsys.readouterr().err

@@ -51,3 +51,55 @@ def reconstruct_command(args: argparse.Namespace) -> int:
         f"psnr_db={result.psnr_db[0]:.2f} seconds={seconds:.2f} out={out}"
     )
     return 0
+
+
+def inject_command(args: argparse.Namespace) -> int:
+    """`editserve edit inject`: method A locally, with the API's parameter schema and defaults."""
+    from pydantic import ValidationError
+
+    from service.client import parse_value
+    from service.method_specs import InjectParams
+    from worker.engine.methods.inject import (
+        InjectionSettings,
+        content_trajectory,
+        inject_content,
+    )
+    from worker.engine.sampling import ddim_invert
+    from worker.engine.schedule import timestep_grid
+
+    try:
+        raw = dict(item.partition("=")[::2] for item in args.param)
+        params = InjectParams.model_validate({k: parse_value(v) for k, v in raw.items()})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        print(f"error: --param {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr)
+        return 2
+    try:
+        denoiser = load_denoiser(args.model, device=args.device, dtype=args.dtype)
+        c, h, w = denoiser.image_shape
+        content = load_images([Path(args.content)], (h, w), c, params.fit)
+        style = load_images([Path(args.style)], (h, w), c, params.fit)
+        grid = timestep_grid(params.steps, denoiser.num_train_timesteps, params.grid)
+        settings = InjectionSettings(
+            g=params.g, t_edit=params.t_edit, t_boost=params.t_boost, w=params.w,
+            lam=params.lam, t_damp=params.t_damp,
+        )  # fmt: skip
+        with tqdm(total=3 * len(grid) - 2, desc="inject", unit="step", file=sys.stderr) as bar:
+
+            def tick(_i: int, _n: int) -> None:
+                bar.update(1)
+
+            trajectory = content_trajectory(denoiser, denoiser.encode(content), grid, progress=tick)
+            x_T = ddim_invert(denoiser, denoiser.encode(style), grid, progress=tick).x_T
+            x0 = inject_content(
+                denoiser, x_T, trajectory, settings,
+                generator=torch.Generator().manual_seed(args.seed), progress=tick,
+            )  # fmt: skip
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    to_pil(denoiser.decode(x0))[0].save(out)
+    print(f"model={denoiser.name} method=inject {params.model_dump_json()} out={out}")
+    return 0
