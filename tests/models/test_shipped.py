@@ -25,11 +25,12 @@ def test_ddpm_inversion_round_trip() -> None:
     dn = load_denoiser(ROOT / "shapes32-ddpm", device="cpu", dtype="float32")
     assert dn.family == "pixel" and dn.image_shape == (3, 32, 32) and dn.h_shape == (128, 4, 4)
     x0, _ = _held_out(8)
-    grid = timestep_grid(20, 1000)
+    grid = timestep_grid(50, 1000)
     with torch.no_grad():
         rec = ddim_sample(dn, ddim_invert(dn, x0, grid).x_T, grid)
+    # median, not mean: a few images (grey backgrounds) still invert badly (see the card);
     # a random-weight U-Net of this architecture reconstructs at ~10 dB
-    assert float(np.mean(psnr(rec, x0))) > 28.0
+    assert float(np.median(psnr(rec, x0))) > 35.0
 
 
 def test_classifier_reads_fresh_generator_images() -> None:
