@@ -53,23 +53,6 @@ class ErrorCode(StrEnum):
 RETRYABLE = {ErrorCode.WORKER_LOST, ErrorCode.MODEL_UNAVAILABLE, ErrorCode.INTERNAL}
 
 
-class JobError(BaseModel):
-    code: ErrorCode
-    message: str
-    retryable: bool
-
-
-class Progress(BaseModel):
-    step: int = 0
-    total: int = 0
-
-
-class JobMetrics(BaseModel):
-    queue_ms: float | None = None
-    run_ms: float | None = None
-    batch_size: int | None = None
-
-
 class JobPayload(BaseModel):
     """What the worker needs to run a job; stored as the RQ job's only argument (JSON)."""
 
