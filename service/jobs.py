@@ -131,8 +131,9 @@ class JobQueue:
 
     def view(self, job: Job) -> dict[str, Any]:
         """The public job view (GET /v1/jobs/{id})."""
-        status = self.status(job)
-        job.refresh()
+        job.refresh()  # one read of the job hash: status, meta, timestamps
+        rq_status = job.get_status(refresh=False)
+        status = _STATUS.get(rq_status, JobStatus.QUEUED) if rq_status else JobStatus.QUEUED
         meta = job.get_meta(refresh=False)
         payload = JobPayload.model_validate(job.args[0])
         result = meta.get("result") or {}
