@@ -66,10 +66,14 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _worker(_args: argparse.Namespace) -> int:
-    from worker.runner import run_worker
+    from worker.runner import WorkerNameTaken, run_worker
     from worker.settings import WorkerSettings
 
-    run_worker(WorkerSettings())
+    try:
+        run_worker(WorkerSettings())
+    except WorkerNameTaken as exc:
+        print(f"editserve worker: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

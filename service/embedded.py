@@ -25,6 +25,8 @@ from pathlib import Path
 import httpx
 from redis import Redis
 
+from service.contract import HEARTBEAT_KEY
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -135,11 +137,14 @@ class LocalStack:
     def wait_for_worker(
         self, name: str, proc: subprocess.Popen[bytes], timeout: float = 60
     ) -> None:
+        # a beat from before this call may be a dead predecessor's of the same name
+        since = time.time()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"worker {name} exited with {proc.returncode}")
-            if self.redis.hget("editserve:workers:heartbeat", name):
+            beat = self.redis.hget(HEARTBEAT_KEY, name)
+            if beat is not None and float(beat) >= since:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"worker {name} did not report in {timeout} s")

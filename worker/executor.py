@@ -123,7 +123,7 @@ def invert_cached(
 ) -> tuple[Inversion, list[bool]]:
     """The batch's inversion: cached rows reused, the rest inverted together and cached."""
     keys = [_inversion_key(denoiser, job) for job in jobs]
-    parts: list[Inversion | None] = [cache.get(k) if cache else None for k in keys]
+    parts: list[Inversion | None] = [cache.get(k) if cache is not None else None for k in keys]
     missing = [i for i, part in enumerate(parts) if part is None]
     if missing:
         first = jobs[0].params

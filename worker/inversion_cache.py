@@ -94,6 +94,7 @@ class InversionCache:
             try:
                 item = _load(path)
             except Exception:  # a torn or foreign file is a miss, not an error
+                log.warning("unreadable inversion cache file %s", path, exc_info=True)
                 item = None
             if item is not None:
                 self._remember(key, item)

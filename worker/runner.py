@@ -66,6 +66,10 @@ class RunningJob:
     started: float = field(default_factory=time.time)
 
 
+class WorkerNameTaken(RuntimeError):
+    """Another live worker already uses this name."""
+
+
 def payload_of(job: Job) -> JobPayload:
     return JobPayload.model_validate(job.args[0])
 
@@ -111,6 +115,47 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         self._stop_beat = threading.Event()
 
     # ------------------------------------------------------------------ liveness
+    def register_birth(self) -> None:
+        """Take the worker's name, also from a predecessor that died without a word.
+
+        A SIGKILLed or OOM-killed worker leaves its RQ registration behind for
+        ``worker_ttl + 60`` s, and RQ refuses a new worker of the same name until
+        then: a container restarted under a fixed name would crash-loop. Our own
+        heartbeat says whether that predecessor is alive: a name whose owner has
+        not beaten for a lease belongs to nobody and is taken over (waiting out
+        the rest of the lease if needed); a live worker of the same name is refused.
+        """
+        if self.connection.exists(self.key) and not self.connection.hexists(self.key, "death"):
+            silent_s = self._wait_for_silence()
+            log.warning(
+                "taking over the name %s from a dead worker (silent %.1f s)", self.name, silent_s
+            )
+            self.connection.delete(self.key)
+        super().register_birth()
+        # ready only once the name is ours: the heartbeat is what /readyz reads
+        self.publish_presence()
+        self.start_heartbeats()
+        log.info("worker %s ready: models %s", self.name, ", ".join(self.registry.names))
+
+    def _wait_for_silence(self) -> float:
+        """Seconds the name's last owner has been silent, once that exceeds the lease.
+
+        Raises ``WorkerNameTaken`` if the owner beats meanwhile: it is alive.
+        """
+        raw = self.connection.hget(HEARTBEAT_KEY, self.name)
+        if raw is None:
+            return float("inf")
+        last = float(raw)
+        while (silent_s := time.time() - last) < self.settings.lease_s:
+            time.sleep(min(self.settings.heartbeat_s, self.settings.lease_s - silent_s) + 0.05)
+            raw = self.connection.hget(HEARTBEAT_KEY, self.name)
+            if raw is not None and float(raw) > last:
+                raise WorkerNameTaken(
+                    f"a live worker named {self.name!r} is beating; "
+                    "give each worker its own EDITSERVE_WORKER_NAME"
+                )
+        return silent_s
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """A job's lease: renewed every ``heartbeat_s`` by the heartbeat thread."""
         return self.settings.lease_s
@@ -341,7 +386,4 @@ def build_worker(settings: WorkerSettings, connection: Redis | None = None) -> B
 def run_worker(settings: WorkerSettings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     worker = build_worker(settings)
-    worker.publish_presence()
-    worker.start_heartbeats()
-    log.info("worker %s ready: models %s", worker.name, ", ".join(worker.registry.names))
     worker.work(with_scheduler=False)

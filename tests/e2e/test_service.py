@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from service.assets import AssetIndex
+from service.contract import HEARTBEAT_KEY
 from service.embedded import LocalStack as Stack
+from service.embedded import spawn
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -215,6 +218,19 @@ def test_killed_worker_job_finishes_on_another_worker(stack: Stack) -> None:
     assert finisher != victim_name and stack.workers[finisher].poll() is None
     print(f"re-run started on {finisher} {restarted_after:.1f} s after the SIGKILL")
     stack.start_worker(victim_name)  # the tests that follow expect two workers again
+
+
+def test_a_second_worker_cannot_take_a_live_workers_name(stack: Stack) -> None:
+    alive = next(name for name, proc in stack.workers.items() if proc.poll() is None)
+    impostor = spawn(
+        [sys.executable, "-m", "service.cli", "worker"],
+        {**stack.env, "EDITSERVE_WORKER_NAME": alive},
+        None,
+    )
+    stack.procs.append(impostor)  # stopped with the stack, should it wrongly start
+    assert impostor.wait(timeout=120) == 2
+    assert stack.workers[alive].poll() is None
+    assert float(stack.redis.hget(HEARTBEAT_KEY, alive) or 0) > time.time() - 4
 
 
 def test_killed_worker_without_retries_fails_with_worker_lost(stack: Stack) -> None:

@@ -13,6 +13,7 @@ from service.blobs import LocalBlobStore
 from service.contract import ErrorCode, JobKind, JobPayload
 from worker.engine import Denoiser
 from worker.executor import JobFailed, prepare, run_batch
+from worker.inversion_cache import InversionCache
 
 
 def _blob(store: LocalBlobStore, seed: int, size: int = 16) -> str:
@@ -61,3 +62,17 @@ def test_inject_is_for_pixel_models(cond: Denoiser, tmp_path: Path) -> None:
     blob = _blob(store, 0)
     with pytest.raises(JobFailed, match="needs a pixel model"):
         prepare(_payload("inject", {"content": blob, "style": blob}), cond, store)
+
+
+def test_a_worker_with_an_empty_memory_cache_reads_the_shared_folder(
+    pixel: Denoiser, tmp_path: Path
+) -> None:
+    # an InversionCache with nothing in memory has len() 0: it must still be consulted
+    store = LocalBlobStore(tmp_path)
+    job = prepare(_payload("reconstruct", {"image": _blob(store, 3)}, steps=5), pixel, store)
+    first = run_batch(pixel, [job], lambda i, n: None, InversionCache(folder=tmp_path / "inv"))
+    other_worker = InversionCache(folder=tmp_path / "inv")
+    second = run_batch(pixel, [job], lambda i, n: None, other_worker)
+    assert first[0].metrics["inversion_cached"] is False
+    assert second[0].metrics["inversion_cached"] is True
+    assert other_worker.hits == 1 and first[0].images == second[0].images
