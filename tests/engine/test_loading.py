@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -75,3 +76,39 @@ def test_registry_unknown_model_lists_known(pixel_dir: Path) -> None:
     registry = ModelRegistry([ModelSpec("tiny", str(pixel_dir))])
     with pytest.raises(ModelLoadError, match="unknown model 'big'; known models: tiny"):
         registry.get("big")
+
+
+def test_pixel_text_pipeline_with_a_packaged_encoder(tmp_path: Path) -> None:
+    # the shipped text model's layout: no vae/, the encoder from an installed package
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    from worker.training.train_text import ENCODER_PACKAGE, encode_captions
+
+    torch.manual_seed(0)
+    UNet2DConditionModel(
+        sample_size=8,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=384,
+        attention_head_dim=2,
+        norm_num_groups=8,
+        in_channels=3,
+        out_channels=3,
+    ).save_pretrained(tmp_path / "unet", safe_serialization=True)
+    DDPMScheduler().save_pretrained(tmp_path / "scheduler")
+    index = {"vae": [None, None], "text_encoder_package": ENCODER_PACKAGE, "max_prompt_length": 16}
+    (tmp_path / "model_index.json").write_text(json.dumps(index))
+    model = load_denoiser(tmp_path)
+    assert model.family == "pixel" and model.conditional and model.image_shape == (3, 8, 8)
+    prompt = "a small red circle at the top left on a black background"
+    # what the model was trained on is what the service feeds it
+    assert torch.equal(model.encode_prompt([prompt]), encode_captions([prompt]))
+    eps = model.eps(torch.zeros(1, 3, 8, 8), 500, model.conditioning([prompt], 3.0))
+    assert eps.shape == (1, 3, 8, 8) and torch.isfinite(eps).all()
+
+    index["text_encoder_package"] = "no_such_package_here"
+    (tmp_path / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelLoadError, match="pip install no-such-package-here"):
+        load_denoiser(tmp_path)

