@@ -153,7 +153,9 @@ def _load_pipeline(folder: Path, label: str, dev: torch.device, dt: torch.dtype)
     index = _read_json(folder / "model_index.json")
     # pixel-space text models (DeepFloyd-IF-like) say "vae": [null, null] in model_index.json
     pixel_space = index.get("vae", ["", ""]) in ([None, None], None)
-    parts = ("text_encoder", "tokenizer") if pixel_space else ("vae", "text_encoder", "tokenizer")
+    parts: tuple[str, ...] = ("text_encoder", "tokenizer")
+    if not pixel_space:
+        parts = ("vae", *parts)
     if "text_encoder_package" in index:
         parts = tuple(p for p in parts if p not in ("text_encoder", "tokenizer"))
     for part in parts:

@@ -85,7 +85,7 @@ def encode_captions(captions: list[str]) -> torch.Tensor:
     return hidden
 
 
-def export(ema: torch.nn.Module, out: Path, meta: dict[str, Any]) -> None:
+def export(ema: Any, out: Path, meta: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     copy.deepcopy(ema).to(torch.float16).save_pretrained(out / "unet", safe_serialization=True)
     DDPMScheduler(beta_schedule="linear", num_train_timesteps=1000).save_pretrained(
