@@ -133,8 +133,47 @@ def _progress_printer() -> tuple[Callable[[dict[str, Any]], None], Callable[[], 
     return update, bar.close
 
 
+def _params(items: list[str]) -> dict[str, Any]:
+    from service.client import parse_value
+
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--param wants key=value, got {item!r}")
+        params[key] = parse_value(value)
+    return params
+
+
+def _run_job(
+    client: Any, body: dict[str, Any], args: argparse.Namespace, *, fit: bool = False
+) -> dict[str, Any] | None:
+    """Submit, print the id, follow it with a progress bar; the final view (None: no wait)."""
+    accepted = client.submit(body, idempotency_key=getattr(args, "idempotency_key", None), fit=fit)
+    print(accepted["id"])
+    if getattr(args, "no_wait", False):
+        return None
+    update, close = _progress_printer()
+    try:
+        job: dict[str, Any] = client.wait(accepted["id"], on_update=update)
+    finally:
+        close()
+    if job["status"] != "succeeded":
+        print(f"{job['status']}: {job.get('error')}", file=sys.stderr)
+    return job
+
+
+def _write_outputs(client: Any, job: dict[str, Any], out: Path, single: bool = False) -> None:
+    for n in range(len(job["outputs"])):
+        path = out if single else out / f"{job['id']}-{n}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(client.output(job["id"], n))
+        print(path)
+    print(json.dumps(job["metrics"]))
+
+
 def _submit(args: argparse.Namespace) -> int:
-    from service.client import ApiFailure, parse_value
+    from service.client import ApiFailure
 
     client = _client(args)
     try:
@@ -142,41 +181,62 @@ def _submit(args: argparse.Namespace) -> int:
         for item in args.image:
             role, _, path = item.rpartition("=")
             inputs[role or "image"] = client.upload(Path(path))
-        params = {}
-        for item in args.param:
-            key, sep, value = item.partition("=")
-            if not sep:
-                print(f"error: --param wants key=value, got {item!r}", file=sys.stderr)
-                return 2
-            params[key] = parse_value(value)
         body = {
             "model": args.model,
             "method": args.method,
             "inputs": inputs,
-            "params": params,
+            "params": _params(args.param),
             "seed": args.seed,
         }
-        accepted = client.submit(body, idempotency_key=args.idempotency_key)
-        print(accepted["id"])
-        if args.no_wait:
+        job = _run_job(client, body, args)
+        if job is None:
             return 0
-        update, close = _progress_printer()
-        try:
-            job = client.wait(accepted["id"], on_update=update)
-        finally:
-            close()
         if job["status"] != "succeeded":
-            print(f"{job['status']}: {job.get('error')}", file=sys.stderr)
             return 1
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        for n in range(len(job["outputs"])):
-            path = out / f"{job['id']}-{n}.png"
-            path.write_bytes(client.output(job["id"], n))
-            print(path)
-        print(json.dumps(job["metrics"]))
+        _write_outputs(client, job, Path(args.out))
         return 0
-    except ApiFailure as exc:
+    except (ApiFailure, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _fit_directions(args: argparse.Namespace) -> int:
+    from service.client import ApiFailure
+
+    client = _client(args)
+    try:
+        params = {"name": args.name, "kind": args.kind, **_params(args.param)}
+        if args.positive or args.negative:
+            params["positives"] = [client.upload(Path(p)) for p in args.positive]
+            params["negatives"] = [client.upload(Path(p)) for p in args.negative]
+        inputs = {"image": client.upload(Path(args.image))} if args.image else {}
+        body = {"model": args.model, "method": "directions", "inputs": inputs,
+                "params": params, "seed": args.seed}  # fmt: skip
+        job = _run_job(client, body, args, fit=True)
+        if job is None or job["status"] != "succeeded":
+            return 0 if job is None else 1
+        print(json.dumps({"asset": job["asset"], "metrics": job["metrics"]}))
+        return 0
+    except (ApiFailure, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _edit_direction(args: argparse.Namespace) -> int:
+    from service.client import ApiFailure
+
+    client = _client(args)
+    try:
+        params = {"asset": args.asset, **_params(args.param)}
+        body = {"model": args.model, "method": "direction",
+                "inputs": {"image": client.upload(Path(args.image))},
+                "params": params, "seed": args.seed}  # fmt: skip
+        job = _run_job(client, body, args)
+        if job is None or job["status"] != "succeeded":
+            return 0 if job is None else 1
+        _write_outputs(client, job, Path(args.out), single=True)
+        return 0
+    except (ApiFailure, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
@@ -247,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("id")
     status.set_defaults(handler=_status)
 
-    edit = sub.add_parser("edit", help="run an edit locally on the engine (no service)")
+    edit = sub.add_parser("edit", help="one edit: inject locally, direction through the service")
     edit_sub = edit.add_subparsers(dest="method", required=True, metavar="METHOD")
     inject = edit_sub.add_parser(
         "inject", help="method A: the content image in the style image's style"
@@ -263,6 +323,37 @@ def build_parser() -> argparse.ArgumentParser:
     inject.add_argument("--device", default="auto")
     inject.add_argument("--dtype", default="auto")
     inject.set_defaults(handler=_edit_inject)
+
+    direction = edit_sub.add_parser(
+        "direction", help="method E through the service: move an image along a fitted direction"
+    )
+    _add_client_args(direction)
+    direction.add_argument("--model", required=True, help="a model the service holds")
+    direction.add_argument("--image", required=True)
+    direction.add_argument("--asset", required=True, help="asset id from `editserve fit ...`")
+    direction.add_argument("--out", required=True, help="where to write the result (PNG)")
+    direction.add_argument(
+        "--param", action="append", default=[], help="key=value: scale, component, t_edit, ..."
+    )
+    direction.add_argument("--seed", type=int, default=0)
+    direction.set_defaults(handler=_edit_direction)
+
+    fit = sub.add_parser("fit", help="fit an asset through the service")
+    fit_sub = fit.add_subparsers(dest="what", required=True, metavar="ASSET")
+    dirs = fit_sub.add_parser("directions", help="method E: PCA, supervised or Jacobian directions")
+    _add_client_args(dirs)
+    dirs.add_argument("--model", required=True, help="a model the service holds")
+    dirs.add_argument("--name", required=True, help="the asset's name")
+    dirs.add_argument("--kind", choices=("pca", "supervised", "jacobian"), default="pca")
+    dirs.add_argument("--positive", action="append", default=[], help="labelled image (repeat)")
+    dirs.add_argument("--negative", action="append", default=[], help="labelled image (repeat)")
+    dirs.add_argument("--image", help="the image (jacobian)")
+    dirs.add_argument(
+        "--param", action="append", default=[], help="key=value: steps, samples, k, factor, ..."
+    )
+    dirs.add_argument("--seed", type=int, default=0)
+    dirs.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    dirs.set_defaults(handler=_fit_directions)
 
     rec = sub.add_parser(
         "reconstruct",

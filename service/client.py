@@ -54,9 +54,13 @@ class Client:
             body = self._json(self.http.post("/v1/images", files={"file": (path.name, fh)}))
         return str(body["id"])
 
-    def submit(self, body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+    def submit(
+        self, body: dict[str, Any], idempotency_key: str | None = None, *, fit: bool = False
+    ) -> dict[str, Any]:
+        """POST an edit (or, with ``fit``, a fit); the accepted job's id and links."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        result: dict[str, Any] = self._json(self.http.post("/v1/edits", json=body, headers=headers))
+        path = "/v1/fits" if fit else "/v1/edits"
+        result: dict[str, Any] = self._json(self.http.post(path, json=body, headers=headers))
         return result
 
     def job(self, job_id: str, wait: float = 0) -> dict[str, Any]:

@@ -165,6 +165,7 @@ class JobQueue:
             "ended_at": _ts(job.ended_at) if status.final else None,
             "error": error if status in (JobStatus.FAILED, JobStatus.CANCELED) else None,
             "outputs": result.get("outputs", []) if status == JobStatus.SUCCEEDED else [],
+            "asset": result.get("asset") if status == JobStatus.SUCCEEDED else None,
             "metrics": result.get("metrics", {}),
             "owner": meta.get("owner"),
         }

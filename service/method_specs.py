@@ -8,10 +8,11 @@ no new route.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.contract import JobKind
 
@@ -53,6 +54,60 @@ class InjectParams(MethodParams):
     )
 
 
+class DirectionFitParams(MethodParams):
+    """Method E fit (Haas et al.): h-space directions, one per sampling step, as an asset."""
+
+    name: str = Field(
+        min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$", description="asset name"
+    )
+    kind: Literal["pca", "supervised", "jacobian"] = Field(
+        "pca",
+        description="pca: from generated samples; supervised: labelled uploads (positives/"
+        "negatives) or classifier-labelled samples (factor/value); jacobian: of inputs.image",
+    )
+    steps: int = Field(25, ge=2, le=1000, description="sampling steps the directions are for")
+    grid: Literal["leading", "linspace"] = Field("leading", description="timestep grid")
+    samples: int = Field(256, ge=8, le=4096, description="generated samples (pca, supervised)")
+    k: int = Field(5, ge=1, le=50, description="components (pca) or directions (jacobian)")
+    factor: str | None = Field(None, max_length=100, description="classifier factor (supervised)")
+    value: str | None = Field(None, max_length=100, description="the factor's target value")
+    top_k: int = Field(64, ge=1, le=4096, description="top-K vs bottom-K samples (supervised)")
+    positives: list[str] = Field(default_factory=list, max_length=512, description="image ids")
+    negatives: list[str] = Field(default_factory=list, max_length=512, description="image ids")
+    iters: int = Field(50, ge=1, le=500, description="power iterations (jacobian)")
+    project_out: list[str] = Field(
+        default_factory=list, max_length=32, description="asset ids whose directions to remove"
+    )
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> DirectionFitParams:
+        if self.kind == "supervised":
+            labelled = bool(self.positives) or bool(self.negatives)
+            if labelled and not (self.positives and self.negatives):
+                missing = "negatives" if self.positives else "positives"
+                raise ValueError(
+                    f"{missing}: labelled supervision needs both positives and negatives"
+                )
+            if not labelled and (self.factor is None or self.value is None):
+                raise ValueError(
+                    "factor: supervised directions need factor and value, or labelled images"
+                )
+        return self
+
+
+class DirectionEditParams(MethodParams):
+    """Method E edit: h_t <- h_t + scale * dh_t at steps t >= t_edit, on an inverted image."""
+
+    asset: str = Field(min_length=1, max_length=64, description="a directions asset id")
+    component: int = Field(0, ge=0, le=49, description="which direction of the asset")
+    scale: float = Field(1.0, ge=-1000.0, le=1000.0, description="s in h + s * dh")
+    t_edit: int = Field(0, ge=0, le=1000, description="edit at t >= t_edit")
+    asymmetric: bool = Field(False, description="Asyrp's asymmetric step instead of symmetric")
+    fit: Literal["error", "resize", "crop"] = Field(
+        "error", description="how an image of another size is fitted to the model"
+    )
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
@@ -63,6 +118,24 @@ class MethodSpec:
     families: tuple[str, ...] = ("pixel", "latent")
     # parameters that must be equal for jobs to share a batch (one grid, one schedule)
     batch_fields: tuple[str, ...] = ("steps",)
+    optional_inputs: tuple[str, ...] = ()  # roles a request may give
+    batchable: bool = True  # fits run alone
+    image_list_params: tuple[str, ...] = ()  # params holding lists of uploaded image ids
+    # (params, given input roles) -> the role this request lacks, if any
+    required_input: Callable[[Any, set[str]], str | None] | None = None
+
+    def defaults(self) -> dict[str, Any]:
+        return {
+            name: f.get_default(call_default_factory=True)
+            for name, f in self.params.model_fields.items()
+            if not f.is_required()
+        }
+
+    def missing_input(self, params: Any, given: set[str]) -> str | None:
+        for role in self.inputs:
+            if role not in given:
+                return role
+        return self.required_input(params, given) if self.required_input else None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -70,9 +143,10 @@ class MethodSpec:
             "kind": self.kind.value,
             "summary": self.summary,
             "inputs": list(self.inputs),
+            "optional_inputs": list(self.optional_inputs),
             "families": list(self.families),
             "params_schema": self.params.model_json_schema(),
-            "defaults": self.params().model_dump(),
+            "defaults": self.defaults(),
         }
 
 
@@ -96,14 +170,53 @@ METHODS: dict[str, MethodSpec] = {
             families=("pixel",),
             batch_fields=("steps", "grid", "g", "t_edit", "t_boost", "w", "lam", "t_damp"),
         ),
+        MethodSpec(
+            name="directions",
+            kind=JobKind.FIT,
+            summary="Fit h-space directions (PCA, supervised or Jacobian) into a named asset.",
+            params=DirectionFitParams,
+            inputs=(),
+            optional_inputs=("image",),
+            families=("pixel", "latent"),
+            batchable=False,
+            image_list_params=("positives", "negatives"),
+            required_input=lambda p, given: (
+                "image" if p.kind == "jacobian" and "image" not in given else None
+            ),
+        ),
+        MethodSpec(
+            name="direction",
+            kind=JobKind.EDIT,
+            summary="Move an image along a fitted h-space direction (an asset from a fit).",
+            params=DirectionEditParams,
+            inputs=("image",),
+            batch_fields=("asset", "component", "scale", "t_edit", "asymmetric"),
+        ),
     )
 }
+
+
+def first_error(exc: ValidationError) -> tuple[str, str]:
+    """("params.<field>", message) of a parameter validation error's first problem.
+
+    Cross-field checks (model validators) have no location; their messages start
+    with the field they blame ("negatives: ..."), which is used instead.
+    """
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    if not loc:
+        head, sep, rest = msg.partition(":")
+        if sep and head.isidentifier():
+            loc, msg = head, rest.strip()
+    where = f"params.{loc}" if loc else "params"
+    return where, msg
 
 
 def batch_key(method: str, params: dict[str, Any]) -> str:
     """Jobs of one model with equal keys run together as one batch."""
     spec = METHODS.get(method)
     fields = spec.batch_fields if spec else ()
-    defaults = spec.params().model_dump() if spec else {}
+    defaults = spec.defaults() if spec else {}
     values = [f"{name}={params.get(name, defaults.get(name))}" for name in fields]
     return ":".join([method, *values])

@@ -8,6 +8,8 @@ batch through the method's handler; every job gets its own outputs or error.
 from __future__ import annotations
 
 import io
+import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -18,12 +20,20 @@ from pydantic import ValidationError
 
 from service.blobs import BlobStore
 from service.contract import ErrorCode, JobPayload
-from service.method_specs import METHODS, MethodParams
+from service.method_specs import METHODS, MethodParams, first_error
 from worker.engine import Conditioning, Denoiser, EngineError
+from worker.engine.hspace import project_out
 from worker.engine.images import FitMode, fit_image, psnr, to_pil, to_tensor
+from worker.engine.methods.directions import (
+    collect_h,
+    edit_with_direction,
+    jacobian_directions,
+    pca_fit,
+    supervised_directions,
+)
 from worker.engine.methods.inject import InjectionSettings, content_trajectory, inject_content
 from worker.engine.reconstruct import Inversion, invert, regenerate
-from worker.engine.sampling import ddim_invert
+from worker.engine.sampling import ddim_invert, randn
 from worker.engine.schedule import timestep_grid
 from worker.inversion_cache import InversionCache, InversionKey
 
@@ -47,9 +57,38 @@ class PreparedJob:
 
 
 @dataclass
+class AssetOutput:
+    """A fit's product: tensors (stored as safetensors in the blob store) and their record."""
+
+    name: str
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, str]  # safetensors metadata: what an edit needs to apply it
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+
+    def to_bytes(self) -> bytes:
+        from safetensors.torch import save
+
+        packed = {k: v.detach().float().cpu().contiguous() for k, v in self.tensors.items()}
+        data: bytes = save(packed, metadata=self.meta)
+        return data
+
+
+@dataclass
 class JobOutput:
     images: list[bytes]  # PNG bytes
     metrics: dict[str, Any] = field(default_factory=dict)
+    asset: AssetOutput | None = None
+
+
+@dataclass
+class RunContext:
+    """What handlers may use beyond the model: caches, stores, the judge."""
+
+    cache: InversionCache | None = None
+    blobs: BlobStore | None = None
+    assets: Any = None  # service.assets.AssetIndex (Redis); None where there is none
+    classifier: Any = None  # worker.engine.classifier.AttributeClassifier
 
 
 def prepare(payload: JobPayload, denoiser: Denoiser, blobs: BlobStore) -> PreparedJob:
@@ -66,26 +105,34 @@ def prepare(payload: JobPayload, denoiser: Denoiser, blobs: BlobStore) -> Prepar
     try:
         params: MethodParams = spec.params.model_validate(payload.params)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise JobFailed(ErrorCode.INVALID_INPUT, f"params.{where}: {first['msg']}") from exc
+        where, msg = first_error(exc)
+        raise JobFailed(ErrorCode.INVALID_INPUT, f"{where}: {msg}") from exc
     c, h, w = denoiser.image_shape
-    images = {}
-    for role in spec.inputs:
-        blob_id = payload.inputs.get(role)
-        if blob_id is None:
-            raise JobFailed(ErrorCode.INVALID_INPUT, f"inputs.{role}: missing")
+    fit = cast(FitMode, getattr(params, "fit", "error"))
+    missing = spec.missing_input(params, set(payload.inputs))
+    if missing is not None:
+        raise JobFailed(ErrorCode.INVALID_INPUT, f"inputs.{missing}: missing")
+
+    def load(where: str, blob_id: str) -> torch.Tensor:
         try:
             data = blobs.get(blob_id)
         except KeyError:
-            raise JobFailed(ErrorCode.INVALID_INPUT, f"inputs.{role}: no image {blob_id}") from None
-        fit = cast(FitMode, getattr(params, "fit", "error"))
+            raise JobFailed(ErrorCode.INVALID_INPUT, f"{where}: no image {blob_id}") from None
         try:
             with Image.open(io.BytesIO(data)) as im:
                 im.load()
-                images[role] = to_tensor([fit_image(im, (h, w), fit)], c)
+                return to_tensor([fit_image(im, (h, w), fit)], c)
         except EngineError as exc:
-            raise JobFailed(ErrorCode.INVALID_INPUT, f"inputs.{role}: {exc}") from exc
+            raise JobFailed(ErrorCode.INVALID_INPUT, f"{where}: {exc}") from exc
+
+    images = {}
+    for role in (*spec.inputs, *spec.optional_inputs):
+        if role in payload.inputs:
+            images[role] = load(f"inputs.{role}", payload.inputs[role])
+    for name in spec.image_list_params:
+        ids = getattr(params, name)
+        if ids:
+            images[name] = torch.cat([load(f"params.{name}[{i}]", b) for i, b in enumerate(ids)])
     return PreparedJob(payload=payload, params=params, images=images)
 
 
@@ -147,7 +194,7 @@ def invert_cached(
 
 
 def _run_reconstruct(
-    denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn, cache: InversionCache | None
+    denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn, ctx: RunContext
 ) -> list[JobOutput]:
     steps = jobs[0].params.steps
     images = torch.cat([job.images["image"] for job in jobs])
@@ -159,7 +206,7 @@ def _run_reconstruct(
         done += 1
         progress(done, total)
 
-    inv, cached = invert_cached(denoiser, jobs, images, cache, tick)
+    inv, cached = invert_cached(denoiser, jobs, images, ctx.cache, tick)
     done = inversion_calls  # a cached inversion skips those steps
     decoded = regenerate(denoiser, inv, cond=_conditioning(denoiser, jobs), progress=tick)
     scores = psnr(decoded, images)
@@ -170,7 +217,7 @@ def _run_reconstruct(
 
 
 def _run_inject(
-    denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn, cache: InversionCache | None
+    denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn, ctx: RunContext
 ) -> list[JobOutput]:
     """Method A: DDIM-invert content (with h) and style, then generate with injection."""
     p = jobs[0].params
@@ -195,10 +242,204 @@ def _run_inject(
     return [JobOutput(images=[_png(im)]) for im in to_pil(denoiser.decode(x0))]
 
 
-Handler = Callable[
-    [Denoiser, list[PreparedJob], ProgressFn, InversionCache | None], list[JobOutput]
-]
-HANDLERS: dict[str, Handler] = {"reconstruct": _run_reconstruct, "inject": _run_inject}
+# ---------------------------------------------------------------- method E
+def _direction_unconditional(denoiser: Denoiser) -> None:
+    if denoiser.conditional:
+        raise JobFailed(
+            ErrorCode.INVALID_INPUT,
+            f"model: h-space directions run on unconditional models; {denoiser.name} is "
+            "text-conditioned",
+        )
+
+
+def _load_directions(
+    ctx: RunContext, asset_id: str, where: str, owner: str | None
+) -> tuple[dict[str, Any], dict[int, torch.Tensor], dict[str, str]]:
+    """(record, {t: (k, *h)}, metadata) of a directions asset."""
+    from safetensors.torch import load as load_tensors
+
+    record = ctx.assets.get(asset_id) if ctx.assets is not None else None
+    foreign = record is not None and record.get("owner") not in (None, owner)
+    if record is None or foreign or record.get("method") != "directions" or ctx.blobs is None:
+        raise JobFailed(ErrorCode.INVALID_INPUT, f"{where}: no directions asset {asset_id!r}")
+    data = ctx.blobs.get(record["blob"])
+    tensors = load_tensors(data)
+    # the safetensors header: 8 bytes little-endian length, then JSON with __metadata__
+    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+    meta: dict[str, str] = header.get("__metadata__", {})
+    dirs = {int(name[1:]): value for name, value in tensors.items() if name.startswith("t")}
+    return record, dirs, meta
+
+
+def _generated_h(
+    denoiser: Denoiser, count: int, grid: list[int], seed: int, progress: ProgressFn
+) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """h at every step of ``count`` samples generated with eta = 1, and the samples."""
+    gen = torch.Generator().manual_seed(seed)
+    hs: dict[int, list[torch.Tensor]] = {}
+    outs = []
+    for start in range(0, count, 64):
+        x_T = randn((min(64, count - start), *denoiser.sample_shape), gen, torch.device("cpu"))
+        h, x0 = collect_h(denoiser, x_T, grid, eta=1.0, generator=gen)
+        for t, v in h.items():
+            hs.setdefault(t, []).append(v.float().cpu())
+        outs.append(denoiser.decode(x0).cpu())
+        progress(start + x_T.shape[0], count)
+    return {t: torch.cat(v) for t, v in hs.items()}, torch.cat(outs)
+
+
+def _supervised_by_classifier(
+    p: Any, h: dict[int, torch.Tensor], images: torch.Tensor, ctx: RunContext
+) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
+    clf = ctx.classifier
+    if clf is None:
+        raise JobFailed(
+            ErrorCode.INVALID_INPUT,
+            "factor: this worker has no classifier to label samples (EDITSERVE_CLASSIFIER); "
+            "give positives and negatives instead",
+        )
+    if p.factor not in clf.factors:
+        known = ", ".join(clf.factors)
+        raise JobFailed(ErrorCode.INVALID_INPUT, f"params.factor: one of {known}")
+    values = clf.factors[p.factor]
+    if p.value not in values:
+        raise JobFailed(ErrorCode.INVALID_INPUT, f"params.value: one of {', '.join(values)}")
+    if tuple(images.shape[1:]) != (3, clf.image_size, clf.image_size):
+        raise JobFailed(
+            ErrorCode.INVALID_INPUT,
+            f"factor: the classifier judges {clf.image_size}px RGB images; this model makes "
+            f"{tuple(images.shape[1:])}",
+        )
+    param = next(clf.parameters())
+    logits = clf(images.clamp(-1, 1).to(device=param.device, dtype=param.dtype))[p.factor]
+    score = logits.float().softmax(-1)[:, values.index(p.value)].cpu()  # P(value)
+    order = torch.argsort(score, descending=True)
+    k = min(p.top_k, len(order) // 2)
+    pos, neg = order[:k], order[-k:]  # top-K vs bottom-K, as Haas et al.
+    dirs = supervised_directions(
+        {t: v[pos] for t, v in h.items()}, {t: v[neg] for t, v in h.items()}
+    )
+    counts = {
+        "positives": len(pos),
+        "negatives": len(neg),
+        "score_positives": round(float(score[pos].mean()), 3),
+        "score_negatives": round(float(score[neg].mean()), 3),
+    }
+    return {t: d.unsqueeze(0) for t, d in dirs.items()}, counts
+
+
+def run_direction_fit(
+    denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn, ctx: RunContext
+) -> list[JobOutput]:
+    """Method E fit: one job (fits do not batch) -> a directions asset."""
+    _direction_unconditional(denoiser)
+    outputs = []
+    for job in jobs:
+        p = job.params
+        grid = timestep_grid(p.steps, denoiser.num_train_timesteps, p.grid)
+        start = time.perf_counter()
+        metrics: dict[str, Any] = {}
+        if p.kind == "pca":
+            h, _ = _generated_h(denoiser, p.samples, grid, job.payload.seed, progress)
+            dirs, stds = pca_fit(h, p.k)
+            metrics["std_top_step"] = [round(float(v), 4) for v in stds[grid[-1]]]
+        elif p.kind == "supervised" and p.positives:
+            n = len(grid)
+            pos = content_trajectory(denoiser, denoiser.encode(job.images["positives"]), grid)
+            progress(n // 2, n)
+            neg = content_trajectory(denoiser, denoiser.encode(job.images["negatives"]), grid)
+            progress(n, n)
+            dirs = {t: d.unsqueeze(0) for t, d in supervised_directions(pos.h, neg.h).items()}
+            metrics.update(positives=len(p.positives), negatives=len(p.negatives))
+        elif p.kind == "supervised":
+            h, images = _generated_h(denoiser, p.samples, grid, job.payload.seed, progress)
+            dirs, counts = _supervised_by_classifier(p, h, images, ctx)
+            metrics.update(counts)
+        else:  # jacobian, of one image at every step of its inversion
+            x0 = denoiser.encode(job.images["image"])
+            traj = ddim_invert(denoiser, x0, grid)
+            dirs, sigmas = {}, {}
+            gen = torch.Generator().manual_seed(job.payload.seed)
+            for i, (t, x_t) in enumerate(zip(grid, traj.xs, strict=True)):
+                u, sigma = jacobian_directions(
+                    denoiser, x_t, t, k=p.k, iters=p.iters, generator=gen
+                )
+                dirs[t] = u * sigma.view(-1, *([1] * (u.ndim - 1)))  # scaled by sigma_t
+                sigmas[t] = sigma
+                progress(i + 1, len(grid))
+            metrics["sigma_top_step"] = [round(float(v), 4) for v in sigmas[grid[-1]]]
+        for other_id in p.project_out:
+            _, others, _ = _load_directions(ctx, other_id, "params.project_out", job.payload.owner)
+            lacking = [t for t in grid if t not in others]
+            if lacking:
+                raise JobFailed(
+                    ErrorCode.INVALID_INPUT,
+                    f"params.project_out: asset {other_id} has no directions for steps "
+                    f"{lacking[:5]}; fit it with the same steps and grid",
+                )
+            dirs = {
+                t: torch.stack([project_out(d, others[t].float()) for d in dirs[t]]) for t in grid
+            }
+        metrics["fit_seconds"] = round(time.perf_counter() - start, 2)
+        meta = {
+            "kind": p.kind,
+            "grid": json.dumps(grid),
+            "model": denoiser.name,
+            "components": str(next(iter(dirs.values())).shape[0]),
+        }
+        asset = AssetOutput(
+            name=p.name,
+            tensors={f"t{t}": dirs[t] for t in grid},
+            meta=meta,
+            params=p.model_dump(mode="json"),
+            metrics=metrics,
+        )
+        outputs.append(JobOutput(images=[], metrics=metrics, asset=asset))
+    return outputs
+
+
+def run_direction_edit(
+    denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn, ctx: RunContext
+) -> list[JobOutput]:
+    """Method E edit: invert on the asset's grid, sample with h + s * dh at t >= t_edit."""
+    _direction_unconditional(denoiser)
+    p = jobs[0].params
+    record, dirs, meta = _load_directions(ctx, p.asset, "params.asset", jobs[0].payload.owner)
+    if record["model"] != denoiser.name:
+        raise JobFailed(
+            ErrorCode.INVALID_INPUT,
+            f"params.asset: fitted on model {record['model']}, not {denoiser.name}",
+        )
+    components = int(meta.get("components", "1"))
+    if p.component >= components:
+        raise JobFailed(
+            ErrorCode.INVALID_INPUT, f"params.component: the asset has {components} directions"
+        )
+    grid = [int(t) for t in json.loads(meta["grid"])]
+    n, done = len(grid), 0
+
+    def tick(_i: int, _n: int) -> None:
+        nonlocal done
+        done += 1
+        progress(done, 2 * n - 1)
+
+    x0 = denoiser.encode(torch.cat([job.images["image"] for job in jobs]))
+    x_T = ddim_invert(denoiser, x0, grid, progress=tick).x_T
+    chosen = {t: d[p.component] for t, d in dirs.items()}
+    out = edit_with_direction(
+        denoiser, x_T, grid, chosen, p.scale, t_edit=p.t_edit, asymmetric=p.asymmetric,
+        progress=tick,
+    )  # fmt: skip
+    return [JobOutput(images=[_png(im)]) for im in to_pil(denoiser.decode(out))]
+
+
+Handler = Callable[[Denoiser, list[PreparedJob], ProgressFn, RunContext], list[JobOutput]]
+HANDLERS: dict[str, Handler] = {
+    "reconstruct": _run_reconstruct,
+    "inject": _run_inject,
+    "directions": run_direction_fit,
+    "direction": run_direction_edit,
+}
 
 
 def run_batch(
@@ -206,13 +447,18 @@ def run_batch(
     jobs: list[PreparedJob],
     progress: ProgressFn,
     cache: InversionCache | None = None,
+    *,
+    context: RunContext | None = None,
 ) -> list[JobOutput]:
     """Run prepared jobs of one method as one batch; the model is clean afterwards."""
     method = jobs[0].payload.method
     if any(job.payload.method != method for job in jobs):
         raise ValueError("a batch holds jobs of one method")
+    ctx = context or RunContext()
+    if cache is not None:
+        ctx.cache = cache
     try:
         with torch.no_grad():
-            return HANDLERS[method](denoiser, jobs, progress, cache)
+            return HANDLERS[method](denoiser, jobs, progress, ctx)
     finally:
         denoiser.hooks.clear()

@@ -23,6 +23,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from redis import Redis
@@ -32,6 +33,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker, WorkerStatus
 
+from service.assets import AssetIndex
 from service.blobs import BlobStore, LocalBlobStore
 from service.contract import (
     CANCEL_KEY,
@@ -42,10 +44,10 @@ from service.contract import (
     JobPayload,
     queue_name,
 )
-from service.method_specs import batch_key
+from service.method_specs import METHODS, batch_key
 from service.metrics import record_observation, record_outcome
 from worker.engine import ModelRegistry, ModelSpec
-from worker.executor import JobFailed, JobOutput, PreparedJob, prepare, run_batch
+from worker.executor import JobFailed, JobOutput, PreparedJob, RunContext, prepare, run_batch
 from worker.inversion_cache import InversionCache
 from worker.settings import WorkerSettings
 
@@ -104,6 +106,12 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             settings.inversion_cache_mb * 1024 * 1024, folder=settings.blob_dir / "inversions"
         )
         self._running: dict[str, RunningJob] = {}
+        self.context = RunContext(
+            cache=self.cache,
+            blobs=blobs,
+            assets=AssetIndex(connection),
+            classifier=_load_classifier(settings.classifier),
+        )
         # Claim a queued job for this batch: out of the queue and into RQ's intermediate
         # queue in one step, so if we die before starting it, RQ's cleanup re-queues it.
         self._claim = connection.register_script(
@@ -203,7 +211,8 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
     def _gather(self, first: Job, queue: Queue) -> list[Job]:
         """Claim up to max_batch - 1 more queued jobs with the first one's batch key."""
         want = self.settings.max_batch - 1
-        if want <= 0:
+        spec = METHODS.get(payload_of(first).method)
+        if want <= 0 or spec is None or not spec.batchable:
             return []
         key = self._batch_key(first)
         deadline = time.monotonic() + self.settings.max_wait_ms / 1000
@@ -265,7 +274,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         progress = self._progress_callback(live, queue)
         start = time.time()
         try:
-            outputs = run_batch(denoiser, [p for _, p in prepared], progress, self.cache)
+            outputs = run_batch(denoiser, [p for _, p in prepared], progress, context=self.context)
         except BatchCanceled:
             return
         except Exception as exc:
@@ -332,10 +341,24 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         self, run: RunningJob, queue: Queue, output: JobOutput, run_ms: float, batch: int
     ) -> None:
         ids = [self.blobs.put(png) for png in output.images]
+        asset_id = None
+        if output.asset is not None:
+            asset = output.asset
+            asset_id = AssetIndex(self.connection).create(
+                name=asset.name,
+                model=run.payload.model,
+                method=run.payload.method,
+                blob=self.blobs.put(asset.to_bytes()),
+                params=asset.params,
+                metrics=asset.metrics,
+                owner=run.payload.owner,
+                job=run.job.id,
+            )["id"]
         enqueued = run.job.enqueued_at.timestamp() if run.job.enqueued_at else run.started
         queue_ms = 1e3 * (run.started - enqueued)
         result: dict[str, Any] = {
             "outputs": ids,
+            "asset": asset_id,
             "metrics": {
                 **output.metrics,
                 "queue_ms": round(queue_ms, 1),
@@ -370,6 +393,15 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         )
         self._announce(run, "failed" if not retry else "retrying")
         record_outcome(self.connection, "failed" if not retry else "failed_attempt")
+
+
+def _load_classifier(path: str) -> Any:
+    """The judge for supervised fits, if this deployment has one."""
+    if not path or not Path(path).is_dir():
+        return None
+    from worker.engine.classifier import AttributeClassifier
+
+    return AttributeClassifier.load(path)
 
 
 def build_worker(settings: WorkerSettings, connection: Redis | None = None) -> BatchWorker:

@@ -33,6 +33,11 @@ class WorkerSettings(BaseSettings):
     maintenance_s: int = Field(3, ge=1, description="how often lost jobs are looked for")
     heartbeat_s: float = Field(1.0, gt=0)
     inversion_cache_mb: int = Field(512, ge=0, description="per-worker inversion cache")
+    classifier: str = Field(
+        "models/shapes32-classifier",
+        description="attribute classifier folder that labels samples for supervised fits "
+        "('' for none; a missing folder is none)",
+    )
     worker_name: str = Field(default_factory=_default_name)
 
     @field_validator("models")

@@ -14,7 +14,7 @@ from service.blobs import is_content_id
 from service.contract import JobKind, JobPayload
 from service.deps import BlobsDep, OwnerDep, QueueDep, RedisDep, SettingsDep
 from service.errors import ApiError, ErrorResponse
-from service.method_specs import METHODS
+from service.method_specs import METHODS, first_error
 
 router = APIRouter(prefix="/v1", tags=["edits"])
 
@@ -76,28 +76,26 @@ def _validate(body: JobCreate, kind: JobKind, queue: Any, blobs: Any) -> dict[st
     try:
         params = spec.params.model_validate(body.params).model_dump(mode="json")
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = "params." + ".".join(str(p) for p in first["loc"])
-        raise ApiError(422, "invalid_request", f"{where}: {first['msg']}", where) from exc
+        where, msg = first_error(exc)
+        raise ApiError(422, "invalid_request", f"{where}: {msg}", where) from exc
+    roles = (*spec.inputs, *spec.optional_inputs)
     for role in body.inputs:
-        if role not in spec.inputs:
+        if role not in roles:
             raise ApiError(
                 422,
                 "invalid_request",
-                f"{body.method} takes no input {role!r}; inputs: {', '.join(spec.inputs)}",
+                f"{body.method} takes no input {role!r}; inputs: {', '.join(roles) or 'none'}",
                 f"inputs.{role}",
             )
-    for role in spec.inputs:
-        blob_id = body.inputs.get(role)
-        if blob_id is None:
-            raise ApiError(422, "invalid_request", f"inputs.{role}: missing", f"inputs.{role}")
+    missing = spec.missing_input(spec.params.model_validate(params), set(body.inputs))
+    if missing is not None:
+        raise ApiError(422, "invalid_request", f"inputs.{missing}: missing", f"inputs.{missing}")
+    references = [(f"inputs.{role}", blob_id) for role, blob_id in body.inputs.items()]
+    for name in spec.image_list_params:
+        references += [(f"params.{name}[{i}]", b) for i, b in enumerate(params.get(name, []))]
+    for where, blob_id in references:
         if not is_content_id(blob_id) or not blobs.exists(blob_id):
-            raise ApiError(
-                422,
-                "invalid_request",
-                f"inputs.{role}: no uploaded image {blob_id!r}",
-                f"inputs.{role}",
-            )
+            raise ApiError(422, "invalid_request", f"{where}: no uploaded image {blob_id!r}", where)
     return params
 
 

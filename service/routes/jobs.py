@@ -6,7 +6,7 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from service.contract import JOB_EVENTS, JobStatus
@@ -29,6 +29,10 @@ class JobErrorPublic(BaseModel):
 
 
 class JobMetricsPublic(BaseModel):
+    """Timings and quality figures; methods add their own (fits: fit_seconds, counts)."""
+
+    model_config = ConfigDict(extra="allow")
+
     queue_ms: float | None = None
     run_ms: float | None = None
     batch_size: int | None = None
@@ -50,6 +54,8 @@ class JobPublic(BaseModel):
     error: JobErrorPublic | None
     outputs: list[str]
     output_links: list[str]
+    asset: str | None = Field(None, description="the asset a fit job created")
+    asset_link: str | None = None
     metrics: JobMetricsPublic
 
 
@@ -70,6 +76,7 @@ def _public(queue: JobQueue, job: Any) -> JobPublic:
     view = queue.view(job)
     view.pop("owner", None)
     view["output_links"] = [f"/v1/jobs/{job.id}/outputs/{n}" for n in range(len(view["outputs"]))]
+    view["asset_link"] = f"/v1/assets/{view['asset']}" if view.get("asset") else None
     return JobPublic.model_validate(view)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import sys
@@ -374,6 +375,48 @@ def test_fits_route_validates_against_fit_methods(stack: Stack) -> None:
     body = {"model": "shapes32", "method": "reconstruct", "inputs": {}, "params": {}}
     r = httpx.post(f"{api}/v1/fits", json=body)
     assert r.status_code == 422 and r.json()["error"]["field"] == "method"
+    fit = {"model": "shapes32", "method": "directions"}
+    for params, inputs, field in [
+        ({"kind": "pca"}, {}, "params.name"),
+        ({"name": "x", "kind": "jacobian"}, {}, "inputs.image"),
+        ({"name": "x", "kind": "supervised", "positives": ["0" * 64]}, {}, "params.negatives"),
+        ({"name": "x", "kind": "supervised"}, {}, "params.factor"),
+        ({"name": "x", "kind": "supervised", "positives": ["0" * 64], "negatives": ["1" * 64]},
+         {}, "params.positives[0]"),
+        ({"name": "x"}, {"style": "0" * 64}, "inputs.style"),
+    ]:  # fmt: skip
+        r = httpx.post(f"{api}/v1/fits", json={**fit, "params": params, "inputs": inputs})
+        assert r.status_code == 422 and r.json()["error"]["field"] == field, (params, r.text)
+
+
+def test_fit_directions_then_edit_along_one_over_http(stack: Stack) -> None:
+    api = stack.api_url
+    body = {"model": "shapes32", "method": "directions", "seed": 3,
+            "params": {"name": "colour-red", "kind": "supervised", "factor": "colour",
+                       "value": "red", "samples": 64, "top_k": 16, "steps": 10}}  # fmt: skip
+    r = httpx.post(f"{api}/v1/fits", json=body)
+    assert r.status_code == 202, r.text
+    fit = _wait(api, r.json()["id"])
+    assert fit["status"] == "succeeded", fit
+    assert fit["outputs"] == [] and fit["asset_link"] == f"/v1/assets/{fit['asset']}"
+    assert fit["metrics"]["positives"] == fit["metrics"]["negatives"] == 16
+    asset = httpx.get(f"{api}{fit['asset_link']}").json()
+    assert asset["name"] == "colour-red" and asset["method"] == "directions"
+    assert asset["metrics"]["score_positives"] > asset["metrics"]["score_negatives"]
+
+    image = _upload(api)
+    edits = {}
+    for scale in (0.0, 20.0):
+        edit = {"model": "shapes32", "method": "direction", "inputs": {"image": image},
+                "params": {"asset": asset["id"], "scale": scale}}  # fmt: skip
+        job = _wait(api, httpx.post(f"{api}/v1/edits", json=edit).json()["id"])
+        assert job["status"] == "succeeded", job
+        edits[scale] = httpx.get(f"{api}{job['output_links'][0]}").content
+    assert edits[0.0] != edits[20.0]
+    bad = {"model": "shapes32", "method": "direction", "inputs": {"image": image},
+           "params": {"asset": "f" * 32}}  # fmt: skip
+    job = _wait(api, httpx.post(f"{api}/v1/edits", json=bad).json()["id"])
+    assert job["status"] == "failed" and "no directions asset" in job["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -413,3 +456,27 @@ def test_inject_content_into_a_style_over_http(stack: Stack) -> None:
     body["inputs"] = {"content": content}
     missing = httpx.post(f"{api}/v1/edits", json=body)
     assert missing.status_code == 422 and missing.json()["error"]["field"] == "inputs.style"
+
+
+def test_cli_fits_pca_directions_and_edits_along_one(
+    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    api = stack.api_url
+    fit = ["fit", "directions", "--url", api, "--model", "shapes32", "--name", "pca-cli",
+           "--param", "samples=16", "--param", "steps=5", "--param", "k=2"]  # fmt: skip
+    assert main(fit) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(result["metrics"]["std_top_step"]) == 2
+    out = tmp_path / "moved.png"
+    image = str(EXAMPLES / "small-yellow-circle-top-left-on-grey.png")
+    edit = ["edit", "direction", "--url", api, "--model", "shapes32", "--image", image,
+            "--asset", result["asset"], "--param", "scale=5", "--param", "component=1",
+            "--out", str(out)]  # fmt: skip
+    assert main(edit) == 0
+    assert Image.open(out).size == (32, 32)
+    bad = ["edit", "direction", "--url", api, "--model", "shapes32", "--image", image,
+           "--asset", result["asset"], "--param", "component=2", "--out", str(out)]  # fmt: skip
+    assert main(bad) == 1
+    assert "the asset has 2 directions" in capsys.readouterr().err

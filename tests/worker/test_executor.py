@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -12,7 +14,8 @@ from PIL import Image
 from service.blobs import LocalBlobStore
 from service.contract import ErrorCode, JobKind, JobPayload
 from worker.engine import Denoiser
-from worker.executor import JobFailed, prepare, run_batch
+from worker.engine.classifier import AttributeClassifier
+from worker.executor import JobFailed, JobOutput, RunContext, prepare, run_batch
 from worker.inversion_cache import InversionCache
 
 
@@ -76,3 +79,96 @@ def test_a_worker_with_an_empty_memory_cache_reads_the_shared_folder(
     assert first[0].metrics["inversion_cached"] is False
     assert second[0].metrics["inversion_cached"] is True
     assert other_worker.hits == 1 and first[0].images == second[0].images
+
+
+class _Assets:
+    """AssetIndex's read side, in memory: what the handlers use."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, object]] = {}
+
+    def add(
+        self, store: LocalBlobStore, output: JobOutput, model: str, owner: str | None = None
+    ) -> str:
+        assert output.asset is not None
+        asset_id = f"a{len(self.records)}"
+        blob = store.put(output.asset.to_bytes())
+        self.records[asset_id] = {"id": asset_id, "model": model, "method": "directions",
+                                  "blob": blob, "owner": owner}  # fmt: skip
+        return asset_id
+
+    def get(self, asset_id: str) -> dict[str, object] | None:
+        return self.records.get(asset_id)
+
+
+def _fit(pixel: Denoiser, store: LocalBlobStore, ctx: RunContext, **params: object) -> JobOutput:
+    inputs = cast(dict[str, str], params.pop("inputs", {}))
+    payload = JobPayload(id="f", kind=JobKind.FIT, model="tiny", method="directions",
+                         params={"name": "d", "steps": 4, **params}, inputs=inputs)  # fmt: skip
+    seen: list[tuple[int, int]] = []
+    out = run_batch(pixel, [prepare(payload, pixel, store)], lambda i, n: seen.append((i, n)),
+                    context=ctx)[0]  # fmt: skip
+    assert seen and seen[-1][0] == seen[-1][1]
+    return out
+
+
+def test_direction_fits_make_assets_and_edits_apply_them(pixel: Denoiser, tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    assets = _Assets()
+    factors = {"colour": ["red", "blue"], "shape": ["circle", "square"]}
+    clf = AttributeClassifier(factors, width=8, image_size=16).eval()
+    ctx = RunContext(blobs=store, assets=assets, classifier=clf)
+    h_shape = pixel.h_shape
+
+    pca = _fit(pixel, store, ctx, kind="pca", samples=16, k=3)
+    assert pca.asset is not None and pca.images == []
+    grid = json.loads(pca.asset.meta["grid"])
+    assert len(grid) == 4 and all(pca.asset.tensors[f"t{t}"].shape == (3, *h_shape) for t in grid)
+    pos, neg = [_blob(store, 1), _blob(store, 2)], [_blob(store, 3)]
+    labelled = _fit(pixel, store, ctx, kind="supervised", positives=pos, negatives=neg)
+    assert labelled.metrics["positives"] == 2 and labelled.asset is not None
+    judged = _fit(pixel, store, ctx, kind="supervised", factor="colour", value="red", samples=16,
+                  top_k=4)  # fmt: skip
+    assert judged.metrics["positives"] == judged.metrics["negatives"] == 4
+    assert judged.metrics["score_positives"] >= judged.metrics["score_negatives"]
+    jac = _fit(pixel, store, ctx, kind="jacobian", k=2, iters=5, inputs={"image": _blob(store, 4)})
+    assert jac.asset is not None and len(jac.metrics["sigma_top_step"]) == 2
+
+    # disentangled: the new directions are orthogonal to every direction of the other asset
+    pca_id = assets.add(store, pca, "tiny-pixel")
+    clean = _fit(pixel, store, ctx, kind="supervised", factor="colour", value="red", samples=16,
+                 top_k=4, project_out=[pca_id])  # fmt: skip
+    assert clean.asset is not None
+    for t in grid:
+        others = pca.asset.tensors[f"t{t}"].reshape(3, -1)
+        d = clean.asset.tensors[f"t{t}"].reshape(1, -1)
+        assert (others @ d.T).abs().max() < 1e-4 * others.norm() * d.norm()
+
+    image = _blob(store, 5)
+
+    def edit(asset: str, **params: object) -> bytes:
+        payload = _payload("direction", {"image": image}, asset=asset, **params)
+        return run_batch(pixel, [prepare(payload, pixel, store)], lambda i, n: None,
+                         context=ctx)[0].images[0]  # fmt: skip
+
+    plain = edit(pca_id, scale=0.0)
+    assert edit(pca_id, scale=5.0, component=1) != plain
+    assert edit(pca_id, scale=5.0, t_edit=1000) == plain  # no step has t >= 1000
+    with pytest.raises(JobFailed, match="the asset has 3 directions"):
+        edit(pca_id, component=3)
+    with pytest.raises(JobFailed, match="no directions asset"):
+        edit("nope")
+    foreign = assets.add(store, pca, "tiny-pixel", owner="someone-else")
+    with pytest.raises(JobFailed, match="no directions asset"):
+        edit(foreign)
+
+
+def test_direction_fit_refusals_name_the_field(pixel: Denoiser, tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    ctx = RunContext(blobs=store, assets=_Assets())
+    with pytest.raises(JobFailed, match=r"inputs\.image: missing"):
+        _fit(pixel, store, ctx, kind="jacobian")
+    with pytest.raises(JobFailed, match=r"params\.negatives: labelled supervision needs both"):
+        _fit(pixel, store, ctx, kind="supervised", positives=[_blob(store, 1)])
+    with pytest.raises(JobFailed, match="no classifier"):
+        _fit(pixel, store, ctx, kind="supervised", factor="colour", value="red")

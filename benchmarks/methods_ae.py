@@ -1,0 +1,346 @@
+"""Methods A and E measured on the shipped unconditional model, the classifier as judge.
+
+A (content injection): held-out pairs (content C, style S) that differ in every
+factor; the share of outputs that keep C's content factors (shape, size,
+position) and take S's style factors (colour, background), over the content
+ratio g, t_edit, the skip-calibration strength w and the number of steps.
+
+E (h-space directions):
+
+- supervised: from N generated samples (eta = 1) labelled by the classifier,
+  dh_t = mean(h_t | top-K for the value) - mean(h_t | bottom-K); applied to
+  DDIM-inverted held-out images that lack the value; success (the factor takes
+  the value) and preservation (every other factor unchanged) over the scale s;
+- PCA: the top components of h over the same samples; for each, the share of
+  edited samples in which each factor changes (which factor a component moves);
+- Jacobian: directions of one held-out image, time per image, and how local the
+  edit is (the share of the change that falls on the object).
+
+    python -m benchmarks.methods_ae                      # everything (~25 min here)
+    python -m benchmarks.methods_ae --only a --pairs 16  # one part, smaller
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from worker.engine import Denoiser, ddim_invert, ddim_sample, load_denoiser
+from worker.engine.classifier import AttributeClassifier
+from worker.engine.methods.directions import (
+    collect_h,
+    edit_with_direction,
+    jacobian_directions,
+    pca_fit,
+    supervised_directions,
+)
+from worker.engine.methods.inject import InjectionSettings, content_trajectory, inject_content
+from worker.engine.schedule import timestep_grid
+from worker.training.shapes import (
+    BACKGROUNDS,
+    CONTENT_FACTORS,
+    FACTORS,
+    STYLE_FACTORS,
+    Labels,
+    label_array,
+    render,
+)
+
+HELD_OUT_SEED = 3_100_000_000
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def _differing_pairs(
+    count: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+    """(content, style) images whose labels differ in every factor, and both label arrays."""
+    rng = np.random.default_rng(seed)
+    c_img, s_img, c_lab, s_lab = [], [], [], []
+    for _ in range(count):
+        a = [int(rng.integers(len(v))) for v in FACTORS.values()]
+        b = [
+            (x + 1 + int(rng.integers(len(v) - 1))) % len(v)
+            for x, v in zip(a, FACTORS.values(), strict=True)
+        ]
+        c_img.append(render(Labels(*a), rng))
+        s_img.append(render(Labels(*b), rng))
+        c_lab.append(Labels(*a))
+        s_lab.append(Labels(*b))
+    return (
+        _to_tensor(np.stack(c_img)),
+        _to_tensor(np.stack(s_img)),
+        label_array(c_lab),
+        label_array(s_lab),
+    )
+
+
+def _judge(clf: AttributeClassifier, images: torch.Tensor) -> np.ndarray:
+    pred = clf.predict(images.clamp(-1, 1))
+    return np.stack([pred[name][0].numpy() for name in FACTORS], axis=1)
+
+
+# --------------------------------------------------------------------------- A
+def eval_inject(
+    dn: Denoiser, clf: AttributeClassifier, pairs: int, configs: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    content, style, c_lab, s_lab = _differing_pairs(pairs, HELD_OUT_SEED)
+    cols = list(FACTORS)
+    rows = []
+    for cfg in configs:
+        steps = int(cfg.get("steps", 50))
+        settings = InjectionSettings(**{k: v for k, v in cfg.items() if k != "steps"})
+        grid = timestep_grid(steps, dn.num_train_timesteps, "linspace")
+        start = time.perf_counter()
+        with torch.no_grad():
+            traj = content_trajectory(dn, content, grid)
+            x_T = ddim_invert(dn, style, grid).x_T
+            gens = [torch.Generator().manual_seed(i) for i in range(pairs)]
+            out = inject_content(dn, x_T, traj, settings, generator=gens)
+        seconds = time.perf_counter() - start
+        pred = _judge(clf, out)
+        row: dict[str, Any] = {"config": {"steps": steps, **cfg}}
+        for f in CONTENT_FACTORS:
+            row[f"keeps_{f}"] = round(
+                float((pred[:, cols.index(f)] == c_lab[:, cols.index(f)]).mean()), 3
+            )
+        for f in STYLE_FACTORS:
+            row[f"takes_{f}"] = round(
+                float((pred[:, cols.index(f)] == s_lab[:, cols.index(f)]).mean()), 3
+            )
+        content_ok = np.all(
+            [pred[:, cols.index(f)] == c_lab[:, cols.index(f)] for f in CONTENT_FACTORS], 0
+        )
+        style_ok = np.all(
+            [pred[:, cols.index(f)] == s_lab[:, cols.index(f)] for f in STYLE_FACTORS], 0
+        )
+        row["keeps_all_content"] = round(float(content_ok.mean()), 3)
+        row["takes_all_style"] = round(float(style_ok.mean()), 3)
+        row["both"] = round(float((content_ok & style_ok).mean()), 3)
+        row["s_per_pair"] = round(seconds / pairs, 3)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def default_inject_configs() -> list[dict[str, Any]]:
+    base: dict[str, Any] = {}
+    configs: list[dict[str, Any]] = [base]
+    configs += [{"g": g} for g in (0.6, 1.0)]
+    configs += [{"t_edit": t} for t in (200, 600)]
+    configs += [{"w": w} for w in (1.0, 3.0)]
+    configs += [{"g": 1.0, "t_edit": 0, "w": 1.0}]
+    configs += [{"steps": s} for s in (20, 100, 1000)]
+    return configs
+
+
+# --------------------------------------------------------------------------- E
+TARGETS = {
+    "shape": "square",
+    "size": "large",
+    "position": "top left",
+    "colour": "red",
+    "background": "white",
+}
+
+
+def _generated_h(
+    dn: Denoiser, clf: AttributeClassifier, count: int, grid: list[int]
+) -> tuple[dict[int, torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    gen = torch.Generator().manual_seed(7)
+    hs: dict[int, list[torch.Tensor]] = {}
+    outs = []
+    for start in range(0, count, 64):
+        n = min(64, count - start)
+        x_T = torch.randn(n, *dn.sample_shape, generator=gen)
+        h, x0 = collect_h(dn, x_T, grid, eta=1.0, generator=gen)
+        for t, v in h.items():
+            hs.setdefault(t, []).append(v.float())
+        outs.append(x0)
+    images = torch.cat(outs)
+    return {t: torch.cat(v) for t, v in hs.items()}, clf.predict(images.clamp(-1, 1)), images
+
+
+def eval_supervised(
+    dn: Denoiser,
+    clf: AttributeClassifier,
+    h: dict[int, torch.Tensor],
+    pred: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    grid: list[int],
+    count: int,
+    top_k: int,
+    scales: list[float],
+    t_edit: int,
+) -> dict[str, Any]:
+    cols = list(FACTORS)
+    results: dict[str, Any] = {}
+    from worker.training.shapes import generate
+
+    images, labels = generate(HELD_OUT_SEED + 1, 4 * count)
+    y_all = label_array(labels)
+    for factor, value in TARGETS.items():
+        j, v = cols.index(factor), FACTORS[factor].index(value)
+        # score: the classifier's probability of the value (top-K vs bottom-K)
+        cls, conf = pred[factor]
+        score = torch.where(cls == v, conf, 1 - conf)
+        order = torch.argsort(score, descending=True)
+        pos, neg = order[:top_k], order[-top_k:]
+        pos = pos[cls[pos] == v]
+        neg = neg[cls[neg] != v]
+        dirs = supervised_directions({t: h[t][pos] for t in grid}, {t: h[t][neg] for t in grid})
+        pick = np.flatnonzero(y_all[:, j] != v)[:count]
+        x0 = _to_tensor(images[pick])
+        y = y_all[pick]
+        with torch.no_grad():
+            x_T = ddim_invert(dn, x0, grid).x_T
+        rows = []
+        for s in scales:
+            with torch.no_grad():
+                out = edit_with_direction(dn, x_T, grid, dirs, s, t_edit=t_edit)
+            p = _judge(clf, out)
+            others = [k for k in range(len(cols)) if k != j]
+            success = float((p[:, j] == v).mean())
+            kept = float(np.all(p[:, others] == y[:, others], axis=1).mean())
+            rows.append({"s": s, "success": round(success, 3), "preservation": round(kept, 3)})
+        results[f"{factor}={value}"] = {"positives": len(pos), "negatives": len(neg), "rows": rows}
+        print(f"supervised {factor}={value}:", json.dumps(rows), flush=True)
+    return results
+
+
+def eval_pca(
+    dn: Denoiser,
+    clf: AttributeClassifier,
+    h: dict[int, torch.Tensor],
+    grid: list[int],
+    k: int,
+    count: int,
+    scale: float,
+) -> list[dict[str, Any]]:
+    dirs, _ = pca_fit(h, k)
+    gen = torch.Generator().manual_seed(11)
+    x_T = torch.randn(count, *dn.sample_shape, generator=gen)
+    with torch.no_grad():
+        base = _judge(clf, ddim_sample(dn, x_T, grid))
+    table = []
+    for c in range(k):
+        row: dict[str, Any] = {"component": c}
+        for sign in (1, -1):
+            comp = {t: d[c] for t, d in dirs.items()}
+            with torch.no_grad():
+                out = edit_with_direction(dn, x_T, grid, comp, sign * scale)
+            p = _judge(clf, out)
+            row[f"{'+' if sign > 0 else '-'}{scale:g}"] = {
+                f: round(float((p[:, i] != base[:, i]).mean()), 3) for i, f in enumerate(FACTORS)
+            }
+        table.append(row)
+        print("pca:", json.dumps(row), flush=True)
+    return table
+
+
+def eval_jacobian(
+    dn: Denoiser, steps: int, k: int, iters: int, images: int, scale: float
+) -> dict[str, Any]:
+    from worker.training.shapes import generate
+
+    imgs, labels = generate(HELD_OUT_SEED + 2, images)
+    grid = timestep_grid(steps, dn.num_train_timesteps)
+    x0 = _to_tensor(imgs)
+    per_image, locality, change = [], [], []
+    for i in range(images):
+        with torch.no_grad():
+            traj = ddim_invert(dn, x0[i : i + 1], grid)
+        start = time.perf_counter()
+        dirs: dict[int, torch.Tensor] = {}
+        xs = dict(zip(grid, traj.xs, strict=True))  # x at each grid step, as sampling sees it
+        for t in grid:
+            u, sigma = jacobian_directions(
+                dn, xs[t], t, k=k, iters=iters, generator=torch.Generator().manual_seed(0)
+            )
+            dirs[t] = u[0] * sigma[0]
+        per_image.append(time.perf_counter() - start)
+        with torch.no_grad():
+            plain = ddim_sample(dn, traj.x_T, grid)
+            edited = edit_with_direction(
+                dn, traj.x_T, grid, dirs, scale / float(max(d.norm() for d in dirs.values()))
+            )
+        diff = (edited - plain).abs().sum(1)[0]
+        bg = (
+            torch.tensor(BACKGROUNDS[list(BACKGROUNDS)[labels[i].background]], dtype=torch.float32)
+            / 127.5
+            - 1
+        )
+        obj = (x0[i] - bg.view(3, 1, 1)).abs().sum(0) > 0.3
+        grown = torch.nn.functional.max_pool2d(obj[None, None].float(), 5, 1, 2)[0, 0] > 0
+        locality.append(
+            float(diff[grown].sum() / diff.sum().clamp_min(1e-8)) / float(grown.float().mean())
+        )
+        change.append(float(diff.mean()))
+    return {
+        "steps": steps,
+        "k": k,
+        "iters": iters,
+        "images": images,
+        "s_per_image": round(float(np.mean(per_image)), 1),
+        "s_per_step": round(float(np.mean(per_image)) / steps, 2),
+        "mean_abs_change": round(float(np.mean(change)), 3),
+        "change_on_object_vs_area_share": round(float(np.mean(locality)), 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--model", default="models/shapes32-ddpm")
+    p.add_argument("--classifier", default="models/shapes32-classifier")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=["a", "supervised", "pca", "jacobian"],
+        default=["a", "supervised", "pca", "jacobian"],
+    )
+    p.add_argument("--pairs", type=int, default=32)
+    p.add_argument(
+        "--samples", type=int, default=512, help="generated samples for PCA / supervised"
+    )
+    p.add_argument("--edit-steps", type=int, default=25)
+    p.add_argument("--count", type=int, default=32, help="held-out images per E edit")
+    p.add_argument("--json", dest="json_out")
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    dn = load_denoiser(args.model, device="cpu", dtype="float32")
+    clf = AttributeClassifier.load(args.classifier)
+    results: dict[str, Any] = {}
+    if "a" in args.only:
+        results["inject"] = eval_inject(dn, clf, args.pairs, default_inject_configs())
+    grid = timestep_grid(args.edit_steps, dn.num_train_timesteps)
+    if "supervised" in args.only or "pca" in args.only:
+        start = time.perf_counter()
+        h, pred, _ = _generated_h(dn, clf, args.samples, grid)
+        print(f"collected h of {args.samples} samples in {time.perf_counter() - start:.0f} s")
+        if "supervised" in args.only:
+            results["supervised"] = eval_supervised(
+                dn, clf, h, pred, grid, args.count, top_k=args.samples // 8,
+                scales=[0.0, 0.5, 1.0, 2.0, 4.0, 8.0], t_edit=0,
+            )  # fmt: skip
+        if "pca" in args.only:
+            results["pca"] = eval_pca(dn, clf, h, grid, k=5, count=args.count, scale=5.0)
+    if "jacobian" in args.only:
+        results["jacobian"] = eval_jacobian(dn, steps=10, k=3, iters=50, images=2, scale=50.0)
+        print("jacobian:", json.dumps(results["jacobian"]))
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump(results, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
