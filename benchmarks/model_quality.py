@@ -4,9 +4,10 @@
    factor, and each factor value's share against its fair share.
 2. ``inversion``: 50-step DDIM inversion of held-out generator images, mean PSNR of
    the reconstruction; edit-friendly DDPM inversion, max abs error in fp32.
-3. ``swap``: regenerate an image while its h is replaced, at every step, by the h of
+3. ``h_weight``: how much eps changes when h is zeroed or swapped between samples.
+4. ``swap``: regenerate an image while its h is replaced, at every step, by the h of
    a twin differing in one content factor; the share of outputs whose factor follows h.
-4. ``classifier``: per-factor accuracy on fresh generator images.
+5. ``classifier``: per-factor accuracy on fresh generator images.
 
     python -m benchmarks.model_quality                        # all sections
     python -m benchmarks.model_quality --only swap --pairs 32
@@ -138,6 +139,30 @@ def eval_swap(dn: Denoiser, clf: AttributeClassifier, pairs: int, steps: int) ->
     return {"pairs": pairs, "steps": steps, "table": table}
 
 
+def eval_h_weight(dn: Denoiser, count: int = 32) -> dict[str, Any]:
+    """How much eps depends on h: relative change when h is zeroed or swapped between samples."""
+    from worker.training.shapes import generate
+
+    images, _ = generate(HELD_OUT_SEED + 7, count)
+    x0 = _to_tensor(images)
+    gen = torch.Generator().manual_seed(0)
+    ab = dn.schedule.alphas_cumprod
+    rows = {}
+    for t in (900, 600, 300, 100):
+        noise = torch.randn(x0.shape, generator=gen)
+        x_t = ab[t].sqrt() * x0 + (1 - ab[t]).sqrt() * noise
+        with torch.no_grad():
+            state = dn.down_mid(x_t, t)
+            eps = dn.up(state)
+            zero = dn.up(state, h=torch.zeros_like(state.h))
+            swapped = dn.up(state, h=state.h.roll(1, dims=0))
+        rows[t] = {
+            "zero_h": round(float((zero - eps).norm() / eps.norm()), 4),
+            "swap_h": round(float((swapped - eps).norm() / eps.norm()), 4),
+        }
+    return {"count": count, "relative_eps_change": rows}
+
+
 def eval_classifier(clf: AttributeClassifier, count: int) -> dict[str, float]:
     from worker.training.shapes import generate
 
@@ -156,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--model", default="models/shapes32-ddpm")
     p.add_argument("--classifier", default="models/shapes32-classifier")
-    sections = ["classifier", "inversion", "samples", "swap"]
+    sections = ["classifier", "inversion", "samples", "h_weight", "swap"]
     p.add_argument("--only", nargs="+", choices=sections, default=sections)
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--sample-steps", type=int, default=50)
@@ -186,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"samples (eta={eta}):", json.dumps(res))
             if args.grid_png and eta == args.etas[-1]:
                 _save_grid(grid_images, args.grid_png)
+    if "h_weight" in args.only:
+        results["h_weight"] = eval_h_weight(dn)
+        print("eps change when h is zeroed / swapped:", results["h_weight"]["relative_eps_change"])
     if "swap" in args.only:
         results["swap"] = eval_swap(dn, clf, args.pairs, 50)
         print("\nswap test: share of outputs whose factor follows the swapped-in h")
@@ -228,6 +256,11 @@ def write_card(path: str, model: str, results: dict[str, Any]) -> None:
             f"factor; smallest share of a factor value / its fair share: "
             f"{row['min_share_of_fair_share']}; shares: {json.dumps(row['share_of_fair_share'])}."
         )
+    if "h_weight" in results:
+        lines += ["", "How much eps depends on h (relative change of eps on held-out x_t):", ""]
+        lines += ["| t | h zeroed | h of another image |", "|---|---|---|"]
+        for t, row in results["h_weight"]["relative_eps_change"].items():
+            lines.append(f"| {t} | {row['zero_h']} | {row['swap_h']} |")
     if "swap" in results:
         lines += ["", "Swap test (h replaced at every step by a twin's; share that follows h):", ""]
         lines += ["| factor | follows h | other factors kept |", "|---|---|---|"]

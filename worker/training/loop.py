@@ -41,7 +41,10 @@ def add_common_arguments(p: argparse.ArgumentParser, out: str, work_dir: str) ->
 
 
 def train_noise_model(
-    args: argparse.Namespace, model: torch.nn.Module, batch_fn: BatchFn
+    args: argparse.Namespace,
+    model: torch.nn.Module,
+    batch_fn: BatchFn,
+    after_step: Callable[[torch.nn.Module], None] | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train (or resume) ``model``; the EMA copy and the run's figures."""
     torch.manual_seed(args.seed)
@@ -86,6 +89,8 @@ def train_noise_model(
         for group in opt.param_groups:
             group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
         opt.step()
+        if after_step is not None:
+            after_step(model)
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
