@@ -405,6 +405,9 @@ def run_direction_edit(
     _direction_unconditional(denoiser)
     p = jobs[0].params
     record, dirs, meta = _load_directions(ctx, p.asset, "params.asset", jobs[0].payload.owner)
+    if any(record.get("owner") not in (None, job.payload.owner) for job in jobs):
+        # jobs batch by asset id; every one of them must be allowed to use it
+        raise JobFailed(ErrorCode.INVALID_INPUT, f"params.asset: no directions asset {p.asset!r}")
     if record["model"] != denoiser.name:
         raise JobFailed(
             ErrorCode.INVALID_INPUT,

@@ -277,6 +277,11 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             outputs = run_batch(denoiser, [p for _, p in prepared], progress, context=self.context)
         except BatchCanceled:
             return
+        except JobFailed as exc:  # the batch's shared input (an asset, say) is wrong
+            for run in live:
+                if not run.canceled:
+                    self._fail(run, queue, exc.code, exc.message, retry=False)
+            return
         except Exception as exc:
             log.exception("batch of %d failed", len(live))
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()

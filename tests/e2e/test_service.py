@@ -417,6 +417,7 @@ def test_fit_directions_then_edit_along_one_over_http(stack: Stack) -> None:
            "params": {"asset": "f" * 32}}  # fmt: skip
     job = _wait(api, httpx.post(f"{api}/v1/edits", json=bad).json()["id"])
     assert job["status"] == "failed" and "no directions asset" in job["error"]["message"]
+    assert job["error"]["code"] == "invalid_input" and not job["error"]["retryable"]
 
 
 @pytest.mark.parametrize(
