@@ -222,6 +222,24 @@ def _fit_directions(args: argparse.Namespace) -> int:
         return 1
 
 
+def _fit_style_noise(args: argparse.Namespace) -> int:
+    from service.client import ApiFailure
+
+    client = _client(args)
+    try:
+        params = {"name": args.name, **_params(args.param)}
+        params["images"] = [client.upload(Path(p)) for p in args.image]
+        body = {"model": args.model, "method": "style-noise", "params": params, "seed": args.seed}
+        job = _run_job(client, body, args, fit=True)
+        if job is None or job["status"] != "succeeded":
+            return 0 if job is None else 1
+        print(json.dumps({"asset": job["asset"], "metrics": job["metrics"]}))
+        return 0
+    except (ApiFailure, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
 def _edit_direction(args: argparse.Namespace) -> int:
     from service.client import ApiFailure
 
@@ -354,6 +372,16 @@ def build_parser() -> argparse.ArgumentParser:
     dirs.add_argument("--seed", type=int, default=0)
     dirs.add_argument("--no-wait", action="store_true", help="print the job id and return")
     dirs.set_defaults(handler=_fit_directions)
+
+    style = fit_sub.add_parser("style-noise", help="method D: a style's initial-noise distribution")
+    _add_client_args(style)
+    style.add_argument("--model", required=True, help="a model the service holds")
+    style.add_argument("--name", required=True, help="the asset's name")
+    style.add_argument("--image", action="append", required=True, help="style image (2 or more)")
+    style.add_argument("--param", action="append", default=[], help="key=value: dct_k, fit")
+    style.add_argument("--seed", type=int, default=0)
+    style.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    style.set_defaults(handler=_fit_style_noise)
 
     rec = sub.add_parser(
         "reconstruct",

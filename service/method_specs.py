@@ -108,6 +108,35 @@ class DirectionEditParams(MethodParams):
     )
 
 
+class StyleNoiseFitParams(MethodParams):
+    """Method D fit (Diffusion in Style): the style images' latent distribution, as an asset."""
+
+    name: str = Field(
+        min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$", description="asset name"
+    )
+    images: list[str] = Field(
+        min_length=2, max_length=256, description="uploaded style image ids (2 or more)"
+    )
+    dct_k: int = Field(0, ge=0, le=16, description="full covariance of the lowest k x k DCT")
+    fit: Literal["error", "resize", "crop"] = Field(
+        "error", description="how an image of another size is fitted to the model"
+    )
+
+
+class StyleGenerateParams(MethodParams):
+    """Method D: generate starting from a fitted style distribution instead of N(0, I)."""
+
+    asset: str = Field(min_length=1, max_length=64, description="a style-noise asset id")
+    form: Literal["direct", "signal_leak"] = Field(
+        "direct", description="x_T = mu + sigma z, or sqrt(ab_T)(mu + sigma z) + sqrt(1-ab_T) eps"
+    )
+    steps: int = Field(50, ge=1, le=1000, description="sampling steps")
+    grid: Literal["leading", "linspace"] = Field("leading", description="timestep grid")
+    eta: float = Field(0.0, ge=0.0, le=1.0, description="0: DDIM, 1: DDPM-like")
+    prompt: str = Field("", max_length=500, description="prompt, for text-conditioned models")
+    guidance_scale: float = Field(1.0, ge=1.0, le=30.0, description="classifier-free guidance")
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
@@ -191,6 +220,23 @@ METHODS: dict[str, MethodSpec] = {
             params=DirectionEditParams,
             inputs=("image",),
             batch_fields=("asset", "component", "scale", "t_edit", "asymmetric"),
+        ),
+        MethodSpec(
+            name="style-noise",
+            kind=JobKind.FIT,
+            summary="Fit a style's initial-noise distribution from a few style images.",
+            params=StyleNoiseFitParams,
+            inputs=(),
+            batchable=False,
+            image_list_params=("images",),
+        ),
+        MethodSpec(
+            name="style-generate",
+            kind=JobKind.EDIT,
+            summary="Generate in a style: sampling starts from its fitted noise distribution.",
+            params=StyleGenerateParams,
+            inputs=(),
+            batch_fields=("asset", "form", "steps", "grid", "eta", "guidance_scale"),
         ),
     )
 }

@@ -32,8 +32,9 @@ from worker.engine.methods.directions import (
     supervised_directions,
 )
 from worker.engine.methods.inject import InjectionSettings, content_trajectory, inject_content
+from worker.engine.methods.style_noise import StyleNoise, fit_style_noise, initial_noise
 from worker.engine.reconstruct import Inversion, invert, regenerate
-from worker.engine.sampling import ddim_invert, randn
+from worker.engine.sampling import ddim_invert, ddim_sample, randn
 from worker.engine.schedule import timestep_grid
 from worker.inversion_cache import InversionCache, InversionKey
 
@@ -252,23 +253,42 @@ def _direction_unconditional(denoiser: Denoiser) -> None:
         )
 
 
-def _load_directions(
-    ctx: RunContext, asset_id: str, where: str, owner: str | None
-) -> tuple[dict[str, Any], dict[int, torch.Tensor], dict[str, str]]:
-    """(record, {t: (k, *h)}, metadata) of a directions asset."""
+def _load_asset(
+    ctx: RunContext,
+    asset_id: str,
+    method: str,
+    where: str,
+    jobs: list[PreparedJob],
+    model: str,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, str]]:
+    """(record, tensors, metadata) of an asset of ``method`` that every job may use."""
     from safetensors.torch import load as load_tensors
 
     record = ctx.assets.get(asset_id) if ctx.assets is not None else None
-    foreign = record is not None and record.get("owner") not in (None, owner)
-    if record is None or foreign or record.get("method") != "directions" or ctx.blobs is None:
-        raise JobFailed(ErrorCode.INVALID_INPUT, f"{where}: no directions asset {asset_id!r}")
+    # jobs batch by asset id: each of them must own it (or it has no owner)
+    foreign = record is not None and any(
+        record.get("owner") not in (None, job.payload.owner) for job in jobs
+    )
+    if record is None or foreign or record.get("method") != method or ctx.blobs is None:
+        raise JobFailed(ErrorCode.INVALID_INPUT, f"{where}: no {method} asset {asset_id!r}")
+    if record["model"] != model:
+        raise JobFailed(
+            ErrorCode.INVALID_INPUT, f"{where}: fitted on model {record['model']}, not {model}"
+        )
     data = ctx.blobs.get(record["blob"])
-    tensors = load_tensors(data)
     # the safetensors header: 8 bytes little-endian length, then JSON with __metadata__
     header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
     meta: dict[str, str] = header.get("__metadata__", {})
+    return record, load_tensors(data), meta
+
+
+def _load_directions(
+    ctx: RunContext, asset_id: str, where: str, jobs: list[PreparedJob], model: str
+) -> tuple[dict[int, torch.Tensor], dict[str, str]]:
+    """({t: (k, *h)}, metadata) of a directions asset."""
+    _, tensors, meta = _load_asset(ctx, asset_id, "directions", where, jobs, model)
     dirs = {int(name[1:]): value for name, value in tensors.items() if name.startswith("t")}
-    return record, dirs, meta
+    return dirs, meta
 
 
 def _generated_h(
@@ -369,7 +389,7 @@ def run_direction_fit(
                 progress(i + 1, len(grid))
             metrics["sigma_top_step"] = [round(float(v), 4) for v in sigmas[grid[-1]]]
         for other_id in p.project_out:
-            _, others, _ = _load_directions(ctx, other_id, "params.project_out", job.payload.owner)
+            others, _ = _load_directions(ctx, other_id, "params.project_out", [job], denoiser.name)
             lacking = [t for t in grid if t not in others]
             if lacking:
                 raise JobFailed(
@@ -404,15 +424,7 @@ def run_direction_edit(
     """Method E edit: invert on the asset's grid, sample with h + s * dh at t >= t_edit."""
     _direction_unconditional(denoiser)
     p = jobs[0].params
-    record, dirs, meta = _load_directions(ctx, p.asset, "params.asset", jobs[0].payload.owner)
-    if any(record.get("owner") not in (None, job.payload.owner) for job in jobs):
-        # jobs batch by asset id; every one of them must be allowed to use it
-        raise JobFailed(ErrorCode.INVALID_INPUT, f"params.asset: no directions asset {p.asset!r}")
-    if record["model"] != denoiser.name:
-        raise JobFailed(
-            ErrorCode.INVALID_INPUT,
-            f"params.asset: fitted on model {record['model']}, not {denoiser.name}",
-        )
+    dirs, meta = _load_directions(ctx, p.asset, "params.asset", jobs, denoiser.name)
     components = int(meta.get("components", "1"))
     if p.component >= components:
         raise JobFailed(
@@ -436,12 +448,67 @@ def run_direction_edit(
     return [JobOutput(images=[_png(im)]) for im in to_pil(denoiser.decode(out))]
 
 
+# ---------------------------------------------------------------- method D
+def run_style_fit(
+    denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn, ctx: RunContext
+) -> list[JobOutput]:
+    """Method D fit: one job -> a style-noise asset (mu, sigma^2, optional low-DCT cov)."""
+    outputs = []
+    for job in jobs:
+        p = job.params
+        start = time.perf_counter()
+        z = denoiser.encode(job.images["images"])
+        try:
+            style = fit_style_noise(z, p.dct_k)
+        except EngineError as exc:
+            raise JobFailed(ErrorCode.INVALID_INPUT, f"params.{exc}") from exc
+        progress(1, 1)
+        metrics = {
+            "images": int(z.shape[0]),
+            "mean_sigma": round(float(style.var.sqrt().mean()), 4),
+            "fit_seconds": round(time.perf_counter() - start, 3),
+        }
+        meta = {"kind": "style-noise", "model": denoiser.name, "count": str(z.shape[0])}
+        asset = AssetOutput(p.name, style.tensors(), meta, p.model_dump(mode="json"), metrics)
+        outputs.append(JobOutput(images=[], metrics=metrics, asset=asset))
+    return outputs
+
+
+def run_style_generate(
+    denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn, ctx: RunContext
+) -> list[JobOutput]:
+    """Method D: one sample per job, starting from the style's distribution."""
+    p = jobs[0].params
+    _, tensors, _ = _load_asset(ctx, p.asset, "style-noise", "params.asset", jobs, denoiser.name)
+    style = StyleNoise.from_tensors(tensors)
+    if tuple(style.mean.shape) != denoiser.sample_shape:
+        raise JobFailed(
+            ErrorCode.INVALID_INPUT,
+            f"params.asset: fitted for x_T of shape {tuple(style.mean.shape)}, "
+            f"model {denoiser.name} samples {denoiser.sample_shape}",
+        )
+    grid = timestep_grid(p.steps, denoiser.num_train_timesteps, p.grid)
+    generators = [torch.Generator().manual_seed(job.payload.seed) for job in jobs]
+    ab_T = float(denoiser.schedule.alphas_cumprod[grid[-1]])
+    x_T = initial_noise(style, len(jobs), ab_T, p.form, generators)
+    cond = None
+    if denoiser.conditional:
+        prompts = [job.params.prompt for job in jobs]
+        cond = denoiser.conditioning(prompts, guidance_scale=p.guidance_scale)
+    x0 = ddim_sample(
+        denoiser, x_T, grid, cond=cond, eta=p.eta, generator=generators, progress=progress
+    )
+    return [JobOutput(images=[_png(im)]) for im in to_pil(denoiser.decode(x0))]
+
+
 Handler = Callable[[Denoiser, list[PreparedJob], ProgressFn, RunContext], list[JobOutput]]
 HANDLERS: dict[str, Handler] = {
     "reconstruct": _run_reconstruct,
     "inject": _run_inject,
     "directions": run_direction_fit,
     "direction": run_direction_edit,
+    "style-noise": run_style_fit,
+    "style-generate": run_style_generate,
 }
 
 

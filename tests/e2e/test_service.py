@@ -481,3 +481,27 @@ def test_cli_fits_pca_directions_and_edits_along_one(
            "--asset", result["asset"], "--param", "component=2", "--out", str(out)]  # fmt: skip
     assert main(bad) == 1
     assert "the asset has 2 directions" in capsys.readouterr().err
+
+
+def test_cli_fits_a_style_and_the_api_generates_in_it(
+    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    api = stack.api_url
+    whites = sorted(EXAMPLES.glob("*-on-white.png")) + sorted(EXAMPLES.glob("*-on-grey.png"))
+    fit = ["fit", "style-noise", "--url", api, "--model", "shapes32", "--name", "light",
+           *[arg for path in whites for arg in ("--image", str(path))]]  # fmt: skip
+    assert main(fit) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["metrics"]["images"] == len(whites)
+    body = {"model": "shapes32", "method": "style-generate", "seed": 4,
+            "params": {"asset": result["asset"], "steps": 10}}  # fmt: skip
+    job = _wait(api, httpx.post(f"{api}/v1/edits", json=body).json()["id"])
+    assert job["status"] == "succeeded", job
+    png = httpx.get(f"{api}{job['output_links'][0]}").content
+    assert Image.open(io.BytesIO(png)).size == (32, 32)
+    one = {"model": "shapes32", "method": "style-noise",
+           "params": {"name": "x", "images": [whites[0].name]}}  # fmt: skip
+    r = httpx.post(f"{api}/v1/fits", json=one)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "params.images"

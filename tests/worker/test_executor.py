@@ -172,3 +172,45 @@ def test_direction_fit_refusals_name_the_field(pixel: Denoiser, tmp_path: Path) 
         _fit(pixel, store, ctx, kind="supervised", positives=[_blob(store, 1)])
     with pytest.raises(JobFailed, match="no classifier"):
         _fit(pixel, store, ctx, kind="supervised", factor="colour", value="red")
+
+
+def _one(
+    denoiser: Denoiser, payload: JobPayload, store: LocalBlobStore, ctx: RunContext
+) -> JobOutput:
+    return run_batch(denoiser, [prepare(payload, denoiser, store)], lambda i, n: None,
+                     context=ctx)[0]  # fmt: skip
+
+
+@pytest.mark.parametrize("family", ["pixel", "cond"])
+def test_style_noise_fit_then_generate(
+    family: str, pixel: Denoiser, cond: Denoiser, tmp_path: Path
+) -> None:
+    model = pixel if family == "pixel" else cond
+    store = LocalBlobStore(tmp_path)
+    assets = _Assets()
+    ctx = RunContext(blobs=store, assets=assets)
+    images = [_blob(store, i) for i in range(3)]
+    fit = JobPayload(id="f", kind=JobKind.FIT, model="m", method="style-noise",
+                     params={"name": "s", "images": images})  # fmt: skip
+    out = _one(model, fit, store, ctx)
+    assert out.asset is not None and out.metrics["images"] == 3
+    assert out.asset.tensors["mean"].shape == model.sample_shape
+    asset = f"a{len(assets.records)}"
+    assets.records[asset] = {"id": asset, "model": model.name, "method": "style-noise",
+                             "blob": store.put(out.asset.to_bytes()), "owner": None}  # fmt: skip
+
+    def generate(seed: int, **params: object) -> bytes:
+        payload = JobPayload(id="g", kind=JobKind.EDIT, model="m", method="style-generate",
+                             params={"asset": asset, "steps": 4, **params}, seed=seed)  # fmt: skip
+        return _one(model, payload, store, ctx).images[0]
+
+    prompt = {"prompt": "a red circle", "guidance_scale": 2.0} if family == "cond" else {}
+    first = generate(1, **prompt)
+    assert Image.open(io.BytesIO(first)).size == model.image_shape[1:]
+    assert generate(1, **prompt) == first and generate(2, **prompt) != first
+    assert generate(1, form="signal_leak", **prompt) != first
+    with pytest.raises(JobFailed, match="no style-noise asset"):
+        generate(1, asset="nope")
+    one_image = fit.model_copy(update={"params": {"name": "s", "images": images[:1]}})
+    with pytest.raises(JobFailed, match=r"params\.images"):
+        _one(model, one_image, store, ctx)
