@@ -1,0 +1,80 @@
+"""Method B: boundaries, the one-step move to a signed distance, the mixing-step search."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from worker.engine import Denoiser
+from worker.engine.errors import InputError
+from worker.engine.methods.boundaries import (
+    edit_across,
+    find_mixing_step,
+    fit_boundary,
+    invert_to,
+    pick_mixing_step,
+)
+
+
+def _separable(n: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 2
+    x = torch.randn(n, 3, 4, 4, generator=g)
+    x[:, 0, 0, 0] += 4.0 * (2 * labels - 1) + 1.5  # the hyperplane is off the origin
+    return x, labels
+
+
+def test_svm_separates_and_keeps_the_intercept() -> None:
+    x, y = _separable()
+    b = fit_boundary(x, y)
+    assert b.accuracy >= 0.95 and b.train_accuracy >= 0.95
+    assert abs(float(b.normal.norm()) - 1) < 1e-5 and b.normal.shape == (3, 4, 4)
+    assert abs(b.offset) > 0.1  # not through the origin: the intercept is kept
+    assert ((b.distance(x) > 0).long() == y).float().mean() >= 0.95
+
+
+def test_moving_to_a_distance_lands_there_and_only_moves_along_the_normal() -> None:
+    x, y = _separable()
+    b = fit_boundary(x, y)
+    for d in (-3.0, 0.0, 2.5):
+        moved = b.move_to(x[:8], d)
+        assert torch.allclose(b.distance(moved), torch.full((8,), d), atol=1e-4)
+        delta = (moved - x[:8]).reshape(8, -1)
+        along = delta @ b.normal.reshape(-1)
+        assert torch.allclose(delta, along[:, None] * b.normal.reshape(1, -1), atol=1e-5)
+
+
+def test_one_class_is_refused() -> None:
+    x, _ = _separable()
+    with pytest.raises(InputError, match="both classes"):
+        fit_boundary(x, torch.zeros(len(x)))
+
+
+def test_mixing_step_search_on_synthetic_radii() -> None:
+    reference = (1.0, 0.01)
+    radius = {0: (0.6, 0.2), 100: (0.8, 0.1), 200: (0.95, 0.03), 300: (0.99, 0.015),
+              400: (1.005, 0.012), 500: (1.0, 0.011)}  # fmt: skip
+    assert pick_mixing_step(radius, reference, tol=0.02) == 300
+    assert pick_mixing_step(radius, reference, tol=0.1) == 200
+    # a close step followed by a far one does not count: the chain must stay mixed
+    radius[400] = (1.2, 0.01)
+    assert pick_mixing_step(radius, reference, tol=0.02) == 500
+    assert pick_mixing_step({0: (0.5, 0.3), 10: (0.7, 0.2)}, reference, 0.02) == 10
+
+
+def test_edit_across_on_a_tiny_model(pixel: Denoiser) -> None:
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(12, 3, 16, 16, generator=g) * 2 - 1
+    images[6:, 0] = 0.9  # a "red" class
+    search = find_mixing_step(pixel, images, steps=6, tol=0.05, generator=g)
+    assert search.t0 in search.radius and search.reference[0] == pytest.approx(1.0, abs=0.02)
+    x_t0, h, grid = invert_to(pixel, images, 400, steps=5)
+    assert grid[-1] == 400 and h.shape == (12, *pixel.h_shape)
+    labels = (torch.arange(12) >= 6).long()
+    bx, bh = fit_boundary(x_t0, labels, held_out=0.0), fit_boundary(h, labels, held_out=0.0)
+    plain = edit_across(pixel, x_t0[:2], grid, bx, float(bx.distance(x_t0[:1])[0]), eta=0.0)
+    out = edit_across(pixel, x_t0[:2], grid, bx, 5.0, h_boundary=bh, eta=0.0)
+    assert out.shape == (2, 3, 16, 16) and not torch.allclose(out, plain)
+    assert pixel.hooks.active == []
+    with pytest.raises(InputError, match="boundary: fitted on x of shape"):
+        edit_across(pixel, h[:1], grid, bx, 0.0)
