@@ -200,36 +200,25 @@ def _submit(args: argparse.Namespace) -> int:
         return 1
 
 
-def _fit_directions(args: argparse.Namespace) -> int:
-    from service.client import ApiFailure
-
-    client = _client(args)
-    try:
-        params = {"name": args.name, "kind": args.kind, **_params(args.param)}
-        if args.positive or args.negative:
-            params["positives"] = [client.upload(Path(p)) for p in args.positive]
-            params["negatives"] = [client.upload(Path(p)) for p in args.negative]
-        inputs = {"image": client.upload(Path(args.image))} if args.image else {}
-        body = {"model": args.model, "method": "directions", "inputs": inputs,
-                "params": params, "seed": args.seed}  # fmt: skip
-        job = _run_job(client, body, args, fit=True)
-        if job is None or job["status"] != "succeeded":
-            return 0 if job is None else 1
-        print(json.dumps({"asset": job["asset"], "metrics": job["metrics"]}))
-        return 0
-    except (ApiFailure, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-def _fit_style_noise(args: argparse.Namespace) -> int:
+def _fit(args: argparse.Namespace) -> int:
+    """Any fit: labelled images, style images or one image uploaded first, then the job."""
     from service.client import ApiFailure
 
     client = _client(args)
     try:
         params = {"name": args.name, **_params(args.param)}
-        params["images"] = [client.upload(Path(p)) for p in args.image]
-        body = {"model": args.model, "method": "style-noise", "params": params, "seed": args.seed}
+        if getattr(args, "kind", None):
+            params["kind"] = args.kind
+        if getattr(args, "positive", None) or getattr(args, "negative", None):
+            params["positives"] = [client.upload(Path(p)) for p in args.positive]
+            params["negatives"] = [client.upload(Path(p)) for p in args.negative]
+        inputs = {}
+        if args.what == "style-noise":
+            params["images"] = [client.upload(Path(p)) for p in args.image]
+        elif getattr(args, "image", None):
+            inputs["image"] = client.upload(Path(args.image))
+        body = {"model": args.model, "method": args.what, "inputs": inputs,
+                "params": params, "seed": args.seed}  # fmt: skip
         job = _run_job(client, body, args, fit=True)
         if job is None or job["status"] != "succeeded":
             return 0 if job is None else 1
@@ -371,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dirs.add_argument("--seed", type=int, default=0)
     dirs.add_argument("--no-wait", action="store_true", help="print the job id and return")
-    dirs.set_defaults(handler=_fit_directions)
+    dirs.set_defaults(handler=_fit)
 
     style = fit_sub.add_parser("style-noise", help="method D: a style's initial-noise distribution")
     _add_client_args(style)
@@ -381,7 +370,20 @@ def build_parser() -> argparse.ArgumentParser:
     style.add_argument("--param", action="append", default=[], help="key=value: dct_k, fit")
     style.add_argument("--seed", type=int, default=0)
     style.add_argument("--no-wait", action="store_true", help="print the job id and return")
-    style.set_defaults(handler=_fit_style_noise)
+    style.set_defaults(handler=_fit)
+
+    bound = fit_sub.add_parser("boundary", help="method B: SVM boundaries at the mixing step")
+    _add_client_args(bound)
+    bound.add_argument("--model", required=True, help="a model the service holds")
+    bound.add_argument("--name", required=True, help="the asset's name")
+    bound.add_argument("--positive", action="append", default=[], help="labelled image (repeat)")
+    bound.add_argument("--negative", action="append", default=[], help="labelled image (repeat)")
+    bound.add_argument(
+        "--param", action="append", default=[], help="key=value: factor, value, t0, steps, ..."
+    )
+    bound.add_argument("--seed", type=int, default=0)
+    bound.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    bound.set_defaults(handler=_fit)
 
     rec = sub.add_parser(
         "reconstruct",

@@ -108,6 +108,50 @@ class DirectionEditParams(MethodParams):
     )
 
 
+class BoundaryFitParams(MethodParams):
+    """Method B fit (BoundaryDiffusion): linear SVM boundaries on x_t0 and h at the mixing step."""
+
+    name: str = Field(
+        min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$", description="asset name"
+    )
+    factor: str | None = Field(None, max_length=100, description="classifier factor")
+    value: str | None = Field(None, max_length=100, description="positive class: this value")
+    samples: int = Field(200, ge=8, le=4096, description="generated, classifier-labelled images")
+    positives: list[str] = Field(default_factory=list, max_length=1024, description="image ids")
+    negatives: list[str] = Field(default_factory=list, max_length=1024, description="image ids")
+    t0: int | None = Field(None, ge=1, le=999, description="mixing step; None: searched")
+    steps: int = Field(40, ge=2, le=1000, description="inversion steps to t0 (n_inv)")
+    tol: float = Field(0.02, gt=0.0, le=1.0, description="radius tolerance of the search")
+    c: float = Field(1.0, gt=0.0, le=1e4, description="SVM regularisation C")
+    held_out: float = Field(0.2, ge=0.0, le=0.5, description="share held out for accuracy")
+    fit: Literal["error", "resize", "crop"] = Field(
+        "error", description="how an image of another size is fitted to the model"
+    )
+
+    @model_validator(mode="after")
+    def _labels(self) -> BoundaryFitParams:
+        labelled = bool(self.positives) or bool(self.negatives)
+        if labelled and not (self.positives and self.negatives):
+            missing = "negatives" if self.positives else "positives"
+            raise ValueError(f"{missing}: labelled images need positives and negatives")
+        if not labelled and (self.factor is None or self.value is None):
+            raise ValueError("factor: give factor and value, or labelled images")
+        return self
+
+
+class BoundaryEditParams(MethodParams):
+    """Method B edit: move the image to signed distance d at t0 in one step, then denoise."""
+
+    asset: str = Field(min_length=1, max_length=64, description="a boundary asset id")
+    distance: float = Field(ge=-1000.0, le=1000.0, description="target signed distance d")
+    move_h: bool = Field(True, description="also move h at the first step (its own boundary)")
+    h_distance: float | None = Field(None, ge=-1000.0, le=1000.0, description="d for h")
+    eta: float = Field(1.0, ge=0.0, le=1.0, description="sampling eta from t0")
+    fit: Literal["error", "resize", "crop"] = Field(
+        "error", description="how an image of another size is fitted to the model"
+    )
+
+
 class StyleNoiseFitParams(MethodParams):
     """Method D fit (Diffusion in Style): the style images' latent distribution, as an asset."""
 
@@ -220,6 +264,24 @@ METHODS: dict[str, MethodSpec] = {
             params=DirectionEditParams,
             inputs=("image",),
             batch_fields=("asset", "component", "scale", "t_edit", "asymmetric"),
+        ),
+        MethodSpec(
+            name="boundary",
+            kind=JobKind.FIT,
+            summary="Fit semantic boundaries at the (searched) mixing step: SVMs on x_t0 and h.",
+            params=BoundaryFitParams,
+            inputs=(),
+            families=("pixel", "latent"),
+            batchable=False,
+            image_list_params=("positives", "negatives"),
+        ),
+        MethodSpec(
+            name="boundary-edit",
+            kind=JobKind.EDIT,
+            summary="Move an image across a fitted boundary in one step at t0, then denoise.",
+            params=BoundaryEditParams,
+            inputs=("image",),
+            batch_fields=("asset", "distance", "move_h", "h_distance", "eta"),
         ),
         MethodSpec(
             name="style-noise",

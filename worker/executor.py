@@ -24,6 +24,13 @@ from service.method_specs import METHODS, MethodParams, first_error
 from worker.engine import Conditioning, Denoiser, EngineError
 from worker.engine.hspace import project_out
 from worker.engine.images import FitMode, fit_image, psnr, to_pil, to_tensor
+from worker.engine.methods.boundaries import (
+    Boundary,
+    edit_across,
+    find_mixing_step,
+    fit_boundary,
+    invert_to,
+)
 from worker.engine.methods.directions import (
     collect_h,
     edit_with_direction,
@@ -308,9 +315,8 @@ def _generated_h(
     return {t: torch.cat(v) for t, v in hs.items()}, torch.cat(outs)
 
 
-def _supervised_by_classifier(
-    p: Any, h: dict[int, torch.Tensor], images: torch.Tensor, ctx: RunContext
-) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
+def _classifier_scores(p: Any, images: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+    """P(factor = value) of each image by the worker's classifier, (N,) on the CPU."""
     clf = ctx.classifier
     if clf is None:
         raise JobFailed(
@@ -332,7 +338,14 @@ def _supervised_by_classifier(
         )
     param = next(clf.parameters())
     logits = clf(images.clamp(-1, 1).to(device=param.device, dtype=param.dtype))[p.factor]
-    score = logits.float().softmax(-1)[:, values.index(p.value)].cpu()  # P(value)
+    scores: torch.Tensor = logits.float().softmax(-1)[:, values.index(p.value)].cpu()
+    return scores
+
+
+def _supervised_by_classifier(
+    p: Any, h: dict[int, torch.Tensor], images: torch.Tensor, ctx: RunContext
+) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
+    score = _classifier_scores(p, images, ctx)
     order = torch.argsort(score, descending=True)
     k = min(p.top_k, len(order) // 2)
     pos, neg = order[:k], order[-k:]  # top-K vs bottom-K, as Haas et al.
@@ -448,6 +461,106 @@ def run_direction_edit(
     return [JobOutput(images=[_png(im)]) for im in to_pil(denoiser.decode(out))]
 
 
+# ---------------------------------------------------------------- method B
+def _generate(
+    denoiser: Denoiser, count: int, steps: int, seed: int, progress: ProgressFn
+) -> torch.Tensor:
+    """``count`` samples (images in [-1, 1]), eta = 1, in chunks of 64."""
+    gen = torch.Generator().manual_seed(seed)
+    grid = timestep_grid(steps, denoiser.num_train_timesteps)
+    outs = []
+    for start in range(0, count, 64):
+        x_T = randn((min(64, count - start), *denoiser.sample_shape), gen, torch.device("cpu"))
+        outs.append(denoiser.decode(ddim_sample(denoiser, x_T, grid, eta=1.0, generator=gen)))
+        progress(start + x_T.shape[0], 2 * count)
+    return torch.cat(outs).cpu()
+
+
+def run_boundary_fit(
+    denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn, ctx: RunContext
+) -> list[JobOutput]:
+    """Method B fit: one job -> a boundary asset (x_t0 and h boundaries, t0, accuracies)."""
+    _direction_unconditional(denoiser)
+    outputs = []
+    for job in jobs:
+        p = job.params
+        start = time.perf_counter()
+        if p.positives:
+            pos, neg = job.images["positives"], job.images["negatives"]
+            images = torch.cat([pos, neg])
+            labels = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).long()
+        else:
+            images = _generate(denoiser, p.samples, 25, job.payload.seed, progress)
+            labels = (_classifier_scores(p, images, ctx) > 0.5).long()
+        x0 = denoiser.encode(images)
+        search = None
+        t0 = p.t0
+        if t0 is None:
+            search = find_mixing_step(
+                denoiser, x0, steps=p.steps, tol=p.tol,
+                generator=torch.Generator().manual_seed(job.payload.seed),
+            )  # fmt: skip
+            t0 = search.t0
+        x_t0, h, grid = invert_to(denoiser, x0, t0, p.steps)
+        progress(1, 1)
+        try:
+            bx = fit_boundary(x_t0, labels, held_out=p.held_out, c=p.c, seed=job.payload.seed)
+            bh = fit_boundary(h, labels, held_out=p.held_out, c=p.c, seed=job.payload.seed)
+        except EngineError as exc:
+            raise JobFailed(ErrorCode.INVALID_INPUT, f"params.{exc}") from exc
+        metrics: dict[str, Any] = {
+            "t0": t0,
+            "t0_searched": search is not None,
+            "accuracy_x": round(bx.accuracy, 3),
+            "accuracy_h": round(bh.accuracy, 3),
+            "train_accuracy_x": round(bx.train_accuracy, 3),
+            "positives": int(labels.sum()),
+            "negatives": int((1 - labels).sum()),
+            "fit_seconds": round(time.perf_counter() - start, 2),
+        }
+        if search is not None:
+            metrics["radius_at_t0"] = round(search.radius[t0][0], 4)
+            metrics["radius_of_noise"] = round(search.reference[0], 4)
+        meta = {
+            "kind": "boundary",
+            "model": denoiser.name,
+            "grid": json.dumps(grid),
+            "offset_x": repr(bx.offset),
+            "offset_h": repr(bh.offset),
+        }
+        tensors = {"normal_x": bx.normal, "normal_h": bh.normal}
+        asset = AssetOutput(p.name, tensors, meta, p.model_dump(mode="json"), metrics)
+        outputs.append(JobOutput(images=[], metrics=metrics, asset=asset))
+    return outputs
+
+
+def run_boundary_edit(
+    denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn, ctx: RunContext
+) -> list[JobOutput]:
+    """Method B edit: invert to t0, move to distance d (x and h), denoise with eta."""
+    _direction_unconditional(denoiser)
+    p = jobs[0].params
+    _, tensors, meta = _load_asset(ctx, p.asset, "boundary", "params.asset", jobs, denoiser.name)
+    grid = [int(t) for t in json.loads(meta["grid"])]
+    bx = Boundary(tensors["normal_x"], float(meta["offset_x"]), float("nan"), float("nan"))
+    bh = Boundary(tensors["normal_h"], float(meta["offset_h"]), float("nan"), float("nan"))
+    x0 = denoiser.encode(torch.cat([job.images["image"] for job in jobs]))
+    x_t0, _, _ = invert_to(denoiser, x0, grid[-1], len(grid))
+    progress(len(grid) - 1, 2 * len(grid) - 1)
+    before = bx.distance(x_t0)
+    generators = [torch.Generator().manual_seed(job.payload.seed) for job in jobs]
+    out = edit_across(
+        denoiser, x_t0, grid, bx, p.distance,
+        h_boundary=bh if p.move_h else None, h_distance=p.h_distance, eta=p.eta,
+        generator=generators,
+        progress=lambda i, n: progress(len(grid) - 1 + i, 2 * len(grid) - 1),
+    )  # fmt: skip
+    return [
+        JobOutput(images=[_png(im)], metrics={"distance_before": round(float(d), 3)})
+        for im, d in zip(to_pil(denoiser.decode(out)), before, strict=True)
+    ]
+
+
 # ---------------------------------------------------------------- method D
 def run_style_fit(
     denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn, ctx: RunContext
@@ -507,6 +620,8 @@ HANDLERS: dict[str, Handler] = {
     "inject": _run_inject,
     "directions": run_direction_fit,
     "direction": run_direction_edit,
+    "boundary": run_boundary_fit,
+    "boundary-edit": run_boundary_edit,
     "style-noise": run_style_fit,
     "style-generate": run_style_generate,
 }

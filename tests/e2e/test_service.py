@@ -505,3 +505,25 @@ def test_cli_fits_a_style_and_the_api_generates_in_it(
            "params": {"name": "x", "images": [whites[0].name]}}  # fmt: skip
     r = httpx.post(f"{api}/v1/fits", json=one)
     assert r.status_code == 422 and r.json()["error"]["field"] == "params.images"
+
+
+def test_cli_fits_a_boundary_and_the_api_edits_across_it(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    api = stack.api_url
+    fit = ["fit", "boundary", "--url", api, "--model", "shapes32", "--name", "red",
+           "--param", "factor=colour", "--param", "value=red", "--param", "samples=24",
+           "--param", "steps=8"]  # fmt: skip
+    assert main(fit) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["metrics"]["t0_searched"] and result["metrics"]["positives"] > 0
+    body = {"model": "shapes32", "method": "boundary-edit", "inputs": {"image": _upload(api)},
+            "params": {"asset": result["asset"], "distance": 20.0}}  # fmt: skip
+    job = _wait(api, httpx.post(f"{api}/v1/edits", json=body).json()["id"])
+    assert job["status"] == "succeeded", job
+    assert isinstance(job["metrics"]["distance_before"], float)
+    no_d = {**body, "params": {"asset": result["asset"]}}
+    r = httpx.post(f"{api}/v1/edits", json=no_d)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "params.distance"

@@ -214,3 +214,42 @@ def test_style_noise_fit_then_generate(
     one_image = fit.model_copy(update={"params": {"name": "s", "images": images[:1]}})
     with pytest.raises(JobFailed, match=r"params\.images"):
         _one(model, one_image, store, ctx)
+
+
+def test_boundary_fit_then_edit_lands_at_the_distance(pixel: Denoiser, tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    assets = _Assets()
+    factors = {"colour": ["red", "blue"]}
+    clf = AttributeClassifier(factors, width=8, image_size=16).eval()
+    ctx = RunContext(blobs=store, assets=assets, classifier=clf)
+    pos = [_blob(store, i) for i in range(6)]
+    neg = [_blob(store, 10 + i) for i in range(6)]
+
+    def fit(**params: object) -> JobOutput:
+        payload = JobPayload(id="b", kind=JobKind.FIT, model="m", method="boundary",
+                             params={"name": "b", "steps": 4, **params})  # fmt: skip
+        return _one(pixel, payload, store, ctx)
+
+    labelled = fit(positives=pos, negatives=neg, t0=300, held_out=0.0)
+    assert labelled.asset is not None and labelled.metrics["t0"] == 300
+    assert labelled.metrics["train_accuracy_x"] == 1.0  # 12 points in 768 dimensions
+    assert labelled.asset.tensors["normal_x"].shape == pixel.sample_shape
+    searched = fit(factor="colour", value="red", samples=16)
+    assert searched.metrics["t0_searched"] is True and 0 < searched.metrics["t0"] <= 999
+
+    asset = "a0"
+    blob = store.put(labelled.asset.to_bytes())
+    assets.records[asset] = {"id": asset, "model": pixel.name, "method": "boundary",
+                             "blob": blob, "owner": None}  # fmt: skip
+    image = _blob(store, 20)
+
+    def edit(**params: object) -> JobOutput:
+        payload = _payload("boundary-edit", {"image": image}, **{"asset": asset, **params})
+        return _one(pixel, payload, store, ctx)
+
+    near = edit(distance=0.0, eta=0.0)
+    far = edit(distance=50.0, eta=0.0)
+    assert near.images[0] != far.images[0]
+    assert near.metrics["distance_before"] == far.metrics["distance_before"]
+    with pytest.raises(JobFailed, match="no boundary asset"):
+        edit(distance=1.0, asset="nope")
