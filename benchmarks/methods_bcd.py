@@ -1,5 +1,12 @@
 """Methods B, C and D measured on the shipped models, the classifier as judge.
 
+B (boundaries): labelled held-out generator images (100 train, 100 test) for a
+binary attribute (a factor's value vs the rest); the step the mixing search picks;
+SVM held-out accuracy on x_t0 and h at that step and at 200 / 500 / 800; then
+held-out images lacking the value, moved to signed distance d (multiples of the
+training set's median |distance|) in one step at t0 (x and h), denoised with
+eta = 1: success (the value appears) and preservation (other factors unchanged).
+
 D (style noise): a style set of generator images sharing their style factors
 (colour, background) with varied content; 64 samples started from the fitted
 distribution (direct and signal-leak forms) against 64 from N(0, I). Reported:
@@ -8,6 +15,7 @@ std, averaged) and the samples', and the share of samples the classifier gives
 the style's colour and background. With ``--text-model``, the same with prompts
 naming a shape, and the share whose shape follows the prompt (adherence kept).
 
+    python -m benchmarks.methods_bcd            # B and D
     python -m benchmarks.methods_bcd --only d
 """
 
@@ -23,6 +31,7 @@ import torch
 
 from worker.engine import Denoiser, ddim_sample, load_denoiser
 from worker.engine.classifier import AttributeClassifier
+from worker.engine.methods.boundaries import edit_across, find_mixing_step, fit_boundary, invert_to
 from worker.engine.methods.style_noise import fit_style_noise, initial_noise
 from worker.engine.schedule import timestep_grid
 from worker.training.shapes import FACTORS, SHAPES, Labels, render
@@ -41,6 +50,65 @@ def _style_set(colour: str, background: str, count: int) -> torch.Tensor:
         images.append(render(Labels(shape, size, pos, c, b), rng))
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     return x
+
+
+def _labelled(count: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    from worker.training.shapes import generate, label_array
+
+    images, labels = generate(seed, count)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return x, label_array(labels)
+
+
+def eval_boundaries(
+    dn: Denoiser, clf: AttributeClassifier, targets: dict[str, str], count: int, steps: int
+) -> dict[str, Any]:
+    """SVM accuracy at the searched and fixed steps; edit success/preservation over d."""
+    cols = list(FACTORS)
+    x, y = _labelled(2 * count, STYLE_SEED + 1)
+    start = time.perf_counter()
+    search = find_mixing_step(dn, dn.encode(x[:64]), steps=steps, tol=0.02)
+    search_s = time.perf_counter() - start
+    print(f"mixing step: t0 = {search.t0} (search {search_s:.1f} s); radius by t:",
+          {t: round(m, 3) for t, (m, _) in search.radius.items()}, flush=True)  # fmt: skip
+    out: dict[str, Any] = {"t0": search.t0, "search_seconds": round(search_s, 1), "targets": {}}
+    edit_x, edit_y = _labelled(256, STYLE_SEED + 2)
+    for factor, value in targets.items():
+        j, v = cols.index(factor), FACTORS[factor].index(value)
+        labels = torch.from_numpy((y[:, j] == v).astype(np.int64))
+        rows: dict[str, Any] = {"accuracy_x": {}, "accuracy_h": {}}
+        for t0 in sorted({search.t0, 200, 500, 800}):
+            t = time.perf_counter()
+            x_t0, h, grid = invert_to(dn, dn.encode(x), t0, steps)
+            bx = fit_boundary(x_t0, labels, held_out=0.5)
+            bh = fit_boundary(h, labels, held_out=0.5)
+            rows["accuracy_x"][t0], rows["accuracy_h"][t0] = (
+                round(bx.accuracy, 3),
+                round(bh.accuracy, 3),
+            )
+            if t0 == search.t0:
+                rows["fit_seconds_incl_inversion"] = round(time.perf_counter() - t, 1)
+                boundary, h_boundary, fit_grid = bx, bh, grid
+                scale = float(bx.distance(x_t0).abs().median())
+        pick = np.flatnonzero(edit_y[:, j] != v)[:32]
+        xe, ye = edit_x[pick], edit_y[pick]
+        x_t0, _, _ = invert_to(dn, dn.encode(xe), search.t0, steps)
+        others = [k for k in range(len(cols)) if k != j]
+        edits = []
+        for k in (0.0, 1.0, 2.0, 4.0, 8.0):
+            d = k * scale
+            with torch.no_grad():
+                res = edit_across(dn, x_t0, fit_grid, boundary, d, h_boundary=h_boundary, eta=1.0,
+                                  generator=torch.Generator().manual_seed(0))  # fmt: skip
+            pred = clf.predict(dn.decode(res).clamp(-1, 1))
+            p = np.stack([pred[name][0].numpy() for name in FACTORS], axis=1)
+            kept = np.all(p[:, others] == ye[:, others], axis=1)
+            edits.append({"d": round(d, 2), "success": round(float((p[:, j] == v).mean()), 3),
+                          "preservation": round(float(kept.mean()), 3)})  # fmt: skip
+        rows["edits"] = edits
+        out["targets"][f"{factor}={value}"] = rows
+        print(f"boundary {factor}={value}:", json.dumps(rows), flush=True)
+    return out
 
 
 def colour_stats(images: torch.Tensor) -> torch.Tensor:
@@ -106,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="models/shapes32-ddpm")
     p.add_argument("--text-model", default="", help="also measure prompt adherence on this model")
     p.add_argument("--classifier", default="models/shapes32-classifier")
-    p.add_argument("--only", nargs="+", choices=["d"], default=["d"])
+    p.add_argument("--only", nargs="+", choices=["b", "d"], default=["b", "d"])
+    p.add_argument("--labelled", type=int, default=100, help="B: train (and as many test) images")
     p.add_argument("--count", type=int, default=64)
     p.add_argument("--style-images", type=int, default=8)
     p.add_argument("--steps", type=int, default=50)
@@ -116,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     dn = load_denoiser(args.model, device="cpu", dtype="float32")
     clf = AttributeClassifier.load(args.classifier)
     results: dict[str, Any] = {"d": []}
-    for colour, background in (("red", "white"), ("yellow", "black")):
+    if "b" in args.only:
+        targets = {"colour": "red", "size": "large", "shape": "square", "position": "top left"}
+        results["b"] = eval_boundaries(dn, clf, targets, args.labelled, 40)
+    for colour, background in (("red", "white"), ("yellow", "black")) if "d" in args.only else ():
         for eta in (0.0, 1.0):
             rows = eval_style(dn, clf, colour, background, args.style_images, args.count,
                               args.steps, eta)  # fmt: skip

@@ -38,7 +38,12 @@ from worker.engine.methods.directions import (
     pca_fit,
     supervised_directions,
 )
-from worker.engine.methods.inject import InjectionSettings, content_trajectory, inject_content
+from worker.engine.methods.inject import (
+    ContentTrajectory,
+    InjectionSettings,
+    content_trajectory,
+    inject_content,
+)
 from worker.engine.methods.style_noise import StyleNoise, fit_style_noise, initial_noise
 from worker.engine.reconstruct import Inversion, invert, regenerate
 from worker.engine.sampling import ddim_invert, ddim_sample, randn
@@ -169,6 +174,23 @@ def _conditioning(denoiser: Denoiser, jobs: list[PreparedJob]) -> Conditioning |
     return denoiser.conditioning([getattr(job.params, "prompt", "") for job in jobs])
 
 
+def _through_cache(
+    cache: InversionCache | None,
+    keys: list[InversionKey],
+    compute: Callable[[list[int]], list[Inversion]],
+) -> tuple[list[Inversion], list[bool]]:
+    """Rows from the cache where present; ``compute(missing indices)`` for the rest, cached."""
+    parts: list[Inversion | None] = [cache.get(k) if cache is not None else None for k in keys]
+    missing = [i for i, part in enumerate(parts) if part is None]
+    if missing:
+        for i, row in zip(missing, compute(missing), strict=True):
+            parts[i] = row
+            if cache is not None:
+                cache.put(keys[i], row)
+    rows = [part for part in parts if part is not None]
+    return rows, [i not in missing for i in range(len(keys))]
+
+
 def invert_cached(
     denoiser: Denoiser,
     jobs: list[PreparedJob],
@@ -177,13 +199,11 @@ def invert_cached(
     progress: ProgressFn,
 ) -> tuple[Inversion, list[bool]]:
     """The batch's inversion: cached rows reused, the rest inverted together and cached."""
-    keys = [_inversion_key(denoiser, job) for job in jobs]
-    parts: list[Inversion | None] = [cache.get(k) if cache is not None else None for k in keys]
-    missing = [i for i, part in enumerate(parts) if part is None]
-    if missing:
-        first = jobs[0].params
+    first = jobs[0].params
+
+    def compute(missing: list[int]) -> list[Inversion]:
         sub = [jobs[i] for i in missing]
-        fresh = invert(
+        return invert(
             denoiser,
             images[missing],
             steps=first.steps,
@@ -192,13 +212,11 @@ def invert_cached(
             cond=_conditioning(denoiser, sub),
             generator=[torch.Generator().manual_seed(job.payload.seed) for job in sub],
             progress=progress,
-        )
-        for i, row in zip(missing, fresh.rows(), strict=True):
-            parts[i] = row
-            if cache is not None:
-                cache.put(keys[i], row)
-    done = [p for p in parts if p is not None]
-    return Inversion.stack(done), [i not in missing for i in range(len(jobs))]
+        ).rows()
+
+    keys = [_inversion_key(denoiser, job) for job in jobs]
+    rows, hits = _through_cache(cache, keys, compute)
+    return Inversion.stack(rows), hits
 
 
 def _run_reconstruct(
@@ -240,14 +258,38 @@ def _run_inject(
 
     content = denoiser.encode(torch.cat([job.images["content"] for job in jobs]))
     style = denoiser.encode(torch.cat([job.images["style"] for job in jobs]))
-    trajectory = content_trajectory(denoiser, content, grid, progress=tick)
-    x_T = ddim_invert(denoiser, style, grid, progress=tick).x_T
+
+    def key(job: PreparedJob, role: str, kind: str) -> InversionKey:
+        return InversionKey(denoiser.name, job.payload.inputs[role], kind, p.steps, p.grid)
+
+    def content_rows(missing: list[int]) -> list[Inversion]:
+        # cached as an Inversion whose per-step tensors are h at each grid step
+        traj = content_trajectory(denoiser, content[missing], grid, progress=tick)
+        assert traj.x_T is not None
+        return Inversion("ddim", grid, traj.x_T, [traj.h[t] for t in grid]).rows()
+
+    def style_rows(missing: list[int]) -> list[Inversion]:
+        # the same key as a DDIM reconstruct of the image: either reuses the other's
+        return Inversion("ddim", grid, ddim_invert(denoiser, style[missing], grid,
+                                                   progress=tick).x_T).rows()  # fmt: skip
+
+    c_rows, c_hits = _through_cache(ctx.cache, [key(j, "content", "ddim+h") for j in jobs],
+                                    content_rows)  # fmt: skip
+    s_rows, s_hits = _through_cache(ctx.cache, [key(j, "style", "ddim") for j in jobs], style_rows)
+    done += (n - 1) * (sum(c_hits) + sum(s_hits)) // len(jobs)  # skipped inversion calls
+    c_inv = Inversion.stack(c_rows)
+    assert c_inv.zs is not None
+    trajectory = ContentTrajectory(grid=grid, h=dict(zip(grid, c_inv.zs, strict=True)))
+    x_T = Inversion.stack(s_rows).x_T
     settings = InjectionSettings(
         g=p.g, t_edit=p.t_edit, t_boost=p.t_boost, w=p.w, lam=p.lam, t_damp=p.t_damp
     )
     generators = [torch.Generator().manual_seed(job.payload.seed) for job in jobs]
     x0 = inject_content(denoiser, x_T, trajectory, settings, generator=generators, progress=tick)
-    return [JobOutput(images=[_png(im)]) for im in to_pil(denoiser.decode(x0))]
+    return [
+        JobOutput(images=[_png(im)], metrics={"inversion_cached": bool(c and s)})
+        for im, c, s in zip(to_pil(denoiser.decode(x0)), c_hits, s_hits, strict=True)
+    ]
 
 
 # ---------------------------------------------------------------- method E

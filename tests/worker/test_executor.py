@@ -253,3 +253,20 @@ def test_boundary_fit_then_edit_lands_at_the_distance(pixel: Denoiser, tmp_path:
     assert near.metrics["distance_before"] == far.metrics["distance_before"]
     with pytest.raises(JobFailed, match="no boundary asset"):
         edit(distance=1.0, asset="nope")
+
+
+def test_inject_reuses_cached_trajectories_and_shares_style_inversions(
+    pixel: Denoiser, tmp_path: Path
+) -> None:
+    store = LocalBlobStore(tmp_path)
+    content, style = _blob(store, 30), _blob(store, 31)
+    cache = InversionCache(folder=tmp_path / "inv")
+    job = prepare(_payload("inject", {"content": content, "style": style}, steps=6,
+                           grid="leading"), pixel, store)  # fmt: skip
+    first = run_batch(pixel, [job], lambda i, n: None, cache)[0]
+    again = run_batch(pixel, [job], lambda i, n: None, InversionCache(folder=tmp_path / "inv"))[0]
+    assert first.metrics["inversion_cached"] is False and again.metrics["inversion_cached"] is True
+    assert first.images == again.images
+    # the style's DDIM inversion is the one a reconstruct of that image with these steps uses
+    rec = prepare(_payload("reconstruct", {"image": style}, steps=6), pixel, store)
+    assert run_batch(pixel, [rec], lambda i, n: None, cache)[0].metrics["inversion_cached"]

@@ -72,6 +72,7 @@ class ContentTrajectory:
 
     grid: list[int]
     h: dict[int, torch.Tensor]
+    x_T: torch.Tensor | None = None  # C's inverted x_T (injection itself starts from S's)
 
 
 def content_trajectory(
@@ -84,7 +85,7 @@ def content_trajectory(
             denoiser.eps(traj.x_T, grid[-1])
     hs = {t: h for t, h in zip(grid[:-1], traj.hs, strict=True)}
     hs[grid[-1]] = cap.tensors[-1]
-    return ContentTrajectory(grid=grid, h=hs)
+    return ContentTrajectory(grid=grid, h=hs, x_T=traj.x_T)
 
 
 def _restandardise(p_tilde: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
