@@ -33,6 +33,25 @@ def test_ddpm_inversion_round_trip() -> None:
     assert float(np.median(psnr(rec, x0))) > 35.0
 
 
+def test_ddpm_decoder_reads_h_at_its_two_deepest_levels() -> None:
+    from worker.training.train_ddpm import skip_inputs
+
+    dn = load_denoiser(ROOT / "shapes32-ddpm", device="cpu", dtype="float32")
+    for resnet, channels in skip_inputs(dn.unet, 2):  # the cut skips stay cut
+        assert not resnet.conv1.weight[:, -channels:].any()
+        assert not resnet.conv_shortcut.weight[:, -channels:].any()
+    x0, _ = _held_out(8)
+    ab = dn.schedule.alphas_cumprod[300]
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn(
+        x0.shape, generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        state = dn.down_mid(x_t, 300)
+        eps, zero = dn.up(state), dn.up(state, h=torch.zeros_like(state.h))
+    # h matters: the uncut model of the same architecture moved eps by 0.2% here
+    assert float((zero - eps).norm() / eps.norm()) > 0.05
+
+
 def test_classifier_reads_fresh_generator_images() -> None:
     clf = AttributeClassifier.load(ROOT / "shapes32-classifier")
     x, y = _held_out(256)
