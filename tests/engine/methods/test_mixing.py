@@ -1,0 +1,77 @@
+"""Method C on the tiny SD-layout model: mixing, checkpointed gradients, corrections, scorer."""
+
+from __future__ import annotations
+
+import torch
+
+from worker.engine import Denoiser, ddim_sample, timestep_grid
+from worker.engine.classifier import AttributeClassifier
+from worker.engine.methods.mixing import (
+    ClassifierScorer,
+    optimise_lam,
+    real_image_corrections,
+    reference_init,
+    sample_mixed,
+)
+
+NEUTRAL, TARGET = "a photo of a circle", "a photo of a red circle"
+
+
+def _x_T(cond: Denoiser, n: int = 2) -> torch.Tensor:
+    return torch.randn(n, *cond.sample_shape, generator=torch.Generator().manual_seed(0))
+
+
+def test_lam_one_everywhere_is_the_neutral_prompt_image_exactly(cond: Denoiser) -> None:
+    grid = timestep_grid(5, 1000)
+    x_T = _x_T(cond)
+    c_n, c_t = cond.encode_prompt([NEUTRAL] * 2), cond.encode_prompt([TARGET] * 2)
+    with torch.no_grad():
+        mixed = sample_mixed(cond, x_T, grid, c_n, c_t, torch.ones(5))
+        neutral = ddim_sample(cond, x_T, grid, cond=cond.conditioning([NEUTRAL] * 2))
+        target = sample_mixed(cond, x_T, grid, c_n, c_t, torch.zeros(5))
+    assert torch.equal(mixed, neutral)
+    assert not torch.allclose(target, neutral)
+
+
+def test_checkpointed_run_matches_and_gives_lam_a_gradient(cond: Denoiser) -> None:
+    grid = timestep_grid(4, 1000)
+    x_T = _x_T(cond)
+    c_n, c_t = cond.encode_prompt([NEUTRAL] * 2), cond.encode_prompt([TARGET] * 2)
+    lam = reference_init(4).requires_grad_(True)
+    plain = sample_mixed(cond, x_T, grid, c_n, c_t, lam)
+    ckpt = sample_mixed(cond, x_T, grid, c_n, c_t, lam, checkpointed=True)
+    assert torch.allclose(plain, ckpt, atol=1e-6)
+    ckpt.square().mean().backward()  # type: ignore[no-untyped-call]
+    assert lam.grad is not None and lam.grad.abs().sum() > 0
+
+
+def test_corrections_bring_the_neutral_run_back_to_the_real_image(cond: Denoiser) -> None:
+    grid = timestep_grid(5, 1000)
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.randn(1, *cond.sample_shape, generator=g)
+    c_n, c_t = cond.encode_prompt([NEUTRAL]), cond.encode_prompt([TARGET])
+    corr = real_image_corrections(cond, x0, grid, c_n, correct_share=1.0, generator=g)
+    with torch.no_grad():
+        back = sample_mixed(cond, corr.x_T, grid, c_n, c_t, torch.ones(5), corrections=corr)
+        plain = sample_mixed(cond, corr.x_T, grid, c_n, c_t, torch.ones(5))
+    assert torch.allclose(back, x0, atol=1e-4)
+    assert (plain - x0).abs().max() > (back - x0).abs().max()
+
+
+def test_classifier_scorer_text_embedding_names_values() -> None:
+    clf = AttributeClassifier({"colour": ["red", "blue"], "shape": ["circle", "square"]})
+    scorer = ClassifierScorer(clf)
+    e = scorer.text_embed(["a red circle", "a thing"])
+    assert e[0].tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert e[1].tolist() == [0.5, 0.5, 0.5, 0.5]
+
+
+def test_optimisation_moves_lam_and_reports_losses(cond: Denoiser) -> None:
+    clf = AttributeClassifier({"colour": ["red", "blue"]}, width=8, image_size=16)
+    grid = timestep_grid(3, 1000)
+    steps: list[int] = []
+    fit = optimise_lam(cond, _x_T(cond, 1), grid, NEUTRAL, TARGET, ClassifierScorer(clf),
+                       epochs=3, progress=lambda i, n: steps.append(i))  # fmt: skip
+    assert fit.lam.shape == (3,) and not torch.equal(fit.lam, reference_init(3))
+    assert len(fit.losses) == 3 and all(torch.isfinite(torch.tensor(fit.losses)))
+    assert steps == [1, 2, 3] and fit.edited is not None and fit.edited.shape == (1, 3, 16, 16)

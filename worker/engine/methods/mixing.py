@@ -1,0 +1,243 @@
+"""Method C: text-embedding mixing (Wu et al., CVPR 2023), METHODS.md section C.
+
+At step i (top first) the condition is ``lam_i c_n + (1 - lam_i) c_t`` with c_n the
+neutral prompt's and c_t the target prompt's per-token embeddings; the ~n lam_i are
+the only parameters. Initialised as the reference does (1 on the noisiest 40% of
+the steps, 0 after), optimised with Adam through the whole differentiable sampling
+run (each step checkpointed, so memory does not grow with the number of steps) on
+
+    loss = w_content * content(orig, edit)
+           + (1 - cos(E_I(orig) - E_I(edit), E_T(c_n) - E_T(c_t)))
+
+with a pluggable scorer (``Scorer``): CLIP from a local folder where a deployment
+has one, the shipped attribute classifier offline (``ClassifierScorer``).
+
+Real images: invert with the neutral prompt, then record per-step corrections
+``n_t = q_sample(x0, t_prev) - DDIM step result`` along the neutral run; they are
+added back on the noisiest ``correct_share`` of the steps of every later run, so
+lam = 1 everywhere comes back to (near) the real image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from worker.engine.denoiser import Conditioning, Denoiser
+from worker.engine.errors import InputError
+from worker.engine.sampling import ddim_invert, ddim_step, randn, reverse_steps
+
+
+class Scorer(Protocol):
+    """The image-text scorer of the loss: embeddings in one space, and a content distance."""
+
+    def image_embed(self, images: torch.Tensor) -> torch.Tensor: ...  # (B, D), differentiable
+    def text_embed(self, prompts: list[str]) -> torch.Tensor: ...  # (B, D)
+    def content(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor: ...  # scalar
+
+
+class ClassifierScorer:
+    """The offline scorer: the attribute classifier's per-factor probabilities.
+
+    E_I(image) concatenates each factor's softmax; E_T(prompt) puts, for each factor
+    whose value the prompt names, a one-hot on that value (uniform where none is
+    named), so ``E_T(c_n) - E_T(c_t)`` points from the neutral to the target value.
+    Content distance: pixel MSE (no perceptual network ships offline).
+    """
+
+    def __init__(self, classifier: torch.nn.Module) -> None:
+        self.classifier = classifier
+        self.factors: dict[str, list[str]] = classifier.factors  # type: ignore[assignment]
+
+    def image_embed(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.classifier(images.clamp(-1, 1))
+        return torch.cat([logits[name].float().softmax(-1) for name in self.factors], dim=1)
+
+    def text_embed(self, prompts: list[str]) -> torch.Tensor:
+        rows = []
+        for prompt in prompts:
+            text = f" {prompt.lower()} "
+            parts = []
+            for values in self.factors.values():
+                named = [v for v in values if f" {v} " in text]
+                vec = torch.full((len(values),), 1.0 / len(values))
+                if len(named) == 1:
+                    vec = torch.zeros(len(values))
+                    vec[values.index(named[0])] = 1.0
+                parts.append(vec)
+            rows.append(torch.cat(parts))
+        return torch.stack(rows)
+
+    def content(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(a, b)
+
+
+def reference_init(n: int, noisy_share: float = 0.4) -> torch.Tensor:
+    """lam = 1 for the noisiest ``noisy_share`` of the n steps (20 of 50), 0 after."""
+    lam = torch.zeros(n)
+    lam[: round(noisy_share * n)] = 1.0
+    return lam
+
+
+@dataclass
+class Corrections:
+    """Per-step corrections of a real image's neutral run, top step first."""
+
+    x_T: torch.Tensor
+    n: list[torch.Tensor]
+    apply_steps: int  # added on the first (noisiest) this many steps
+
+
+def _step(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    t: int,
+    ab_t: float,
+    ab_s: float,
+    emb: torch.Tensor,
+    uncond: torch.Tensor | None,
+    guidance: float,
+) -> torch.Tensor:
+    cond = Conditioning(emb, uncond, guidance)
+    eps = denoiser.eps(x, t, cond)
+    return ddim_step(x, eps, ab_t, ab_s)[0]
+
+
+def sample_mixed(
+    denoiser: Denoiser,
+    x_T: torch.Tensor,
+    grid: Sequence[int],
+    c_n: torch.Tensor,
+    c_t: torch.Tensor,
+    lam: torch.Tensor,
+    *,
+    uncond: torch.Tensor | None = None,
+    guidance: float = 1.0,
+    corrections: Corrections | None = None,
+    checkpointed: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Deterministic DDIM (eta = 0) with condition ``lam_i c_n + (1 - lam_i) c_t`` at step i."""
+    n = len(grid)
+    if lam.shape != (n,):
+        raise InputError(f"lam: expected {n} values (one per step), got {tuple(lam.shape)}")
+    x = x_T.to(device=denoiser.device, dtype=torch.float32)
+    c_n, c_t = c_n.to(x.device), c_t.to(x.device)
+    for step in reverse_steps(grid, denoiser.schedule):
+        emb = lam[step.i] * c_n + (1 - lam[step.i]) * c_t
+        args = (denoiser, x, step.t, step.ab_t, step.ab_s, emb, uncond, guidance)
+        x = checkpoint(_step, *args, use_reentrant=False) if checkpointed else _step(*args)
+        if corrections is not None and step.i < corrections.apply_steps:
+            x = x + corrections.n[step.i].to(x.device)
+        if progress is not None:
+            progress(step.i + 1, n)
+    return x
+
+
+def real_image_corrections(
+    denoiser: Denoiser,
+    x0: torch.Tensor,
+    grid: Sequence[int],
+    c_n: torch.Tensor,
+    *,
+    uncond: torch.Tensor | None = None,
+    guidance: float = 1.0,
+    correct_share: float = 2 / 3,
+    generator: torch.Generator | None = None,
+) -> Corrections:
+    """Invert x0 with the neutral prompt; record ``n_t = q_sample(x0, t_prev) - step result``."""
+    cond = Conditioning(c_n, uncond if guidance != 1.0 else None, guidance)
+    with torch.no_grad():
+        x_T = ddim_invert(denoiser, x0, grid, cond=cond).x_T
+        x = x_T.to(device=denoiser.device, dtype=torch.float32)
+        ns = []
+        for step in reverse_steps(grid, denoiser.schedule):
+            y = _step(denoiser, x, step.t, step.ab_t, step.ab_s, c_n, cond.uncond, guidance)
+            noise = randn(x0.shape, generator, y.device)
+            target = math.sqrt(step.ab_s) * x0 + math.sqrt(1 - step.ab_s) * noise
+            if step.s < 0:
+                target = x0.to(y.device)
+            ns.append(target - y)
+            x = target  # the neutral run, corrected, follows the real image
+    return Corrections(x_T=x_T, n=ns, apply_steps=round(correct_share * len(grid)))
+
+
+@dataclass
+class LamFit:
+    lam: torch.Tensor
+    losses: list[float] = field(default_factory=list)
+    original: torch.Tensor | None = None  # the neutral image (decoded)
+    edited: torch.Tensor | None = None  # with the learned lam (decoded)
+
+
+def optimise_lam(
+    denoiser: Denoiser,
+    x_T: torch.Tensor,
+    grid: Sequence[int],
+    neutral: str,
+    target: str,
+    scorer: Scorer,
+    *,
+    lam0: torch.Tensor | None = None,
+    epochs: int = 10,
+    lr: float = 0.05,
+    content_weight: float = 0.05,
+    guidance: float = 1.0,
+    corrections: Corrections | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> LamFit:
+    """Adam on lam through full sampling runs (checkpointed); lam is not clamped."""
+    c_n = denoiser.encode_prompt([neutral] * x_T.shape[0])
+    c_t = denoiser.encode_prompt([target] * x_T.shape[0])
+    uncond = denoiser.encode_prompt([""]) if guidance != 1.0 else None
+    n = len(grid)
+    lam = (reference_init(n) if lam0 is None else lam0.clone()).float().requires_grad_(True)
+    with torch.no_grad():
+        original = denoiser.decode(
+            sample_mixed(
+                denoiser,
+                x_T,
+                grid,
+                c_n,
+                c_t,
+                torch.ones(n),
+                uncond=uncond,
+                guidance=guidance,
+                corrections=corrections,
+            )
+        )
+        e_orig = scorer.image_embed(original)
+        direction = (scorer.text_embed([neutral]) - scorer.text_embed([target])).to(e_orig.device)
+    opt = torch.optim.Adam([lam], lr=lr)
+    losses = []
+    edited = original
+    for epoch in range(epochs):
+        with torch.enable_grad():
+            x0 = sample_mixed(
+                denoiser, x_T, grid, c_n, c_t, lam, uncond=uncond, guidance=guidance,
+                corrections=corrections, checkpointed=True,
+            )  # fmt: skip
+            edited = _decode_differentiable(denoiser, x0)
+            delta = e_orig - scorer.image_embed(edited)
+            cos = torch.nn.functional.cosine_similarity(delta, direction.expand_as(delta), dim=1)
+            loss = content_weight * scorer.content(original, edited) + (1 - cos).mean()
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(epoch + 1, epochs)
+    return LamFit(lam.detach(), losses, original, edited.detach())
+
+
+def _decode_differentiable(denoiser: Denoiser, x0: torch.Tensor) -> torch.Tensor:
+    if denoiser.vae is None:
+        return x0
+    z = x0.to(dtype=denoiser.vae.dtype) / float(denoiser.vae.config.scaling_factor)
+    decoded: torch.Tensor = denoiser.vae.decode(z).sample
+    return decoded.float()
