@@ -152,6 +152,35 @@ class BoundaryEditParams(MethodParams):
     )
 
 
+class LamFitParams(MethodParams):
+    """Method C fit (Wu et al.): per-step mixing weights between two prompts, as an asset."""
+
+    name: str = Field(
+        min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$", description="asset name"
+    )
+    neutral: str = Field(min_length=1, max_length=500, description="neutral prompt c_n")
+    target: str = Field(min_length=1, max_length=500, description="target prompt c_t")
+    steps: int = Field(50, ge=2, le=200, description="sampling steps (one lam per step)")
+    epochs: int = Field(10, ge=1, le=100, description="Adam epochs (full sampling runs)")
+    lr: float = Field(0.05, gt=0.0, le=1.0, description="Adam learning rate")
+    content_weight: float = Field(0.05, ge=0.0, le=100.0, description="content term weight")
+    guidance_scale: float = Field(1.0, ge=1.0, le=30.0, description="classifier-free guidance")
+    noisy_share: float = Field(0.4, ge=0.0, le=1.0, description="init: lam = 1 on this share")
+    fit: Literal["error", "resize", "crop"] = Field(
+        "error", description="how an image of another size is fitted to the model"
+    )
+
+
+class MixParams(MethodParams):
+    """Method C edit: sample with a learned lam (on a seed, or on inputs.image when given)."""
+
+    asset: str = Field(min_length=1, max_length=64, description="a lam asset id")
+    correct_share: float = Field(2 / 3, ge=0.0, le=1.0, description="real images: corrected share")
+    fit: Literal["error", "resize", "crop"] = Field(
+        "error", description="how an image of another size is fitted to the model"
+    )
+
+
 class StyleNoiseFitParams(MethodParams):
     """Method D fit (Diffusion in Style): the style images' latent distribution, as an asset."""
 
@@ -282,6 +311,25 @@ METHODS: dict[str, MethodSpec] = {
             params=BoundaryEditParams,
             inputs=("image",),
             batch_fields=("asset", "distance", "move_h", "h_distance", "eta"),
+        ),
+        MethodSpec(
+            name="lam",
+            kind=JobKind.FIT,
+            summary="Learn per-step mixing weights between a neutral and a target prompt.",
+            params=LamFitParams,
+            inputs=(),
+            optional_inputs=("image",),
+            families=("pixel", "latent"),
+            batchable=False,
+        ),
+        MethodSpec(
+            name="mix",
+            kind=JobKind.EDIT,
+            summary="Apply learned prompt-mixing weights to a new seed or a real image.",
+            params=MixParams,
+            inputs=(),
+            optional_inputs=("image",),
+            batch_fields=("asset", "correct_share"),
         ),
         MethodSpec(
             name="style-noise",

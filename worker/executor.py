@@ -44,6 +44,13 @@ from worker.engine.methods.inject import (
     content_trajectory,
     inject_content,
 )
+from worker.engine.methods.mixing import (
+    ClassifierScorer,
+    optimise_lam,
+    real_image_corrections,
+    reference_init,
+    sample_mixed,
+)
 from worker.engine.methods.style_noise import StyleNoise, fit_style_noise, initial_noise
 from worker.engine.reconstruct import Inversion, invert, regenerate
 from worker.engine.sampling import ddim_invert, ddim_sample, randn
@@ -603,6 +610,103 @@ def run_boundary_edit(
     ]
 
 
+# ---------------------------------------------------------------- method C
+def _text_model(denoiser: Denoiser) -> None:
+    if not denoiser.conditional:
+        raise JobFailed(
+            ErrorCode.INVALID_INPUT,
+            f"model: prompt mixing needs a text-conditioned model; {denoiser.name} is not",
+        )
+
+
+def _scorer(ctx: RunContext) -> ClassifierScorer:
+    if ctx.classifier is None:
+        raise JobFailed(
+            ErrorCode.INVALID_INPUT,
+            "model: this worker has no scorer for the loss (EDITSERVE_CLASSIFIER)",
+        )
+    return ClassifierScorer(ctx.classifier)
+
+
+def run_lam_fit(
+    denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn, ctx: RunContext
+) -> list[JobOutput]:
+    """Method C fit: one job -> a lam asset, learned on its seed (or its image)."""
+    _text_model(denoiser)
+    outputs = []
+    for job in jobs:
+        p = job.params
+        start = time.perf_counter()
+        grid = timestep_grid(p.steps, denoiser.num_train_timesteps)
+        gen = torch.Generator().manual_seed(job.payload.seed)
+        corrections = None
+        if "image" in job.images:
+            c_n = denoiser.encode_prompt([p.neutral])
+            uncond = denoiser.encode_prompt([""]) if p.guidance_scale != 1.0 else None
+            corrections = real_image_corrections(
+                denoiser, denoiser.encode(job.images["image"]), grid, c_n, uncond=uncond,
+                guidance=p.guidance_scale, generator=gen,
+            )  # fmt: skip
+            x_T = corrections.x_T
+        else:
+            x_T = randn((1, *denoiser.sample_shape), gen, torch.device("cpu"))
+        fit = optimise_lam(
+            denoiser, x_T, grid, p.neutral, p.target, _scorer(ctx),
+            lam0=reference_init(len(grid), p.noisy_share), epochs=p.epochs, lr=p.lr,
+            content_weight=p.content_weight, guidance=p.guidance_scale,
+            corrections=corrections, progress=progress,
+        )  # fmt: skip
+        metrics = {
+            "loss_first": round(fit.losses[0], 4),
+            "loss_last": round(fit.losses[-1], 4),
+            "fit_seconds": round(time.perf_counter() - start, 2),
+        }
+        meta = {
+            "kind": "lam",
+            "model": denoiser.name,
+            "grid": json.dumps(grid),
+            "neutral": p.neutral,
+            "target": p.target,
+            "guidance_scale": repr(p.guidance_scale),
+        }
+        asset = AssetOutput(p.name, {"lam": fit.lam}, meta, p.model_dump(mode="json"), metrics)
+        assert fit.edited is not None
+        images = [_png(im) for im in to_pil(fit.edited)]
+        outputs.append(JobOutput(images=images, metrics=metrics, asset=asset))
+    return outputs
+
+
+def run_mix(
+    denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn, ctx: RunContext
+) -> list[JobOutput]:
+    """Method C edit: the learned lam on each job's seed (or its real image)."""
+    _text_model(denoiser)
+    p = jobs[0].params
+    _, tensors, meta = _load_asset(ctx, p.asset, "lam", "params.asset", jobs, denoiser.name)
+    grid = [int(t) for t in json.loads(meta["grid"])]
+    guidance = float(meta.get("guidance_scale", "1.0"))
+    c_n = denoiser.encode_prompt([meta["neutral"]])
+    c_t = denoiser.encode_prompt([meta["target"]])
+    uncond = denoiser.encode_prompt([""]) if guidance != 1.0 else None
+    outputs = []
+    for k, job in enumerate(jobs):  # corrections are per image: one run per job
+        gen = torch.Generator().manual_seed(job.payload.seed)
+        corrections = None
+        if "image" in job.images:
+            corrections = real_image_corrections(
+                denoiser, denoiser.encode(job.images["image"]), grid, c_n, uncond=uncond,
+                guidance=guidance, correct_share=p.correct_share, generator=gen,
+            )  # fmt: skip
+            x_T = corrections.x_T
+        else:
+            x_T = randn((1, *denoiser.sample_shape), gen, torch.device("cpu"))
+        x0 = sample_mixed(denoiser, x_T, grid, c_n, c_t, tensors["lam"], uncond=uncond,
+                          guidance=guidance, corrections=corrections)  # fmt: skip
+        outputs.append(JobOutput(images=[_png(im) for im in to_pil(denoiser.decode(x0))]))
+        progress(k + 1, len(jobs))
+    return outputs
+
+
 # ---------------------------------------------------------------- method D
 def run_style_fit(
     denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn, ctx: RunContext
@@ -664,6 +768,8 @@ HANDLERS: dict[str, Handler] = {
     "direction": run_direction_edit,
     "boundary": run_boundary_fit,
     "boundary-edit": run_boundary_edit,
+    "lam": run_lam_fit,
+    "mix": run_mix,
     "style-noise": run_style_fit,
     "style-generate": run_style_generate,
 }

@@ -270,3 +270,37 @@ def test_inject_reuses_cached_trajectories_and_shares_style_inversions(
     # the style's DDIM inversion is the one a reconstruct of that image with these steps uses
     rec = prepare(_payload("reconstruct", {"image": style}, steps=6), pixel, store)
     assert run_batch(pixel, [rec], lambda i, n: None, cache)[0].metrics["inversion_cached"]
+
+
+def test_lam_fit_then_mix_on_seeds_and_real_images(cond: Denoiser, tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    assets = _Assets()
+    clf = AttributeClassifier({"colour": ["red", "blue"]}, width=8, image_size=16).eval()
+    ctx = RunContext(blobs=store, assets=assets, classifier=clf)
+    fit = JobPayload(id="l", kind=JobKind.FIT, model="m", method="lam",
+                     params={"name": "red", "neutral": "a circle", "target": "a red circle",
+                             "steps": 3, "epochs": 2})  # fmt: skip
+    out = _one(cond, fit, store, ctx)
+    assert out.asset is not None and out.asset.tensors["lam"].shape == (3,)
+    assert len(out.images) == 1 and "loss_last" in out.metrics
+    blob = store.put(out.asset.to_bytes())
+    assets.records["a0"] = {"id": "a0", "model": cond.name, "method": "lam", "blob": blob,
+                            "owner": None}  # fmt: skip
+
+    def mix(seed: int, inputs: dict[str, str]) -> bytes:
+        payload = JobPayload(id="m", kind=JobKind.EDIT, model="m", method="mix", inputs=inputs,
+                             params={"asset": "a0"}, seed=seed)  # fmt: skip
+        return _one(cond, payload, store, ctx).images[0]
+
+    assert mix(1, {}) == mix(1, {}) != mix(2, {})
+    real = mix(1, {"image": _blob(store, 40)})
+    assert Image.open(io.BytesIO(real)).size == (16, 16)
+    with pytest.raises(JobFailed, match="needs a text-conditioned model"):
+        _one(pixel_model_for_refusal(tmp_path), fit, store, ctx)
+
+
+def pixel_model_for_refusal(tmp_path: Path) -> Denoiser:
+    from tests.engine.tiny_models import save_pixel_model
+    from worker.engine import load_denoiser
+
+    return load_denoiser(save_pixel_model(tmp_path / "px"), device="cpu", dtype="float32")
