@@ -163,6 +163,42 @@ def eval_h_weight(dn: Denoiser, count: int = 32) -> dict[str, Any]:
     return {"count": count, "relative_eps_change": rows}
 
 
+def eval_text(
+    dn: Denoiser, clf: AttributeClassifier, count: int, steps: int, scales: list[float]
+) -> dict[str, Any]:
+    """Captions of random labels; per guidance scale, how often the classifier agrees."""
+    rng = np.random.default_rng(HELD_OUT_SEED + 9)
+    from worker.training.shapes import random_labels
+
+    labels = [random_labels(rng) for _ in range(count)]
+    prompts = [lab.caption() for lab in labels]
+    y = label_array(labels)
+    grid = timestep_grid(steps, dn.num_train_timesteps)
+    rows = []
+    for scale in scales:
+        gen = torch.Generator().manual_seed(0)
+        x_T = torch.randn(count, *dn.sample_shape, generator=gen)
+        start = time.perf_counter()
+        with torch.no_grad():
+            outs = [
+                dn.decode(ddim_sample(dn, x_T[i : i + 64], grid,
+                                      cond=dn.conditioning(prompts[i : i + 64], scale)))
+                for i in range(0, count, 64)
+            ]  # fmt: skip
+        seconds = time.perf_counter() - start
+        pred = clf.predict(torch.cat(outs).clamp(-1, 1))
+        agree = {name: (pred[name][0].numpy() == y[:, j]) for j, name in enumerate(FACTORS)}
+        rows.append({
+            "guidance": scale,
+            "shape_and_colour": round(float((agree["shape"] & agree["colour"]).mean()), 3),
+            "all_factors": round(float(np.all(list(agree.values()), axis=0).mean()), 3),
+            **{name: round(float(a.mean()), 3) for name, a in agree.items()},
+            "ms_per_image": round(1e3 * seconds / count, 1),
+        })  # fmt: skip
+        print("text:", json.dumps(rows[-1]), flush=True)
+    return {"count": count, "steps": steps, "rows": rows}
+
+
 def eval_classifier(clf: AttributeClassifier, count: int) -> dict[str, float]:
     from worker.training.shapes import generate
 
@@ -181,14 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--model", default="models/shapes32-ddpm")
     p.add_argument("--classifier", default="models/shapes32-classifier")
-    sections = ["classifier", "inversion", "samples", "h_weight", "swap"]
-    p.add_argument("--only", nargs="+", choices=sections, default=sections)
+    sections = ["classifier", "inversion", "samples", "h_weight", "swap", "text"]
+    p.add_argument("--only", nargs="+", choices=sections, default=sections[:-1])
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--sample-steps", type=int, default=50)
     p.add_argument("--etas", nargs="+", type=float, default=[0.0, 1.0])
     p.add_argument("--held-out", type=int, default=64)
     p.add_argument("--pairs", type=int, default=64)
     p.add_argument("--grid-png", help="write a grid of 64 samples here")
+    p.add_argument("--text-model", default="models/shapes32-text", help="for the text section")
+    p.add_argument("--guidance", nargs="+", type=float, default=[1.0, 2.0, 3.0, 5.0, 7.5])
     p.add_argument("--json", dest="json_out")
     p.add_argument("--card", help="write the measured part of the model card here (markdown)")
     args = p.parse_args(argv)
@@ -211,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"samples (eta={eta}):", json.dumps(res))
             if args.grid_png and eta == args.etas[-1]:
                 _save_grid(grid_images, args.grid_png)
+    if "text" in args.only:
+        tm = load_denoiser(args.text_model, device="cpu", dtype="float32")
+        results["text"] = eval_text(tm, clf, 128, 25, args.guidance)
     if "h_weight" in args.only:
         results["h_weight"] = eval_h_weight(dn)
         print("eps change when h is zeroed / swapped:", results["h_weight"]["relative_eps_change"])
@@ -266,6 +307,22 @@ def write_card(path: str, model: str, results: dict[str, Any]) -> None:
         lines += ["| factor | follows h | other factors kept |", "|---|---|---|"]
         for factor, row in results["swap"]["table"].items():
             lines.append(f"| {factor} | {row['follows_h']} | {row['other_factors_kept']} |")
+    if "text" in results:
+        lines += [
+            "",
+            f"Text model: {results['text']['count']} captions, "
+            f"{results['text']['steps']} DDIM steps; classifier agreement by guidance:",
+            "",
+        ]
+        lines += [
+            "| guidance | shape and colour | all factors | shape | size | position | "
+            "colour | background |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in results["text"]["rows"]:
+            lines.append(f"| {r['guidance']} | {r['shape_and_colour']} | {r['all_factors']} | "
+                         f"{r['shape']} | {r['size']} | {r['position']} | {r['colour']} | "
+                         f"{r['background']} |")  # fmt: skip
     if "classifier_accuracy" in results:
         lines += ["", f"Classifier used as the judge: accuracy {results['classifier_accuracy']}."]
     Path(path).write_text("\n".join(lines) + "\n")
