@@ -132,11 +132,12 @@ def eval_inject(
 
 def default_inject_configs() -> list[dict[str, Any]]:
     base: dict[str, Any] = {}
-    configs: list[dict[str, Any]] = [base]
+    # g = 0 injects nothing: the style image's own round trip, the ceiling for "takes style"
+    configs: list[dict[str, Any]] = [{"g": 0.0}, base]
     configs += [{"g": g} for g in (0.6, 1.0)]
     configs += [{"t_edit": t} for t in (200, 600)]
     configs += [{"w": w} for w in (1.0, 3.0)]
-    configs += [{"g": 1.0, "t_edit": 0, "w": 1.0}]
+    configs += [{"g": 1.0, "t_edit": 0, "w": 1.0}, {"g": 1.0, "t_edit": 0}]
     configs += [{"steps": s} for s in (20, 100, 1000)]
     return configs
 
