@@ -138,6 +138,9 @@ def default_inject_configs() -> list[dict[str, Any]]:
     configs += [{"t_edit": t} for t in (200, 600)]
     configs += [{"w": w} for w in (1.0, 3.0)]
     configs += [{"g": 1.0, "t_edit": 0, "w": 1.0}, {"g": 1.0, "t_edit": 0}]
+    # x0_hat of the edited eps clamped to the image range (a small U-Net's runs away)
+    configs += [{"clip_x0": True, "g": g} for g in (0.3, 0.6, 1.0)]
+    configs += [{"clip_x0": True, "g": 1.0, "t_edit": 0}]
     configs += [{"steps": s} for s in (20, 100, 1000)]
     return configs
 
@@ -308,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         default=["a", "supervised", "pca", "jacobian"],
     )
     p.add_argument("--pairs", type=int, default=32)
+    p.add_argument("--configs", help="A: a JSON list of configs instead of the default sweep")
     p.add_argument(
         "--samples", type=int, default=512, help="generated samples for PCA / supervised"
     )
@@ -321,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     clf = AttributeClassifier.load(args.classifier)
     results: dict[str, Any] = {}
     if "a" in args.only:
-        results["inject"] = eval_inject(dn, clf, args.pairs, default_inject_configs())
+        configs = json.loads(args.configs) if args.configs else default_inject_configs()
+        results["inject"] = eval_inject(dn, clf, args.pairs, configs)
     grid = timestep_grid(args.edit_steps, dn.num_train_timesteps)
     if "supervised" in args.only or "pca" in args.only:
         start = time.perf_counter()

@@ -49,6 +49,9 @@ class InjectParams(MethodParams):
     w: float = Field(0.0, ge=0.0, le=10.0, description="skip-calibration strength")
     lam: float = Field(0.9985, gt=0.0, le=1.0, description="damping at t >= t_damp (1: off)")
     t_damp: int = Field(950, ge=0, le=1000, description="damping from this timestep up")
+    clip_x0: bool = Field(
+        False, description="pixel models: clamp x0_hat of the edited eps to [-1, 1]"
+    )
     fit: Literal["error", "resize", "crop"] = Field(
         "error", description="how an image of another size is fitted to the model"
     )
@@ -270,7 +273,17 @@ METHODS: dict[str, MethodSpec] = {
             params=InjectParams,
             inputs=("content", "style"),
             families=("pixel",),
-            batch_fields=("steps", "grid", "g", "t_edit", "t_boost", "w", "lam", "t_damp"),
+            batch_fields=(
+                "steps",
+                "grid",
+                "g",
+                "t_edit",
+                "t_boost",
+                "w",
+                "lam",
+                "t_damp",
+                "clip_x0",
+            ),
         ),
         MethodSpec(
             name="directions",

@@ -51,6 +51,7 @@ class InjectionSettings:
     w: float = _DEFAULTS.w  # skip-calibration strength (0 in every reference example)
     lam: float = _DEFAULTS.lam  # early-step damping (1.0 for out-of-domain styles)
     t_damp: int = _DEFAULTS.t_damp  # damping at t >= t_damp
+    clip_x0: bool = _DEFAULTS.clip_x0  # pixel models: x0_hat of the edited eps into [-1, 1]
 
     def check(self, num_train_timesteps: int) -> None:
         T = num_train_timesteps
@@ -129,6 +130,11 @@ def inject_content(
                     eps_x0 = None
                 else:
                     eps_x0 = eps_edit
+                    if settings.clip_x0 and denoiser.family == "pixel":
+                        # the eps whose x0_hat is the clamped one: a small U-Net's edited
+                        # eps at large t can throw x0_hat far outside the image range
+                        x0c = predict_x0(x, eps_edit, ab_t).clamp(-1, 1)
+                        eps_x0 = (x - math.sqrt(ab_t) * x0c) / math.sqrt(1 - ab_t)
             else:
                 eps = denoiser.eps(x, t)
                 eps_x0 = None
