@@ -81,3 +81,22 @@ def test_bad_settings_name_the_field(
     traj = content_trajectory(pixel, content, GRID)
     with pytest.raises(InputError, match=f"^{field}:"):
         inject_content(pixel, x_T, traj, settings)
+
+
+def test_clip_x0_bounds_the_edited_prediction(pixel: Denoiser) -> None:
+    import dataclasses
+
+    from worker.engine.sampling import predict_x0
+
+    content, x_T = _setup(pixel)
+    traj = content_trajectory(pixel, content, GRID)
+    full = InjectionSettings(g=1.0, t_edit=0, t_boost=0, lam=1.0)
+    clipped = dataclasses.replace(full, clip_x0=True)
+    free, held = inject_content(pixel, x_T, traj, full), inject_content(pixel, x_T, traj, clipped)
+    assert not torch.allclose(free, held)
+    # every step's x0_hat from the edited eps is in [-1, 1], so the final x_0 is too
+    assert held.abs().max() <= 1.0 + 1e-4
+    # a plain step's x0_hat, unclipped, leaves the range at the top of a random U-Net
+    t = GRID[-1]
+    eps = pixel.eps(x_T, t)
+    assert predict_x0(x_T, eps, pixel.schedule.ab(t)).abs().max() > 1.0
