@@ -574,6 +574,7 @@ def run_boundary_fit(
             "fit_seconds": round(time.perf_counter() - start, 2),
         }
         if search is not None:
+            metrics["t0_found"] = search.found  # False: nothing mixed within tol; t0 = T
             metrics["radius_at_t0"] = round(search.radius[t0][0], 4)
             metrics["radius_of_noise"] = round(search.reference[0], 4)
         meta = {

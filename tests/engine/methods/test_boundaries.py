@@ -68,6 +68,9 @@ def test_edit_across_on_a_tiny_model(pixel: Denoiser) -> None:
     images[6:, 0] = 0.9  # a "red" class
     search = find_mixing_step(pixel, images, steps=6, tol=0.05, generator=g)
     assert search.t0 in search.radius and search.reference[0] == pytest.approx(1.0, abs=0.02)
+    mean, std = search.radius[search.t0]
+    close = abs(mean - search.reference[0]) <= 0.05 and abs(std - search.reference[1]) <= 0.05
+    assert search.found == close
     x_t0, h, grid = invert_to(pixel, images, 400, steps=5)
     assert grid[-1] == 400 and h.shape == (12, *pixel.h_shape)
     labels = (torch.arange(12) >= 6).long()

@@ -88,6 +88,7 @@ class MixingSearch:
     t0: int
     radius: dict[int, tuple[float, float]]  # t -> (mean, std) of ||x_t|| / sqrt(D)
     reference: tuple[float, float]  # the same for N(0, I)
+    found: bool = True  # False: no step was within tol; t0 is then the last step
 
 
 def find_mixing_step(
@@ -115,7 +116,9 @@ def find_mixing_step(
         r = x.reshape(x.shape[0], -1).norm(dim=1) / math.sqrt(d)
         radius[t] = (float(r.mean()), float(r.std()) if len(r) > 1 else 0.0)
     t0 = pick_mixing_step(radius, reference, tol)
-    return MixingSearch(t0=t0, radius=radius, reference=reference)
+    mean, std = radius[t0]
+    found = abs(mean - reference[0]) <= tol and abs(std - reference[1]) <= tol
+    return MixingSearch(t0=t0, radius=radius, reference=reference, found=found)
 
 
 def pick_mixing_step(
