@@ -10,11 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.contract import JobKind
+
+# fields many methods share
+FitField = Annotated[
+    Literal["error", "resize", "crop"],
+    Field(description="how an image of another size is fitted to the model"),
+]
+AssetName = Annotated[
+    str,
+    Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$", description="asset name"),
+]
 
 
 class MethodParams(BaseModel):
@@ -31,9 +41,7 @@ class ReconstructParams(MethodParams):
         "ddim", description="ddim: deterministic; ddpm: edit-friendly, exact"
     )
     grid: Literal["leading", "linspace"] = Field("leading", description="timestep grid")
-    fit: Literal["error", "resize", "crop"] = Field(
-        "error", description="how an image of another size is fitted to the model"
-    )
+    fit: FitField = "error"
     prompt: str = Field("", max_length=500, description="prompt, for text-conditioned models")
 
 
@@ -52,17 +60,13 @@ class InjectParams(MethodParams):
     clip_x0: bool = Field(
         False, description="pixel models: clamp x0_hat of the edited eps to [-1, 1]"
     )
-    fit: Literal["error", "resize", "crop"] = Field(
-        "error", description="how an image of another size is fitted to the model"
-    )
+    fit: FitField = "error"
 
 
 class DirectionFitParams(MethodParams):
     """Method E fit (Haas et al.): h-space directions, one per sampling step, as an asset."""
 
-    name: str = Field(
-        min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$", description="asset name"
-    )
+    name: AssetName
     kind: Literal["pca", "supervised", "jacobian"] = Field(
         "pca",
         description="pca: from generated samples; supervised: labelled uploads (positives/"
@@ -106,17 +110,13 @@ class DirectionEditParams(MethodParams):
     scale: float = Field(1.0, ge=-1000.0, le=1000.0, description="s in h + s * dh")
     t_edit: int = Field(0, ge=0, le=1000, description="edit at t >= t_edit")
     asymmetric: bool = Field(False, description="Asyrp's asymmetric step instead of symmetric")
-    fit: Literal["error", "resize", "crop"] = Field(
-        "error", description="how an image of another size is fitted to the model"
-    )
+    fit: FitField = "error"
 
 
 class BoundaryFitParams(MethodParams):
     """Method B fit (BoundaryDiffusion): linear SVM boundaries on x_t0 and h at the mixing step."""
 
-    name: str = Field(
-        min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$", description="asset name"
-    )
+    name: AssetName
     factor: str | None = Field(None, max_length=100, description="classifier factor")
     value: str | None = Field(None, max_length=100, description="positive class: this value")
     samples: int = Field(200, ge=8, le=4096, description="generated, classifier-labelled images")
@@ -127,9 +127,7 @@ class BoundaryFitParams(MethodParams):
     tol: float = Field(0.02, gt=0.0, le=1.0, description="radius tolerance of the search")
     c: float = Field(1.0, gt=0.0, le=1e4, description="SVM regularisation C")
     held_out: float = Field(0.2, ge=0.0, le=0.5, description="share held out for accuracy")
-    fit: Literal["error", "resize", "crop"] = Field(
-        "error", description="how an image of another size is fitted to the model"
-    )
+    fit: FitField = "error"
 
     @model_validator(mode="after")
     def _labels(self) -> BoundaryFitParams:
@@ -150,17 +148,13 @@ class BoundaryEditParams(MethodParams):
     move_h: bool = Field(True, description="also move h at the first step (its own boundary)")
     h_distance: float | None = Field(None, ge=-1000.0, le=1000.0, description="d for h")
     eta: float = Field(1.0, ge=0.0, le=1.0, description="sampling eta from t0")
-    fit: Literal["error", "resize", "crop"] = Field(
-        "error", description="how an image of another size is fitted to the model"
-    )
+    fit: FitField = "error"
 
 
 class LamFitParams(MethodParams):
     """Method C fit (Wu et al.): per-step mixing weights between two prompts, as an asset."""
 
-    name: str = Field(
-        min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$", description="asset name"
-    )
+    name: AssetName
     neutral: str = Field(min_length=1, max_length=500, description="neutral prompt c_n")
     target: str = Field(min_length=1, max_length=500, description="target prompt c_t")
     steps: int = Field(50, ge=2, le=200, description="sampling steps (one lam per step)")
@@ -169,9 +163,7 @@ class LamFitParams(MethodParams):
     content_weight: float = Field(0.05, ge=0.0, le=100.0, description="content term weight")
     guidance_scale: float = Field(1.0, ge=1.0, le=30.0, description="classifier-free guidance")
     noisy_share: float = Field(0.4, ge=0.0, le=1.0, description="init: lam = 1 on this share")
-    fit: Literal["error", "resize", "crop"] = Field(
-        "error", description="how an image of another size is fitted to the model"
-    )
+    fit: FitField = "error"
 
 
 class MixParams(MethodParams):
@@ -179,24 +171,18 @@ class MixParams(MethodParams):
 
     asset: str = Field(min_length=1, max_length=64, description="a lam asset id")
     correct_share: float = Field(2 / 3, ge=0.0, le=1.0, description="real images: corrected share")
-    fit: Literal["error", "resize", "crop"] = Field(
-        "error", description="how an image of another size is fitted to the model"
-    )
+    fit: FitField = "error"
 
 
 class StyleNoiseFitParams(MethodParams):
     """Method D fit (Diffusion in Style): the style images' latent distribution, as an asset."""
 
-    name: str = Field(
-        min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$", description="asset name"
-    )
+    name: AssetName
     images: list[str] = Field(
         min_length=2, max_length=256, description="uploaded style image ids (2 or more)"
     )
     dct_k: int = Field(0, ge=0, le=16, description="full covariance of the lowest k x k DCT")
-    fit: Literal["error", "resize", "crop"] = Field(
-        "error", description="how an image of another size is fitted to the model"
-    )
+    fit: FitField = "error"
 
 
 class StyleGenerateParams(MethodParams):

@@ -46,6 +46,7 @@ from worker.engine.methods.inject import (
 )
 from worker.engine.methods.mixing import (
     ClassifierScorer,
+    Corrections,
     optimise_lam,
     real_image_corrections,
     reference_init,
@@ -635,6 +636,26 @@ def _scorer(ctx: RunContext) -> ClassifierScorer:
     return ClassifierScorer(ctx.classifier)
 
 
+def _mix_start(
+    denoiser: Denoiser,
+    job: PreparedJob,
+    grid: list[int],
+    c_n: torch.Tensor,
+    uncond: torch.Tensor | None,
+    guidance: float,
+    correct_share: float = 2 / 3,
+) -> tuple[torch.Tensor, Corrections | None]:
+    """x_T of the job's seed, or of its real image (inverted, with per-step corrections)."""
+    gen = torch.Generator().manual_seed(job.payload.seed)
+    if "image" not in job.images:
+        return randn((1, *denoiser.sample_shape), gen, torch.device("cpu")), None
+    corrections = real_image_corrections(
+        denoiser, denoiser.encode(job.images["image"]), grid, c_n, uncond=uncond,
+        guidance=guidance, correct_share=correct_share, generator=gen,
+    )  # fmt: skip
+    return corrections.x_T, corrections
+
+
 def run_lam_fit(
     denoiser: Denoiser, jobs: list[PreparedJob], progress: ProgressFn, ctx: RunContext
 ) -> list[JobOutput]:
@@ -645,18 +666,9 @@ def run_lam_fit(
         p = job.params
         start = time.perf_counter()
         grid = timestep_grid(p.steps, denoiser.num_train_timesteps)
-        gen = torch.Generator().manual_seed(job.payload.seed)
-        corrections = None
-        if "image" in job.images:
-            c_n = denoiser.encode_prompt([p.neutral])
-            uncond = denoiser.encode_prompt([""]) if p.guidance_scale != 1.0 else None
-            corrections = real_image_corrections(
-                denoiser, denoiser.encode(job.images["image"]), grid, c_n, uncond=uncond,
-                guidance=p.guidance_scale, generator=gen,
-            )  # fmt: skip
-            x_T = corrections.x_T
-        else:
-            x_T = randn((1, *denoiser.sample_shape), gen, torch.device("cpu"))
+        c_n = denoiser.encode_prompt([p.neutral])
+        uncond = denoiser.encode_prompt([""]) if p.guidance_scale != 1.0 else None
+        x_T, corrections = _mix_start(denoiser, job, grid, c_n, uncond, p.guidance_scale)
         fit = optimise_lam(
             denoiser, x_T, grid, p.neutral, p.target, _scorer(ctx),
             lam0=reference_init(len(grid), p.noisy_share), epochs=p.epochs, lr=p.lr,
@@ -697,16 +709,7 @@ def run_mix(
     uncond = denoiser.encode_prompt([""]) if guidance != 1.0 else None
     outputs = []
     for k, job in enumerate(jobs):  # corrections are per image: one run per job
-        gen = torch.Generator().manual_seed(job.payload.seed)
-        corrections = None
-        if "image" in job.images:
-            corrections = real_image_corrections(
-                denoiser, denoiser.encode(job.images["image"]), grid, c_n, uncond=uncond,
-                guidance=guidance, correct_share=p.correct_share, generator=gen,
-            )  # fmt: skip
-            x_T = corrections.x_T
-        else:
-            x_T = randn((1, *denoiser.sample_shape), gen, torch.device("cpu"))
+        x_T, corrections = _mix_start(denoiser, job, grid, c_n, uncond, guidance, p.correct_share)
         x0 = sample_mixed(denoiser, x_T, grid, c_n, c_t, tensors["lam"], uncond=uncond,
                           guidance=guidance, corrections=corrections)  # fmt: skip
         outputs.append(JobOutput(images=[_png(im) for im in to_pil(denoiser.decode(x0))]))

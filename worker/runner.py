@@ -349,7 +349,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         asset_id = None
         if output.asset is not None:
             asset = output.asset
-            asset_id = AssetIndex(self.connection).create(
+            asset_id = self.context.assets.create(
                 name=asset.name,
                 model=run.payload.model,
                 method=run.payload.method,

@@ -34,7 +34,7 @@ def test_ddpm_inversion_round_trip() -> None:
 
 
 def test_ddpm_decoder_reads_h_at_its_two_deepest_levels() -> None:
-    from worker.training.train_ddpm import skip_inputs
+    from worker.training.loop import skip_inputs
 
     dn = load_denoiser(ROOT / "shapes32-ddpm", device="cpu", dtype="float32")
     for resnet, channels in skip_inputs(dn.unet, 2):  # the cut skips stay cut

@@ -7,7 +7,8 @@ import dataclasses
 import torch
 
 from worker.engine import unet_split
-from worker.training.train_ddpm import build_unet, cut_skips
+from worker.training.loop import cut_skips
+from worker.training.train_ddpm import build_unet
 
 
 def _eps_with_skips_scaled(unet: torch.nn.Module, which: list[int]) -> tuple[torch.Tensor, ...]:

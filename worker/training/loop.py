@@ -25,7 +25,41 @@ from tqdm import tqdm
 BatchFn = Callable[[int, torch.Generator], tuple[torch.Tensor, dict[str, Any]]]
 
 
-def add_common_arguments(p: argparse.ArgumentParser, out: str, work_dir: str) -> None:
+def skip_inputs(unet: Any, levels: int) -> list[tuple[Any, int]]:
+    """(resnet, skip channels) of the up blocks at the ``levels`` lowest resolutions.
+
+    An up-block resnet takes ``cat([hidden, skip])``: the skip's channels are the last
+    ``conv1.in_channels - hidden`` input channels of its conv1 and conv_shortcut.
+    """
+    skips = [unet.conv_in.out_channels]
+    for block in unet.down_blocks:
+        skips += [r.conv2.out_channels for r in block.resnets]
+        if block.downsamplers is not None:
+            skips.append(block.downsamplers[0].out_channels)
+    found: list[tuple[Any, int]] = []
+    for block in unet.up_blocks[:levels]:
+        for resnet in block.resnets:
+            found.append((resnet, skips.pop()))
+    return found
+
+
+def cut_skips(unet: Any, levels: int) -> None:
+    """Zero the weights that read the skip connections of the ``levels`` deepest up blocks.
+
+    The model stays a plain ``UNet2DModel`` (it loads and runs as any diffusers
+    checkpoint), but at those resolutions the decoder can only read h: the mid
+    block's output becomes a real bottleneck. Called after every optimiser step.
+    """
+    with torch.no_grad():
+        for resnet, channels in skip_inputs(unet, levels):
+            resnet.conv1.weight[:, -channels:] = 0
+            if resnet.conv_shortcut is not None:
+                resnet.conv_shortcut.weight[:, -channels:] = 0
+
+
+def add_common_arguments(
+    p: argparse.ArgumentParser, out: str, work_dir: str, cut_skips: int = 0
+) -> None:
     p.add_argument("--out", default=out)
     p.add_argument("--work-dir", default=work_dir)
     p.add_argument("--steps", type=int, default=20_000)
@@ -38,15 +72,21 @@ def add_common_arguments(p: argparse.ArgumentParser, out: str, work_dir: str) ->
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--cut-skips", type=int, default=cut_skips, help="deepest up blocks without skips"
+    )
 
 
 def train_noise_model(
-    args: argparse.Namespace,
-    model: torch.nn.Module,
-    batch_fn: BatchFn,
-    after_step: Callable[[torch.nn.Module], None] | None = None,
+    args: argparse.Namespace, model: torch.nn.Module, batch_fn: BatchFn
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train (or resume) ``model``; the EMA copy and the run's figures."""
+    """Train (or resume) ``model``; the EMA copy and the run's figures.
+
+    With ``args.cut_skips`` the skips of that many deepest up blocks are cut (before the
+    first step, and again after every optimiser step).
+    """
+    if args.cut_skips:
+        cut_skips(model, args.cut_skips)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     work = Path(args.work_dir)
@@ -89,8 +129,8 @@ def train_noise_model(
         for group in opt.param_groups:
             group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
         opt.step()
-        if after_step is not None:
-            after_step(model)
+        if args.cut_skips:
+            cut_skips(model, args.cut_skips)
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
@@ -117,6 +157,7 @@ def train_noise_model(
         "final_loss_mean_last_200": None if final is None else round(final, 5),
         "parameters": sum(p.numel() for p in model.parameters()),
         "seed": args.seed,
+        "cut_skip_levels": args.cut_skips,
     }
     if final is not None and not math.isfinite(final):
         raise SystemExit("training diverged")

