@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -166,16 +167,23 @@ def eval_h_weight(dn: Denoiser, count: int = 32) -> dict[str, Any]:
 def eval_text(
     dn: Denoiser, clf: AttributeClassifier, count: int, steps: int, scales: list[float]
 ) -> dict[str, Any]:
-    """Captions of random labels; per guidance scale, how often the classifier agrees."""
+    """Captions of random labels; per guidance scale, how often the classifier agrees.
+
+    Two prompt sets over the same labels: naming shape and colour only ("a red
+    triangle", the issue's figure), and the full caption naming every factor.
+    """
     rng = np.random.default_rng(HELD_OUT_SEED + 9)
     from worker.training.shapes import random_labels
 
     labels = [random_labels(rng) for _ in range(count)]
-    prompts = [lab.caption() for lab in labels]
+    prompt_sets = {
+        "shape+colour": [lab.caption(frozenset({"shape", "colour"})) for lab in labels],
+        "full": [lab.caption() for lab in labels],
+    }
     y = label_array(labels)
     grid = timestep_grid(steps, dn.num_train_timesteps)
     rows = []
-    for scale in scales:
+    for (kind, prompts), scale in itertools.product(prompt_sets.items(), scales):
         gen = torch.Generator().manual_seed(0)
         x_T = torch.randn(count, *dn.sample_shape, generator=gen)
         start = time.perf_counter()
@@ -189,6 +197,7 @@ def eval_text(
         pred = clf.predict(torch.cat(outs).clamp(-1, 1))
         agree = {name: (pred[name][0].numpy() == y[:, j]) for j, name in enumerate(FACTORS)}
         rows.append({
+            "prompts": kind,
             "guidance": scale,
             "shape_and_colour": round(float((agree["shape"] & agree["colour"]).mean()), 3),
             "all_factors": round(float(np.all(list(agree.values()), axis=0).mean()), 3),
@@ -315,12 +324,13 @@ def write_card(path: str, model: str, results: dict[str, Any]) -> None:
             "",
         ]
         lines += [
-            "| guidance | shape and colour | all factors | shape | size | position | "
+            "| prompts | guidance | shape and colour | all factors | shape | size | position | "
             "colour | background |",
-            "|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in results["text"]["rows"]:
-            lines.append(f"| {r['guidance']} | {r['shape_and_colour']} | {r['all_factors']} | "
+            lines.append(f"| {r['prompts']} | {r['guidance']} | {r['shape_and_colour']} | "
+                         f"{r['all_factors']} | "
                          f"{r['shape']} | {r['size']} | {r['position']} | {r['colour']} | "
                          f"{r['background']} |")  # fmt: skip
     if "classifier_accuracy" in results:

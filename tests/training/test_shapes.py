@@ -41,3 +41,12 @@ def test_caption_names_every_factor() -> None:
     caption = labels[0].caption()
     for name, values in FACTORS.items():
         assert values[getattr(labels[0], name)] in caption
+
+
+def test_partial_captions_name_only_the_named_factors() -> None:
+    _, labels = generate(3, 1)
+    lab = labels[0]
+    caption = lab.caption(frozenset({"shape", "colour"}))
+    assert caption == f"a {FACTORS['colour'][lab.colour]} {FACTORS['shape'][lab.shape]}"
+    assert lab.caption(frozenset({"background"})).startswith("a shape on a ")
+    assert lab.caption(frozenset(FACTORS)) == lab.caption()

@@ -45,12 +45,24 @@ class Labels:
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in FACTORS}
 
-    def caption(self) -> str:
-        colour, background = tuple(COLOURS)[self.colour], tuple(BACKGROUNDS)[self.background]
-        return (
-            f"a {SIZES[self.size]} {colour} {SHAPES[self.shape]} "
-            f"at the {POSITIONS[self.position]} on a {background} background"
-        )
+    def caption(self, named: frozenset[str] | None = None) -> str:
+        """The caption naming the factors in ``named`` (all of them by default).
+
+        "a small red triangle at the top left on a grey background"; an unnamed shape
+        reads "shape" ("a red shape"), an unnamed position or background is left out.
+        """
+        named = frozenset(FACTORS) if named is None else named
+        words = [
+            SIZES[self.size] if "size" in named else "",
+            tuple(COLOURS)[self.colour] if "colour" in named else "",
+            SHAPES[self.shape] if "shape" in named else "shape",
+        ]
+        text = "a " + " ".join(w for w in words if w)
+        if "position" in named:
+            text += f" at the {POSITIONS[self.position]}"
+        if "background" in named:
+            text += f" on a {tuple(BACKGROUNDS)[self.background]} background"
+        return text
 
 
 def random_labels(rng: np.random.Generator) -> Labels:

