@@ -7,6 +7,15 @@ held-out images lacking the value, moved to signed distance d (multiples of the
 training set's median |distance|) in one step at t0 (x and h), denoised with
 eta = 1: success (the value appears) and preservation (other factors unchanged).
 
+C (text-embedding mixing, needs ``--text-model``): per task (a neutral prompt
+and a target prompt that adds one attribute), lam is learned on 4 seeds and
+applied unchanged to those and to 32 other seeds. Against the neutral image
+(lam = 1 everywhere) of the same seed: success (the classifier gives the target
+value) and preservation (every other factor unchanged), for the learned lam,
+the reference initialisation without optimisation, and the target prompt alone
+(lam = 0). The optimisation's time, and its peak memory (resident set of a
+forked child) with and without per-step checkpointing.
+
 D (style noise): a style set of generator images sharing their style factors
 (colour, background) with varied content; 64 samples started from the fitted
 distribution (direct and signal-leak forms) against 64 from N(0, I). Reported:
@@ -16,14 +25,19 @@ the style's colour and background. With ``--text-model``, the same with prompts
 naming a shape, and the share whose shape follows the prompt (adherence kept).
 
     python -m benchmarks.methods_bcd            # B and D
+    python -m benchmarks.methods_bcd --only c --text-model models/shapes32-text
     python -m benchmarks.methods_bcd --only d
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import multiprocessing
+import resource
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,6 +46,12 @@ import torch
 from worker.engine import Denoiser, ddim_sample, load_denoiser
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.methods.boundaries import edit_across, find_mixing_step, fit_boundary, invert_to
+from worker.engine.methods.mixing import (
+    ClassifierScorer,
+    optimise_lam,
+    reference_init,
+    sample_mixed,
+)
 from worker.engine.methods.style_noise import fit_style_noise, initial_noise
 from worker.engine.schedule import timestep_grid
 from worker.training.shapes import FACTORS, SHAPES, Labels, render
@@ -111,6 +131,104 @@ def eval_boundaries(
     return out
 
 
+MIX_TASKS = (  # neutral, target, factor, value
+    ("a circle", "a blue circle", "colour", "blue"),
+    ("a square", "a square on a white background", "background", "white"),
+    ("a triangle", "a large triangle", "size", "large"),
+)
+
+
+def _peak_rss_mb(fn: Callable[[], object]) -> float:
+    """Peak resident memory that ``fn`` adds, measured in a forked child (MB)."""
+
+    def child(queue: Any) -> None:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        fn()
+        queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=child, args=(queue,))
+    proc.start()
+    value = float(queue.get())
+    proc.join()
+    return value
+
+
+def eval_mixing(
+    dn: Denoiser,
+    clf: AttributeClassifier,
+    steps: int,
+    epochs: int,
+    guidance: float,
+    learn: int = 4,
+    others: int = 32,
+) -> dict[str, Any]:
+    """Learn lam on ``learn`` seeds per task; apply it to those and to ``others`` new seeds."""
+    grid = timestep_grid(steps, dn.num_train_timesteps)
+    n = len(grid)
+    scorer = ClassifierScorer(clf)
+    uncond = dn.encode_prompt([""]) if guidance != 1.0 else None
+    cols = list(FACTORS)
+    out: dict[str, Any] = {"steps": steps, "epochs": epochs, "guidance": guidance, "tasks": {}}
+    for neutral, target, factor, value in MIX_TASKS:
+        j, v = cols.index(factor), FACTORS[factor].index(value)
+        x_learn = torch.randn(learn, 3, 32, 32, generator=torch.Generator().manual_seed(11))
+        x_other = torch.randn(others, 3, 32, 32, generator=torch.Generator().manual_seed(12))
+        start = time.perf_counter()
+        fit = optimise_lam(dn, x_learn, grid, neutral, target, scorer, epochs=epochs,
+                           guidance=guidance)  # fmt: skip
+        fit_s = time.perf_counter() - start
+        row: dict[str, Any] = {
+            "neutral": neutral,
+            "target": target,
+            "fit_seconds": round(fit_s, 1),
+            "loss_first_last": [round(fit.losses[0], 4), round(fit.losses[-1], 4)],
+            "lam": [round(float(a), 2) for a in fit.lam],
+        }
+        lams = {
+            "learned": fit.lam,
+            "reference_init": reference_init(n),
+            "target_only": torch.zeros(n),
+        }
+        for seeds, x_T in (("learn_seeds", x_learn), ("other_seeds", x_other)):
+            c_n = dn.encode_prompt([neutral] * len(x_T))
+            c_t = dn.encode_prompt([target] * len(x_T))
+
+            def run(lam: torch.Tensor, x_T: torch.Tensor = x_T, c_n: torch.Tensor = c_n,
+                    c_t: torch.Tensor = c_t) -> np.ndarray:  # fmt: skip
+                with torch.no_grad():
+                    x0 = sample_mixed(dn, x_T, grid, c_n, c_t, lam, uncond=uncond,
+                                      guidance=guidance)  # fmt: skip
+                pred = clf.predict(dn.decode(x0).clamp(-1, 1))
+                return np.stack([pred[name][0].numpy() for name in FACTORS], axis=1)
+
+            orig = run(torch.ones(n))
+            rest = [k for k in range(len(cols)) if k != j]
+            row[seeds] = {"neutral_has_value": round(float((orig[:, j] == v).mean()), 3)}
+            for name, lam in lams.items():
+                p = run(lam)
+                row[seeds][name] = {
+                    "success": round(float((p[:, j] == v).mean()), 3),
+                    "preservation": round(float(np.all(p[:, rest] == orig[:, rest], 1).mean()), 3),
+                }
+        out["tasks"][f"{factor}={value}"] = row
+        print("mix:", json.dumps(row), flush=True)
+    # memory of one optimisation (1 epoch, the learn seeds), with and without checkpointing
+    x_learn = torch.randn(learn, 3, 32, 32, generator=torch.Generator().manual_seed(11))
+    neutral, target = MIX_TASKS[0][:2]
+    mem = {}
+    for checkpointed in (True, False):
+        one_epoch = functools.partial(
+            optimise_lam, dn, x_learn, grid, neutral, target, scorer, epochs=1,
+            guidance=guidance, checkpointed=checkpointed,
+        )  # fmt: skip
+        mem["checkpointed" if checkpointed else "plain"] = round(_peak_rss_mb(one_epoch), 1)
+    out["peak_rss_mb_one_epoch"] = mem
+    print("mix memory (MB added, one epoch):", json.dumps(mem), flush=True)
+    return out
+
+
 def colour_stats(images: torch.Tensor) -> torch.Tensor:
     """(6,): the set's mean over images of per-image RGB mean and RGB std, in [0, 1] units."""
     x = (images.clamp(-1, 1) + 1) / 2
@@ -174,7 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="models/shapes32-ddpm")
     p.add_argument("--text-model", default="", help="also measure prompt adherence on this model")
     p.add_argument("--classifier", default="models/shapes32-classifier")
-    p.add_argument("--only", nargs="+", choices=["b", "d"], default=["b", "d"])
+    p.add_argument("--only", nargs="+", choices=["b", "c", "d"], default=["b", "d"])
+    p.add_argument("--mix-steps", type=int, default=50, help="C: sampling steps (one lam each)")
+    p.add_argument("--mix-epochs", type=int, default=10)
+    p.add_argument("--guidance", type=float, default=3.0, help="text model's guidance scale")
     p.add_argument("--labelled", type=int, default=100, help="B: train (and as many test) images")
     p.add_argument("--count", type=int, default=64)
     p.add_argument("--style-images", type=int, default=8)
@@ -193,7 +314,12 @@ def main(argv: list[str] | None = None) -> int:
             rows = eval_style(dn, clf, colour, background, args.style_images, args.count,
                               args.steps, eta)  # fmt: skip
             results["d"].append({"style": [colour, background], "eta": eta, "rows": rows})
-    if args.text_model:
+    if "c" in args.only:
+        if not args.text_model:
+            p.error("--only c needs --text-model")
+        tm = load_denoiser(args.text_model, device="cpu", dtype="float32")
+        results["c"] = eval_mixing(tm, clf, args.mix_steps, args.mix_epochs, args.guidance)
+    if args.text_model and "d" in args.only:
         tm = load_denoiser(args.text_model, device="cpu", dtype="float32")
         rng = np.random.default_rng(9)
         for colour, background in (("red", "white"), ("yellow", "black")):
@@ -206,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(args.count)
             ]
             rows = eval_style(tm, clf, colour, background, args.style_images, args.count,
-                              args.steps, 1.0, prompts, guidance=3.0)  # fmt: skip
+                              args.steps, 1.0, prompts, guidance=args.guidance)  # fmt: skip
             results.setdefault("d_text", []).append({"style": [colour, background], "rows": rows})
     if args.json_out:
         with open(args.json_out, "w") as fh:

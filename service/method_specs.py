@@ -163,6 +163,11 @@ class LamFitParams(MethodParams):
     content_weight: float = Field(0.05, ge=0.0, le=100.0, description="content term weight")
     guidance_scale: float = Field(1.0, ge=1.0, le=30.0, description="classifier-free guidance")
     noisy_share: float = Field(0.4, ge=0.0, le=1.0, description="init: lam = 1 on this share")
+    scorer: Literal["classifier", "clip"] = Field(
+        "classifier",
+        description="image-text scorer of the loss: the worker's attribute classifier, or "
+        "CLIP from the worker's local folder (EDITSERVE_CLIP)",
+    )
     fit: FitField = "error"
 
 

@@ -47,6 +47,7 @@ from worker.engine.methods.inject import (
 from worker.engine.methods.mixing import (
     ClassifierScorer,
     Corrections,
+    Scorer,
     optimise_lam,
     real_image_corrections,
     reference_init,
@@ -110,6 +111,7 @@ class RunContext:
     blobs: BlobStore | None = None
     assets: Any = None  # service.assets.AssetIndex (Redis); None where there is none
     classifier: Any = None  # worker.engine.classifier.AttributeClassifier
+    clip: Any = None  # worker.engine.methods.mixing.ClipScorer, where configured
 
 
 def prepare(payload: JobPayload, denoiser: Denoiser, blobs: BlobStore) -> PreparedJob:
@@ -627,11 +629,19 @@ def _text_model(denoiser: Denoiser) -> None:
         )
 
 
-def _scorer(ctx: RunContext) -> ClassifierScorer:
+def _scorer(ctx: RunContext, name: str) -> Scorer:
+    if name == "clip":
+        if ctx.clip is None:
+            raise JobFailed(
+                ErrorCode.INVALID_INPUT,
+                "params.scorer: this worker has no CLIP folder (EDITSERVE_CLIP); use 'classifier'",
+            )
+        scorer: Scorer = ctx.clip
+        return scorer
     if ctx.classifier is None:
         raise JobFailed(
             ErrorCode.INVALID_INPUT,
-            "model: this worker has no scorer for the loss (EDITSERVE_CLASSIFIER)",
+            "params.scorer: this worker has no classifier for the loss (EDITSERVE_CLASSIFIER)",
         )
     return ClassifierScorer(ctx.classifier)
 
@@ -670,7 +680,7 @@ def run_lam_fit(
         uncond = denoiser.encode_prompt([""]) if p.guidance_scale != 1.0 else None
         x_T, corrections = _mix_start(denoiser, job, grid, c_n, uncond, p.guidance_scale)
         fit = optimise_lam(
-            denoiser, x_T, grid, p.neutral, p.target, _scorer(ctx),
+            denoiser, x_T, grid, p.neutral, p.target, _scorer(ctx, p.scorer),
             lam0=reference_init(len(grid), p.noisy_share), epochs=p.epochs, lr=p.lr,
             content_weight=p.content_weight, guidance=p.guidance_scale,
             corrections=corrections, progress=progress,

@@ -111,6 +111,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             blobs=blobs,
             assets=AssetIndex(connection),
             classifier=_load_classifier(settings.classifier),
+            clip=_load_clip(settings.clip, settings.device),
         )
         # Claim a queued job for this batch: out of the queue and into RQ's intermediate
         # queue in one step, so if we die before starting it, RQ's cleanup re-queues it.
@@ -407,6 +408,18 @@ def _load_classifier(path: str) -> Any:
     from worker.engine.classifier import AttributeClassifier
 
     return AttributeClassifier.load(path)
+
+
+def _load_clip(path: str, device: str) -> Any:
+    """CLIP for method C's loss, if configured; a configured but missing folder is an error."""
+    if not path:
+        return None
+    if not Path(path).is_dir():
+        raise SystemExit(f"EDITSERVE_CLIP: {path} is not a folder")
+    from worker.engine.devices import resolve_device
+    from worker.engine.methods.mixing import ClipScorer
+
+    return ClipScorer(path, device=resolve_device(device))
 
 
 def build_worker(settings: WorkerSettings, connection: Redis | None = None) -> BatchWorker:

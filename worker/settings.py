@@ -38,6 +38,11 @@ class WorkerSettings(BaseSettings):
         description="attribute classifier folder that labels samples for supervised fits "
         "('' for none; a missing folder is none)",
     )
+    clip: str = Field(
+        "",
+        description="folder of a transformers CLIPModel and its tokenizer: the scorer of "
+        "method C fits that ask for scorer 'clip' ('' for none)",
+    )
     worker_name: str = Field(default_factory=_default_name)
 
     @field_validator("models")

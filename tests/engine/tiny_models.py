@@ -96,3 +96,38 @@ def save_cond_pipeline(folder: Path, seed: int = 0) -> Path:
     index = {"_class_name": "StableDiffusionPipeline", "max_prompt_length": 16}
     (folder / "model_index.json").write_text(json.dumps(index))
     return folder
+
+
+def save_tiny_clip(folder: Path, seed: int = 0) -> Path:
+    """A tiny seeded ``CLIPModel`` (16 px ViT, 1-layer text tower) with a word tokenizer."""
+    from transformers import BertTokenizer, CLIPConfig, CLIPModel
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 16,
+            "pad_token_id": 0,
+            "bos_token_id": 2,
+            "eos_token_id": 3,  # [SEP]: pooled at the first end-of-text token
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 16,
+            "patch_size": 4,
+        },
+        projection_dim=24,
+    )
+    CLIPModel(config).save_pretrained(folder, safe_serialization=True)
+    words = folder / "vocab.txt"
+    words.write_text("\n".join(vocab) + "\n")
+    BertTokenizer(str(words)).save_pretrained(folder)
+    return folder

@@ -9,12 +9,14 @@ from typing import cast
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from service.blobs import LocalBlobStore
 from service.contract import ErrorCode, JobKind, JobPayload
 from worker.engine import Denoiser
 from worker.engine.classifier import AttributeClassifier
+from worker.engine.methods.mixing import reference_init
 from worker.executor import JobFailed, JobOutput, RunContext, prepare, run_batch
 from worker.inversion_cache import InversionCache
 
@@ -297,6 +299,22 @@ def test_lam_fit_then_mix_on_seeds_and_real_images(cond: Denoiser, tmp_path: Pat
     assert Image.open(io.BytesIO(real)).size == (16, 16)
     with pytest.raises(JobFailed, match="needs a text-conditioned model"):
         _one(pixel_model_for_refusal(tmp_path), fit, store, ctx)
+
+
+def test_lam_fit_with_the_clip_scorer_and_its_refusal(cond: Denoiser, tmp_path: Path) -> None:
+    from tests.engine.tiny_models import save_tiny_clip
+    from worker.engine.methods.mixing import ClipScorer
+
+    store = LocalBlobStore(tmp_path)
+    params = {"name": "red", "neutral": "a circle", "target": "a red circle", "steps": 3,
+              "epochs": 2, "scorer": "clip"}  # fmt: skip
+    fit = JobPayload(id="l", kind=JobKind.FIT, model="m", method="lam", params=params)
+    with pytest.raises(JobFailed, match=r"params\.scorer: this worker has no CLIP folder"):
+        _one(cond, fit, store, RunContext(blobs=store, assets=_Assets()))
+    ctx = RunContext(blobs=store, assets=_Assets(), clip=ClipScorer(save_tiny_clip(tmp_path / "c")))
+    out = _one(cond, fit, store, ctx)
+    assert out.asset is not None and out.asset.params["scorer"] == "clip"
+    assert not torch.equal(out.asset.tensors["lam"], reference_init(3))
 
 
 def pixel_model_for_refusal(tmp_path: Path) -> Denoiser:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import torch
 
+from tests.engine.tiny_models import save_tiny_clip
 from worker.engine import Denoiser, ddim_sample, timestep_grid
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.methods.mixing import (
     ClassifierScorer,
+    ClipScorer,
     optimise_lam,
     real_image_corrections,
     reference_init,
@@ -75,3 +80,19 @@ def test_optimisation_moves_lam_and_reports_losses(cond: Denoiser) -> None:
     assert fit.lam.shape == (3,) and not torch.equal(fit.lam, reference_init(3))
     assert len(fit.losses) == 3 and all(torch.isfinite(torch.tensor(fit.losses)))
     assert steps == [1, 2, 3] and fit.edited is not None and fit.edited.shape == (1, 3, 16, 16)
+
+
+def test_clip_scorer_from_a_local_folder(tmp_path: Path, cond: Denoiser) -> None:
+    scorer = ClipScorer(save_tiny_clip(tmp_path / "clip"))
+    images = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    e = scorer.image_embed(images)
+    assert e.shape == (2, 24) and torch.allclose(e.norm(dim=1), torch.ones(2), atol=1e-5)
+    e[:, 0].sum().backward()  # type: ignore[no-untyped-call]
+    assert images.grad is not None and images.grad.abs().sum() > 0  # differentiable to pixels
+    t = scorer.text_embed([NEUTRAL, TARGET])
+    assert t.shape == (2, 24) and not torch.allclose(t[0], t[1])
+    same = scorer.content(images.detach(), images.detach())
+    assert float(same) < 1e-5 < float(scorer.content(images.detach(), -images.detach()))
+    fit = optimise_lam(cond, _x_T(cond, 1), timestep_grid(3, 1000), NEUTRAL, TARGET, scorer,
+                       epochs=2)  # fmt: skip
+    assert not torch.equal(fit.lam, reference_init(3)) and all(map(math.isfinite, fit.losses))

@@ -10,7 +10,8 @@ run (each step checkpointed, so memory does not grow with the number of steps) o
            + (1 - cos(E_I(orig) - E_I(edit), E_T(c_n) - E_T(c_t)))
 
 with a pluggable scorer (``Scorer``): CLIP from a local folder where a deployment
-has one, the shipped attribute classifier offline (``ClassifierScorer``).
+has one (``ClipScorer``), the shipped attribute classifier offline
+(``ClassifierScorer``).
 
 Real images: invert with the neutral prompt, then record per-step corrections
 ``n_t = q_sample(x0, t_prev) - DDIM step result`` along the neutral run; they are
@@ -20,10 +21,12 @@ lam = 1 everywhere comes back to (near) the real image.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -75,6 +78,66 @@ class ClassifierScorer:
 
     def content(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.mse_loss(a, b)
+
+
+class ClipScorer:
+    """CLIP (``transformers.CLIPModel`` and its tokenizer) from a local folder.
+
+    E_I / E_T: CLIP's projected image and text features, unit-normalised; images are
+    resized to CLIP's input size and normalised with the folder's
+    ``preprocessor_config.json`` mean and std (CLIP's own where there is none), in
+    torch, so the loss stays differentiable. Content distance: 1 - cos of the two
+    images' CLIP features (the perceptual term of the paper, without an LPIPS net).
+    """
+
+    MEAN = (0.48145466, 0.4578275, 0.40821073)
+    STD = (0.26862954, 0.26130258, 0.27577711)
+
+    def __init__(self, folder: str | Path, device: str | torch.device = "cpu") -> None:
+        from transformers import AutoTokenizer, CLIPModel
+
+        folder = Path(folder)
+        self.device = torch.device(device)
+        self.model = CLIPModel.from_pretrained(folder).eval().requires_grad_(False)
+        self.model.to(self.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        mean, std = self.MEAN, self.STD
+        pre = folder / "preprocessor_config.json"
+        if pre.is_file():
+            config = json.loads(pre.read_text())
+            mean, std = config.get("image_mean", mean), config.get("image_std", std)
+        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+        self.size = int(self.model.config.vision_config.image_size)
+        self.max_length = int(self.model.config.text_config.max_position_embeddings)
+
+    @staticmethod
+    def _features(out: torch.Tensor | Any) -> torch.Tensor:
+        # transformers 4 returns the projected features, 5 an output whose pooler_output they are
+        feats = out if isinstance(out, torch.Tensor) else out.pooler_output
+        return torch.nn.functional.normalize(feats.float(), dim=-1)
+
+    def image_embed(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.to(self.device).float().clamp(-1, 1) + 1) / 2
+        x = torch.nn.functional.interpolate(
+            x, size=(self.size, self.size), mode="bicubic", align_corners=False
+        )
+        x = (x - self.mean) / self.std
+        return self._features(self.model.get_image_features(pixel_values=x))
+
+    def text_embed(self, prompts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(
+            prompts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
+        with torch.no_grad():
+            out = self.model.get_text_features(
+                input_ids=tokens.input_ids, attention_mask=tokens.attention_mask
+            )
+        return self._features(out)
+
+    def content(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        cos = torch.nn.functional.cosine_similarity(self.image_embed(a), self.image_embed(b), dim=1)
+        return (1 - cos).mean()
 
 
 def reference_init(n: int, noisy_share: float = 0.4) -> torch.Tensor:
@@ -189,9 +252,14 @@ def optimise_lam(
     content_weight: float = 0.05,
     guidance: float = 1.0,
     corrections: Corrections | None = None,
+    checkpointed: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> LamFit:
-    """Adam on lam through full sampling runs (checkpointed); lam is not clamped."""
+    """Adam on lam through full sampling runs (checkpointed); lam is not clamped.
+
+    ``checkpointed=False`` keeps every step's activations for the backward pass
+    (memory grows with the number of steps; the benchmark's comparison).
+    """
     c_n = denoiser.encode_prompt([neutral] * x_T.shape[0])
     c_t = denoiser.encode_prompt([target] * x_T.shape[0])
     uncond = denoiser.encode_prompt([""]) if guidance != 1.0 else None
@@ -220,7 +288,7 @@ def optimise_lam(
         with torch.enable_grad():
             x0 = sample_mixed(
                 denoiser, x_T, grid, c_n, c_t, lam, uncond=uncond, guidance=guidance,
-                corrections=corrections, checkpointed=True,
+                corrections=corrections, checkpointed=checkpointed,
             )  # fmt: skip
             edited = _decode_differentiable(denoiser, x0)
             delta = e_orig - scorer.image_embed(edited)
