@@ -96,17 +96,20 @@ def eval_inject(
     rows = []
     for cfg in configs:
         steps = int(cfg.get("steps", 50))
-        settings = InjectionSettings(**{k: v for k, v in cfg.items() if k != "steps"})
+        refine = int(cfg.get("refine", 1))
+        settings = InjectionSettings(
+            **{k: v for k, v in cfg.items() if k not in ("steps", "refine")}
+        )
         grid = timestep_grid(steps, dn.num_train_timesteps, "linspace")
         start = time.perf_counter()
         with torch.no_grad():
-            traj = content_trajectory(dn, content, grid)
-            x_T = ddim_invert(dn, style, grid).x_T
+            traj = content_trajectory(dn, content, grid, refine=refine)
+            x_T = ddim_invert(dn, style, grid, fixed_point_iters=refine).x_T
             gens = [torch.Generator().manual_seed(i) for i in range(pairs)]
             out = inject_content(dn, x_T, traj, settings, generator=gens)
         seconds = time.perf_counter() - start
         pred = _judge(clf, out)
-        row: dict[str, Any] = {"config": {"steps": steps, **cfg}}
+        row: dict[str, Any] = {"config": {"steps": steps, "refine": refine, **cfg}}
         for f in CONTENT_FACTORS:
             row[f"keeps_{f}"] = round(
                 float((pred[:, cols.index(f)] == c_lab[:, cols.index(f)]).mean()), 3
@@ -182,6 +185,7 @@ def eval_supervised(
     top_k: int,
     scales: list[float],
     t_edit: int,
+    refine: int = 1,
 ) -> dict[str, Any]:
     cols = list(FACTORS)
     results: dict[str, Any] = {}
@@ -203,7 +207,7 @@ def eval_supervised(
         x0 = _to_tensor(images[pick])
         y = y_all[pick]
         with torch.no_grad():
-            x_T = ddim_invert(dn, x0, grid).x_T
+            x_T = ddim_invert(dn, x0, grid, fixed_point_iters=refine).x_T
         rows = []
         for s in scales:
             with torch.no_grad():
@@ -317,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--edit-steps", type=int, default=25)
     p.add_argument("--count", type=int, default=32, help="held-out images per E edit")
+    p.add_argument(
+        "--refine", type=int, default=1, help="fixed-point iterations per DDIM inversion step"
+    )
     p.add_argument("--json", dest="json_out")
     args = p.parse_args(argv)
     torch.manual_seed(0)
@@ -335,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         if "supervised" in args.only:
             results["supervised"] = eval_supervised(
                 dn, clf, h, pred, grid, args.count, top_k=args.samples // 8,
-                scales=[0.0, 0.5, 1.0, 2.0, 4.0, 8.0], t_edit=0,
+                scales=[0.0, 0.5, 1.0, 2.0, 4.0, 8.0], t_edit=0, refine=args.refine,
             )  # fmt: skip
         if "pca" in args.only:
             results["pca"] = eval_pca(dn, clf, h, grid, k=5, count=args.count, scale=5.0)

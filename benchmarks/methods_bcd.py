@@ -4,8 +4,10 @@ B (boundaries): labelled held-out generator images (100 train, 100 test) for a
 binary attribute (a factor's value vs the rest); the step the mixing search picks;
 SVM held-out accuracy on x_t0 and h at that step and at 200 / 500 / 800; then
 held-out images lacking the value, moved to signed distance d (multiples of the
-training set's median |distance|) in one step at t0 (x and h), denoised with
-eta = 1: success (the value appears) and preservation (other factors unchanged).
+training set's median |distance|, on x and on h alike) in one step at t0, denoised with
+eta = 0 and eta = 1 (the reference's), at the searched t0 and at 500 (the
+reference's fixed step): success (the value appears) and preservation (other
+factors unchanged).
 
 C (text-embedding mixing, needs ``--text-model``): per task (a neutral prompt
 and a target prompt that adds one attribute), lam is learned on 4 seeds and
@@ -81,13 +83,19 @@ def _labelled(count: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
 
 
 def eval_boundaries(
-    dn: Denoiser, clf: AttributeClassifier, targets: dict[str, str], count: int, steps: int
+    dn: Denoiser,
+    clf: AttributeClassifier,
+    targets: dict[str, str],
+    count: int,
+    steps: int,
+    edit_steps: tuple[int, ...] = (500,),
+    refine: int = 1,
 ) -> dict[str, Any]:
     """SVM accuracy at the searched and fixed steps; edit success/preservation over d."""
     cols = list(FACTORS)
     x, y = _labelled(2 * count, STYLE_SEED + 1)
     start = time.perf_counter()
-    search = find_mixing_step(dn, dn.encode(x[:64]), steps=steps, tol=0.02)
+    search = find_mixing_step(dn, dn.encode(x[:64]), steps=steps, tol=0.02, refine=refine)
     search_s = time.perf_counter() - start
     print(f"mixing step: t0 = {search.t0} (search {search_s:.1f} s); radius by t:",
           {t: round(m, 3) for t, (m, _) in search.radius.items()}, flush=True)  # fmt: skip
@@ -97,9 +105,10 @@ def eval_boundaries(
         j, v = cols.index(factor), FACTORS[factor].index(value)
         labels = torch.from_numpy((y[:, j] == v).astype(np.int64))
         rows: dict[str, Any] = {"accuracy_x": {}, "accuracy_h": {}}
+        fitted = {}
         for t0 in sorted({search.t0, 200, 500, 800}):
             t = time.perf_counter()
-            x_t0, h, grid = invert_to(dn, dn.encode(x), t0, steps)
+            x_t0, h, grid = invert_to(dn, dn.encode(x), t0, steps, refine)
             bx = fit_boundary(x_t0, labels, held_out=0.5)
             bh = fit_boundary(h, labels, held_out=0.5)
             rows["accuracy_x"][t0], rows["accuracy_h"][t0] = (
@@ -108,24 +117,33 @@ def eval_boundaries(
             )
             if t0 == search.t0:
                 rows["fit_seconds_incl_inversion"] = round(time.perf_counter() - t, 1)
-                boundary, h_boundary, fit_grid = bx, bh, grid
-                scale = float(bx.distance(x_t0).abs().median())
+            scale = float(bx.distance(x_t0).abs().median())
+            h_scale = float(bh.distance(h).abs().median())
+            fitted[t0] = (bx, bh, grid, scale, h_scale)
         pick = np.flatnonzero(edit_y[:, j] != v)[:32]
         xe, ye = edit_x[pick], edit_y[pick]
-        x_t0, _, _ = invert_to(dn, dn.encode(xe), search.t0, steps)
         others = [k for k in range(len(cols)) if k != j]
-        edits = []
-        for k in (0.0, 1.0, 2.0, 4.0, 8.0):
-            d = k * scale
-            with torch.no_grad():
-                res = edit_across(dn, x_t0, fit_grid, boundary, d, h_boundary=h_boundary, eta=1.0,
-                                  generator=torch.Generator().manual_seed(0))  # fmt: skip
-            pred = clf.predict(dn.decode(res).clamp(-1, 1))
-            p = np.stack([pred[name][0].numpy() for name in FACTORS], axis=1)
-            kept = np.all(p[:, others] == ye[:, others], axis=1)
-            edits.append({"d": round(d, 2), "success": round(float((p[:, j] == v).mean()), 3),
-                          "preservation": round(float(kept.mean()), 3)})  # fmt: skip
-        rows["edits"] = edits
+        rows["edits"] = []
+        for t0 in sorted({search.t0, *edit_steps}):
+            boundary, h_boundary, fit_grid, scale, h_scale = fitted[t0]
+            x_t0, _, _ = invert_to(dn, dn.encode(xe), t0, steps, refine)
+            for eta in (0.0, 1.0):
+                for k in (0.0, 1.0, 2.0, 4.0, 8.0):
+                    d = k * scale
+                    with torch.no_grad():
+                        res = edit_across(
+                            dn, x_t0, fit_grid, boundary, d, h_boundary=h_boundary,
+                            h_distance=k * h_scale, eta=eta,
+                            generator=torch.Generator().manual_seed(0),
+                        )  # fmt: skip
+                    pred = clf.predict(dn.decode(res).clamp(-1, 1))
+                    p = np.stack([pred[name][0].numpy() for name in FACTORS], axis=1)
+                    kept = np.all(p[:, others] == ye[:, others], axis=1)
+                    rows["edits"].append({
+                        "t0": t0, "eta": eta, "d_over_median": k, "d": round(d, 2),
+                        "success": round(float((p[:, j] == v).mean()), 3),
+                        "preservation": round(float(kept.mean()), 3),
+                    })  # fmt: skip
         out["targets"][f"{factor}={value}"] = rows
         print(f"boundary {factor}={value}:", json.dumps(rows), flush=True)
     return out
@@ -300,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=64)
     p.add_argument("--style-images", type=int, default=8)
     p.add_argument("--steps", type=int, default=50)
+    p.add_argument(
+        "--refine", type=int, default=1, help="fixed-point iterations per DDIM inversion step"
+    )
     p.add_argument("--json", dest="json_out")
     args = p.parse_args(argv)
     torch.manual_seed(0)
@@ -308,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"d": []}
     if "b" in args.only:
         targets = {"colour": "red", "size": "large", "shape": "square", "position": "top left"}
-        results["b"] = eval_boundaries(dn, clf, targets, args.labelled, 40)
+        results["b"] = eval_boundaries(dn, clf, targets, args.labelled, 40, refine=args.refine)
     for colour, background in (("red", "white"), ("yellow", "black")) if "d" in args.only else ():
         for eta in (0.0, 1.0):
             rows = eval_style(dn, clf, colour, background, args.style_images, args.count,

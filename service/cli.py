@@ -398,6 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--inversion", choices=("ddim", "ddpm"), default="ddim")
     rec.add_argument("--grid", choices=("leading", "linspace"), default="leading")
     rec.add_argument(
+        "--refine",
+        type=int,
+        default=1,
+        help="fixed-point iterations per DDIM inversion step (1; 0: plain DDIM)",
+    )
+    rec.add_argument(
         "--fit",
         choices=("error", "resize", "crop"),
         default="error",

@@ -27,6 +27,17 @@ AssetName = Annotated[
 ]
 
 
+Refine = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=8,
+        description="fixed-point iterations per DDIM inversion step (0: plain DDIM inversion; "
+        "each one more U-Net call per step, and a closer round trip)",
+    ),
+]
+
+
 class MethodParams(BaseModel):
     """Base of every method's parameters: unknown fields are refused, not ignored."""
 
@@ -41,6 +52,7 @@ class ReconstructParams(MethodParams):
         "ddim", description="ddim: deterministic; ddpm: edit-friendly, exact"
     )
     grid: Literal["leading", "linspace"] = Field("leading", description="timestep grid")
+    refine: Refine = 1
     fit: FitField = "error"
     prompt: str = Field("", max_length=500, description="prompt, for text-conditioned models")
 
@@ -60,6 +72,7 @@ class InjectParams(MethodParams):
     clip_x0: bool = Field(
         False, description="pixel models: clamp x0_hat of the edited eps to [-1, 1]"
     )
+    refine: Refine = 1
     fit: FitField = "error"
 
 
@@ -110,6 +123,7 @@ class DirectionEditParams(MethodParams):
     scale: float = Field(1.0, ge=-1000.0, le=1000.0, description="s in h + s * dh")
     t_edit: int = Field(0, ge=0, le=1000, description="edit at t >= t_edit")
     asymmetric: bool = Field(False, description="Asyrp's asymmetric step instead of symmetric")
+    refine: Refine = 1
     fit: FitField = "error"
 
 
@@ -127,6 +141,7 @@ class BoundaryFitParams(MethodParams):
     tol: float = Field(0.02, gt=0.0, le=1.0, description="radius tolerance of the search")
     c: float = Field(1.0, gt=0.0, le=1e4, description="SVM regularisation C")
     held_out: float = Field(0.2, ge=0.0, le=0.5, description="share held out for accuracy")
+    refine: Refine = 1
     fit: FitField = "error"
 
     @model_validator(mode="after")
@@ -146,7 +161,12 @@ class BoundaryEditParams(MethodParams):
     asset: str = Field(min_length=1, max_length=64, description="a boundary asset id")
     distance: float = Field(ge=-1000.0, le=1000.0, description="target signed distance d")
     move_h: bool = Field(True, description="also move h at the first step (its own boundary)")
-    h_distance: float | None = Field(None, ge=-1000.0, le=1000.0, description="d for h")
+    h_distance: float | None = Field(
+        None,
+        ge=-1000.0,
+        le=1000.0,
+        description="d for h; None: the same multiple of h's typical distance as d is of x's",
+    )
     eta: float = Field(1.0, ge=0.0, le=1.0, description="sampling eta from t0")
     fit: FitField = "error"
 
@@ -168,6 +188,7 @@ class LamFitParams(MethodParams):
         description="image-text scorer of the loss: the worker's attribute classifier, or "
         "CLIP from the worker's local folder (EDITSERVE_CLIP)",
     )
+    refine: Refine = 1
     fit: FitField = "error"
 
 
@@ -176,6 +197,7 @@ class MixParams(MethodParams):
 
     asset: str = Field(min_length=1, max_length=64, description="a lam asset id")
     correct_share: float = Field(2 / 3, ge=0.0, le=1.0, description="real images: corrected share")
+    refine: Refine = 1
     fit: FitField = "error"
 
 
@@ -255,7 +277,7 @@ METHODS: dict[str, MethodSpec] = {
             summary="Invert an image and regenerate it (DDIM or edit-friendly DDPM inversion).",
             params=ReconstructParams,
             inputs=("image",),
-            batch_fields=("steps", "inversion", "grid"),
+            batch_fields=("steps", "inversion", "grid", "refine"),
         ),
         MethodSpec(
             name="inject",
@@ -274,6 +296,7 @@ METHODS: dict[str, MethodSpec] = {
                 "lam",
                 "t_damp",
                 "clip_x0",
+                "refine",
             ),
         ),
         MethodSpec(
@@ -296,7 +319,7 @@ METHODS: dict[str, MethodSpec] = {
             summary="Move an image along a fitted h-space direction (an asset from a fit).",
             params=DirectionEditParams,
             inputs=("image",),
-            batch_fields=("asset", "component", "scale", "t_edit", "asymmetric"),
+            batch_fields=("asset", "component", "scale", "t_edit", "asymmetric", "refine"),
         ),
         MethodSpec(
             name="boundary",
@@ -333,7 +356,7 @@ METHODS: dict[str, MethodSpec] = {
             params=MixParams,
             inputs=(),
             optional_inputs=("image",),
-            batch_fields=("asset", "correct_share"),
+            batch_fields=("asset", "correct_share", "refine"),
         ),
         MethodSpec(
             name="style-noise",

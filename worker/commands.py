@@ -37,6 +37,7 @@ def reconstruct_command(args: argparse.Namespace) -> int:
                 grid=args.grid,
                 cond=cond,
                 generator=torch.Generator().manual_seed(args.seed),
+                refine=args.refine,
                 progress=progress,
             )
         seconds = time.perf_counter() - start
@@ -82,15 +83,20 @@ def inject_command(args: argparse.Namespace) -> int:
         grid = timestep_grid(params.steps, denoiser.num_train_timesteps, params.grid)
         settings = InjectionSettings(
             g=params.g, t_edit=params.t_edit, t_boost=params.t_boost, w=params.w,
-            lam=params.lam, t_damp=params.t_damp,
+            lam=params.lam, t_damp=params.t_damp, clip_x0=params.clip_x0,
         )  # fmt: skip
         with tqdm(total=3 * len(grid) - 2, desc="inject", unit="step", file=sys.stderr) as bar:
 
             def tick(_i: int, _n: int) -> None:
                 bar.update(1)
 
-            trajectory = content_trajectory(denoiser, denoiser.encode(content), grid, progress=tick)
-            x_T = ddim_invert(denoiser, denoiser.encode(style), grid, progress=tick).x_T
+            trajectory = content_trajectory(
+                denoiser, denoiser.encode(content), grid, progress=tick, refine=params.refine
+            )
+            x_T = ddim_invert(
+                denoiser, denoiser.encode(style), grid, fixed_point_iters=params.refine,
+                progress=tick,
+            ).x_T  # fmt: skip
             x0 = inject_content(
                 denoiser, x_T, trajectory, settings,
                 generator=torch.Generator().manual_seed(args.seed), progress=tick,

@@ -165,12 +165,17 @@ def _png(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def _ddim_kind(refine: int, base: str = "ddim") -> str:
+    """The inversion cache's kind of a DDIM inversion with ``refine`` fixed-point iterations."""
+    return base if refine == 0 else f"{base}+fp{refine}"
+
+
 def _inversion_key(denoiser: Denoiser, job: PreparedJob, role: str = "image") -> InversionKey:
     p = job.params
     return InversionKey(
         model=denoiser.name,
         image=job.payload.inputs[role],
-        kind=p.inversion,
+        kind=p.inversion if p.inversion == "ddpm" else _ddim_kind(p.refine),
         steps=p.steps,
         grid=p.grid,
         prompt=getattr(p, "prompt", ""),
@@ -221,6 +226,7 @@ def invert_cached(
             grid=first.grid,
             cond=_conditioning(denoiser, sub),
             generator=[torch.Generator().manual_seed(job.payload.seed) for job in sub],
+            refine=first.refine,
             progress=progress,
         ).rows()
 
@@ -274,18 +280,20 @@ def _run_inject(
 
     def content_rows(missing: list[int]) -> list[Inversion]:
         # cached as an Inversion whose per-step tensors are h at each grid step
-        traj = content_trajectory(denoiser, content[missing], grid, progress=tick)
+        traj = content_trajectory(denoiser, content[missing], grid, progress=tick, refine=p.refine)
         assert traj.x_T is not None
         return Inversion("ddim", grid, traj.x_T, [traj.h[t] for t in grid]).rows()
 
     def style_rows(missing: list[int]) -> list[Inversion]:
         # the same key as a DDIM reconstruct of the image: either reuses the other's
-        return Inversion("ddim", grid, ddim_invert(denoiser, style[missing], grid,
-                                                   progress=tick).x_T).rows()  # fmt: skip
+        x_T = ddim_invert(denoiser, style[missing], grid, fixed_point_iters=p.refine,
+                          progress=tick).x_T  # fmt: skip
+        return Inversion("ddim", grid, x_T).rows()
 
-    c_rows, c_hits = _through_cache(ctx.cache, [key(j, "content", "ddim+h") for j in jobs],
+    c_kind, s_kind = _ddim_kind(p.refine, "ddim+h"), _ddim_kind(p.refine)
+    c_rows, c_hits = _through_cache(ctx.cache, [key(j, "content", c_kind) for j in jobs],
                                     content_rows)  # fmt: skip
-    s_rows, s_hits = _through_cache(ctx.cache, [key(j, "style", "ddim") for j in jobs], style_rows)
+    s_rows, s_hits = _through_cache(ctx.cache, [key(j, "style", s_kind) for j in jobs], style_rows)
     done += (n - 1) * (sum(c_hits) + sum(s_hits)) // len(jobs)  # skipped inversion calls
     c_inv = Inversion.stack(c_rows)
     assert c_inv.zs is not None
@@ -510,7 +518,7 @@ def run_direction_edit(
         progress(done, 2 * n - 1)
 
     x0 = denoiser.encode(torch.cat([job.images["image"] for job in jobs]))
-    x_T = ddim_invert(denoiser, x0, grid, progress=tick).x_T
+    x_T = ddim_invert(denoiser, x0, grid, fixed_point_iters=p.refine, progress=tick).x_T
     chosen = {t: d[p.component] for t, d in dirs.items()}
     out = edit_with_direction(
         denoiser, x_T, grid, chosen, p.scale, t_edit=p.t_edit, asymmetric=p.asymmetric,
@@ -555,11 +563,11 @@ def run_boundary_fit(
         t0 = p.t0
         if t0 is None:
             search = find_mixing_step(
-                denoiser, x0, steps=p.steps, tol=p.tol,
+                denoiser, x0, steps=p.steps, tol=p.tol, refine=p.refine,
                 generator=torch.Generator().manual_seed(job.payload.seed),
             )  # fmt: skip
             t0 = search.t0
-        x_t0, h, grid = invert_to(denoiser, x0, t0, p.steps)
+        x_t0, h, grid = invert_to(denoiser, x0, t0, p.steps, p.refine)
         progress(1, 1)
         try:
             bx = fit_boundary(x_t0, labels, held_out=p.held_out, c=p.c, seed=job.payload.seed)
@@ -586,6 +594,10 @@ def run_boundary_fit(
             "grid": json.dumps(grid),
             "offset_x": repr(bx.offset),
             "offset_h": repr(bh.offset),
+            # median |signed distance| of the fit's images: h's d follows x's by their ratio
+            "scale_x": repr(float(bx.distance(x_t0).abs().median())),
+            "scale_h": repr(float(bh.distance(h).abs().median())),
+            "refine": str(p.refine),
         }
         tensors = {"normal_x": bx.normal, "normal_h": bh.normal}
         asset = AssetOutput(p.name, tensors, meta, p.model_dump(mode="json"), metrics)
@@ -604,13 +616,17 @@ def run_boundary_edit(
     bx = Boundary(tensors["normal_x"], float(meta["offset_x"]), float("nan"), float("nan"))
     bh = Boundary(tensors["normal_h"], float(meta["offset_h"]), float("nan"), float("nan"))
     x0 = denoiser.encode(torch.cat([job.images["image"] for job in jobs]))
-    x_t0, _, _ = invert_to(denoiser, x0, grid[-1], len(grid))
+    # inverted as the fit's images were (assets from before "refine" were plain DDIM)
+    x_t0, _, _ = invert_to(denoiser, x0, grid[-1], len(grid), int(meta.get("refine", "0")))
     progress(len(grid) - 1, 2 * len(grid) - 1)
     before = bx.distance(x_t0)
+    h_distance = p.h_distance
+    if h_distance is None and "scale_x" in meta:  # the same multiple of h's typical distance
+        h_distance = p.distance * float(meta["scale_h"]) / float(meta["scale_x"])
     generators = [torch.Generator().manual_seed(job.payload.seed) for job in jobs]
     out = edit_across(
         denoiser, x_t0, grid, bx, p.distance,
-        h_boundary=bh if p.move_h else None, h_distance=p.h_distance, eta=p.eta,
+        h_boundary=bh if p.move_h else None, h_distance=h_distance, eta=p.eta,
         generator=generators,
         progress=lambda i, n: progress(len(grid) - 1 + i, 2 * len(grid) - 1),
     )  # fmt: skip
@@ -654,6 +670,7 @@ def _mix_start(
     uncond: torch.Tensor | None,
     guidance: float,
     correct_share: float = 2 / 3,
+    refine: int = 0,
 ) -> tuple[torch.Tensor, Corrections | None]:
     """x_T of the job's seed, or of its real image (inverted, with per-step corrections)."""
     gen = torch.Generator().manual_seed(job.payload.seed)
@@ -661,7 +678,7 @@ def _mix_start(
         return randn((1, *denoiser.sample_shape), gen, torch.device("cpu")), None
     corrections = real_image_corrections(
         denoiser, denoiser.encode(job.images["image"]), grid, c_n, uncond=uncond,
-        guidance=guidance, correct_share=correct_share, generator=gen,
+        guidance=guidance, correct_share=correct_share, refine=refine, generator=gen,
     )  # fmt: skip
     return corrections.x_T, corrections
 
@@ -678,7 +695,9 @@ def run_lam_fit(
         grid = timestep_grid(p.steps, denoiser.num_train_timesteps)
         c_n = denoiser.encode_prompt([p.neutral])
         uncond = denoiser.encode_prompt([""]) if p.guidance_scale != 1.0 else None
-        x_T, corrections = _mix_start(denoiser, job, grid, c_n, uncond, p.guidance_scale)
+        x_T, corrections = _mix_start(
+            denoiser, job, grid, c_n, uncond, p.guidance_scale, refine=p.refine
+        )
         fit = optimise_lam(
             denoiser, x_T, grid, p.neutral, p.target, _scorer(ctx, p.scorer),
             lam0=reference_init(len(grid), p.noisy_share), epochs=p.epochs, lr=p.lr,
@@ -719,7 +738,9 @@ def run_mix(
     uncond = denoiser.encode_prompt([""]) if guidance != 1.0 else None
     outputs = []
     for k, job in enumerate(jobs):  # corrections are per image: one run per job
-        x_T, corrections = _mix_start(denoiser, job, grid, c_n, uncond, guidance, p.correct_share)
+        x_T, corrections = _mix_start(
+            denoiser, job, grid, c_n, uncond, guidance, p.correct_share, p.refine
+        )
         x0 = sample_mixed(denoiser, x_T, grid, c_n, c_t, tensors["lam"], uncond=uncond,
                           guidance=guidance, corrections=corrections)  # fmt: skip
         outputs.append(JobOutput(images=[_png(im) for im in to_pil(denoiser.decode(x0))]))

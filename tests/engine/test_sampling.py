@@ -145,3 +145,9 @@ def test_per_sample_generators_make_results_independent_of_the_batch(pixel: Deno
     torch.testing.assert_close(both.x_T[1:], second.x_T)
     with pytest.raises(InputError, match="2 generators for a batch of 1"):
         ddpm_invert(pixel, x0[:1], grid, generator=[torch.Generator(), torch.Generator()])
+
+
+def test_negative_fixed_point_iterations_are_refused(pixel: Denoiser) -> None:
+    x0 = torch.zeros(1, *pixel.sample_shape)
+    with pytest.raises(InputError, match="fixed_point_iters"):
+        ddim_invert(pixel, x0, timestep_grid(3, 1000), fixed_point_iters=-1)

@@ -26,11 +26,15 @@ def test_ddpm_inversion_round_trip() -> None:
     assert dn.family == "pixel" and dn.image_shape == (3, 32, 32) and dn.h_shape == (128, 4, 4)
     x0, _ = _held_out(8)
     grid = timestep_grid(50, 1000)
-    with torch.no_grad():
-        rec = ddim_sample(dn, ddim_invert(dn, x0, grid).x_T, grid)
-    # median, not mean: a few images (grey backgrounds) still invert badly (see the card);
-    # a random-weight U-Net of this architecture reconstructs at ~10 dB
-    assert float(np.median(psnr(rec, x0))) > 35.0
+    scores = {}
+    for refine in (0, 1):
+        with torch.no_grad():
+            x_T = ddim_invert(dn, x0, grid, fixed_point_iters=refine).x_T
+            scores[refine] = psnr(ddim_sample(dn, x_T, grid), x0)
+    # plain DDIM: the median is good, a few images (grey backgrounds) invert badly; one
+    # fixed-point iteration per step fixes those (a random-weight U-Net: ~10 dB)
+    assert float(np.median(scores[0])) > 35.0
+    assert min(scores[1]) > 40.0 and float(np.mean(scores[1])) > float(np.mean(scores[0])) + 5
 
 
 def test_ddpm_decoder_reads_h_at_its_two_deepest_levels() -> None:

@@ -69,6 +69,22 @@ def test_inject_is_for_pixel_models(cond: Denoiser, tmp_path: Path) -> None:
         prepare(_payload("inject", {"content": blob, "style": blob}), cond, store)
 
 
+def test_refined_and_plain_inversions_are_cached_apart(pixel: Denoiser, tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    image = _blob(store, 4)
+    cache = InversionCache()
+
+    def run(refine: int) -> JobOutput:
+        job = prepare(_payload("reconstruct", {"image": image}, steps=5, refine=refine), pixel,
+                      store)  # fmt: skip
+        return run_batch(pixel, [job], lambda i, n: None, cache)[0]
+
+    plain, refined = run(0), run(1)
+    assert not plain.metrics["inversion_cached"] and not refined.metrics["inversion_cached"]
+    assert plain.images != refined.images
+    assert run(1).metrics["inversion_cached"] and run(0).metrics["inversion_cached"]
+
+
 def test_a_worker_with_an_empty_memory_cache_reads_the_shared_folder(
     pixel: Denoiser, tmp_path: Path
 ) -> None:
@@ -236,6 +252,8 @@ def test_boundary_fit_then_edit_lands_at_the_distance(pixel: Denoiser, tmp_path:
     assert labelled.asset is not None and labelled.metrics["t0"] == 300
     assert labelled.metrics["train_accuracy_x"] == 1.0  # 12 points in 768 dimensions
     assert labelled.asset.tensors["normal_x"].shape == pixel.sample_shape
+    meta = labelled.asset.meta  # the edit inverts as the fit did, and scales h's distance
+    assert meta["refine"] == "1" and float(meta["scale_x"]) > 0 and float(meta["scale_h"]) > 0
     searched = fit(factor="colour", value="red", samples=16)
     assert searched.metrics["t0_searched"] is True and 0 < searched.metrics["t0"] <= 999
 

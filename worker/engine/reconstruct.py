@@ -77,15 +77,19 @@ def invert(
     grid: GridKind = "leading",
     cond: Conditioning | None = None,
     generator: Generators = None,
+    refine: int = 0,
     progress: ProgressFn | None = None,
 ) -> Inversion:
-    """``ddim``: deterministic DDIM inversion (approximate). ``ddpm``: edit-friendly, exact."""
+    """``ddim``: deterministic DDIM inversion (approximate; ``refine`` fixed-point
+    iterations per step make it near exact). ``ddpm``: edit-friendly, exact."""
     denoiser.check_images(images)
     timesteps = timestep_grid(steps, denoiser.num_train_timesteps, grid)
     x0 = denoiser.encode(images)
     with torch.no_grad():
         if inversion == "ddim":
-            traj = ddim_invert(denoiser, x0, timesteps, cond=cond, progress=progress)
+            traj = ddim_invert(
+                denoiser, x0, timesteps, cond=cond, fixed_point_iters=refine, progress=progress
+            )
             return Inversion("ddim", timesteps, traj.x_T)
         maps = ddpm_invert(
             denoiser, x0, timesteps, cond=cond, generator=generator, progress=progress
@@ -117,6 +121,7 @@ def reconstruct(
     grid: GridKind = "leading",
     cond: Conditioning | None = None,
     generator: Generators = None,
+    refine: int = 0,
     progress: ProgressFn | None = None,
 ) -> Reconstruction:
     """Invert ``images`` over ``steps`` steps and sample back; PSNR against the input."""
@@ -131,7 +136,7 @@ def reconstruct(
 
     inv = invert(
         denoiser, images, steps=steps, inversion=inversion, grid=grid, cond=cond,
-        generator=generator, progress=tick,
+        generator=generator, refine=refine, progress=tick,
     )  # fmt: skip
     decoded = regenerate(denoiser, inv, cond=cond, progress=tick)
     return Reconstruction(images=decoded, psnr_db=psnr(decoded, images))

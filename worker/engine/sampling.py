@@ -204,6 +204,7 @@ def ddim_invert(
     cond: Conditioning | None = None,
     record_h: bool = False,
     record_eps: bool = False,
+    fixed_point_iters: int = 0,
     progress: ProgressFn | None = None,
 ) -> Trajectory:
     """Deterministic DDIM inversion x_0 -> x_{grid[-1]} (n - 1 U-Net calls).
@@ -211,7 +212,16 @@ def ddim_invert(
     The reference codes' convention: x_0 stands at ``grid[0]``; step k uses eps at
     (x_{grid[k-1]}, grid[k-1]) to move to grid[k]. With ``record_h`` the h of every
     call is kept (fp32), as method A needs the content image's h_t.
+
+    ``fixed_point_iters`` J > 0 refines each step (J more U-Net calls per step): the
+    sampler will go back from s = grid[k] with eps(x_s, s), not with the eps at t =
+    grid[k-1] that the plain step used, so x_s is iterated as
+    ``x_s <- ddim_step(x_t, eps(x_s, s), ab_t, ab_s)``, whose fixed point the DDIM
+    sampler maps back to x_t exactly (fixed-point inversion, as in Pan et al. 2023 and
+    ReNoise). h and eps are recorded from each step's first call, as without it.
     """
+    if fixed_point_iters < 0:
+        raise InputError("fixed_point_iters: must be >= 0")
     grid = _check_grid(grid, denoiser.num_train_timesteps)
     denoiser.check_sample(x0, what="x_0")
     sched = denoiser.schedule
@@ -228,7 +238,10 @@ def ddim_invert(
             eps = denoiser.eps(x, t, cond)
         if record_eps:
             traj.eps.append(eps)
-        x, _ = ddim_step(x, eps, sched.ab(t), sched.ab(s))
+        x_t = x
+        x, _ = ddim_step(x_t, eps, sched.ab(t), sched.ab(s))
+        for _ in range(fixed_point_iters):
+            x, _ = ddim_step(x_t, denoiser.eps(x, s, cond), sched.ab(t), sched.ab(s))
         traj.xs.append(x)
         if progress is not None:
             progress(k, total)

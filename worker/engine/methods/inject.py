@@ -77,11 +77,18 @@ class ContentTrajectory:
 
 
 def content_trajectory(
-    denoiser: Denoiser, x0_c: torch.Tensor, grid: list[int], progress: ProgressFn | None = None
+    denoiser: Denoiser,
+    x0_c: torch.Tensor,
+    grid: list[int],
+    progress: ProgressFn | None = None,
+    refine: int = 0,
 ) -> ContentTrajectory:
-    """Invert C and record h at every grid step: n - 1 inversion calls plus one at the top."""
+    """Invert C and record h at every grid step: n - 1 inversion calls plus one at the top
+    (``refine``: fixed-point iterations per inversion step, see ``ddim_invert``)."""
     with torch.no_grad():
-        traj = ddim_invert(denoiser, x0_c, grid, record_h=True, progress=progress)
+        traj = ddim_invert(
+            denoiser, x0_c, grid, record_h=True, fixed_point_iters=refine, progress=progress
+        )
         with denoiser.hooks.capture_h("inject.top") as cap:
             denoiser.eps(traj.x_T, grid[-1])
     hs = {t: h for t, h in zip(grid[:-1], traj.hs, strict=True)}

@@ -211,12 +211,13 @@ def real_image_corrections(
     uncond: torch.Tensor | None = None,
     guidance: float = 1.0,
     correct_share: float = 2 / 3,
+    refine: int = 0,
     generator: torch.Generator | None = None,
 ) -> Corrections:
     """Invert x0 with the neutral prompt; record ``n_t = q_sample(x0, t_prev) - step result``."""
     cond = Conditioning(c_n, uncond if guidance != 1.0 else None, guidance)
     with torch.no_grad():
-        x_T = ddim_invert(denoiser, x0, grid, cond=cond).x_T
+        x_T = ddim_invert(denoiser, x0, grid, cond=cond, fixed_point_iters=refine).x_T
         x = x_T.to(device=denoiser.device, dtype=torch.float32)
         ns = []
         for step in reverse_steps(grid, denoiser.schedule):
