@@ -90,6 +90,7 @@ def eval_boundaries(
     steps: int,
     edit_steps: tuple[int, ...] = (500,),
     refine: int = 1,
+    fit_steps: tuple[int, ...] = (200, 500, 800),
 ) -> dict[str, Any]:
     """SVM accuracy at the searched and fixed steps; edit success/preservation over d."""
     cols = list(FACTORS)
@@ -106,7 +107,7 @@ def eval_boundaries(
         labels = torch.from_numpy((y[:, j] == v).astype(np.int64))
         rows: dict[str, Any] = {"accuracy_x": {}, "accuracy_h": {}}
         fitted = {}
-        for t0 in sorted({search.t0, 200, 500, 800}):
+        for t0 in sorted({search.t0, *fit_steps}):
             t = time.perf_counter()
             x_t0, h, grid = invert_to(dn, dn.encode(x), t0, steps, refine)
             bx = fit_boundary(x_t0, labels, held_out=0.5)
@@ -314,6 +315,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mix-steps", type=int, default=50, help="C: sampling steps (one lam each)")
     p.add_argument("--mix-epochs", type=int, default=10)
     p.add_argument("--guidance", type=float, default=3.0, help="text model's guidance scale")
+    p.add_argument(
+        "--b-factors",
+        nargs="+",
+        choices=["colour", "size", "shape", "position"],
+        default=["colour", "size", "shape", "position"],
+        help="B: the binary attributes (value vs the rest) to fit and edit",
+    )
+    p.add_argument(
+        "--b-fit-steps", nargs="+", type=int, default=[200, 500, 800], help="B: fixed t0s to fit"
+    )
     p.add_argument("--labelled", type=int, default=100, help="B: train (and as many test) images")
     p.add_argument("--count", type=int, default=64)
     p.add_argument("--style-images", type=int, default=8)
@@ -328,8 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     clf = AttributeClassifier.load(args.classifier)
     results: dict[str, Any] = {"d": []}
     if "b" in args.only:
-        targets = {"colour": "red", "size": "large", "shape": "square", "position": "top left"}
-        results["b"] = eval_boundaries(dn, clf, targets, args.labelled, 40, refine=args.refine)
+        every = {"colour": "red", "size": "large", "shape": "square", "position": "top left"}
+        targets = {f: every[f] for f in args.b_factors}
+        results["b"] = eval_boundaries(
+            dn, clf, targets, args.labelled, 40, refine=args.refine,
+            fit_steps=tuple(args.b_fit_steps),
+        )  # fmt: skip
     for colour, background in (("red", "white"), ("yellow", "black")) if "d" in args.only else ():
         for eta in (0.0, 1.0):
             rows = eval_style(dn, clf, colour, background, args.style_images, args.count,
