@@ -22,7 +22,7 @@ class WorkerSettings(BaseSettings):
     redis_url: str = Field("redis://localhost:6379/0")
     blob_dir: Path = Field(Path("var/blobs"))
     models: str = Field(
-        "shapes32=models/shapes32-ddpm",
+        "shapes32=models/shapes32-ddpm,shapes32-text=models/shapes32-text",
         description="comma-separated name=path (a diffusers folder or hub id) pairs",
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
