@@ -161,6 +161,9 @@ def _peak_rss_mb(fn: Callable[[], object]) -> float:
     """Peak resident memory that ``fn`` adds, measured in a forked child (MB)."""
 
     def child(queue: Any) -> None:
+        # the parent's OpenMP pool does not survive the fork: a multi-threaded op in the
+        # child would hang on it (one thread measures the same memory)
+        torch.set_num_threads(1)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         fn()
         queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
@@ -172,6 +175,24 @@ def _peak_rss_mb(fn: Callable[[], object]) -> float:
     value = float(queue.get())
     proc.join()
     return value
+
+
+def _mixed_labels(
+    dn: Denoiser,
+    clf: AttributeClassifier,
+    x_T: torch.Tensor,
+    grid: list[int],
+    prompts: tuple[str, str],
+    lam: torch.Tensor,
+    uncond: torch.Tensor | None,
+    guidance: float,
+) -> np.ndarray:
+    """(N, factors) classifier labels of the images sampled with ``lam``."""
+    c_n, c_t = (dn.encode_prompt([prompt] * len(x_T)) for prompt in prompts)
+    with torch.no_grad():
+        x0 = sample_mixed(dn, x_T, grid, c_n, c_t, lam, uncond=uncond, guidance=guidance)
+    pred = clf.predict(dn.decode(x0).clamp(-1, 1))
+    return np.stack([pred[name][0].numpy() for name in FACTORS], axis=1)
 
 
 def eval_mixing(
@@ -190,10 +211,10 @@ def eval_mixing(
     uncond = dn.encode_prompt([""]) if guidance != 1.0 else None
     cols = list(FACTORS)
     out: dict[str, Any] = {"steps": steps, "epochs": epochs, "guidance": guidance, "tasks": {}}
+    x_learn = torch.randn(learn, *dn.sample_shape, generator=torch.Generator().manual_seed(11))
+    x_other = torch.randn(others, *dn.sample_shape, generator=torch.Generator().manual_seed(12))
     for neutral, target, factor, value in MIX_TASKS:
         j, v = cols.index(factor), FACTORS[factor].index(value)
-        x_learn = torch.randn(learn, 3, 32, 32, generator=torch.Generator().manual_seed(11))
-        x_other = torch.randn(others, 3, 32, 32, generator=torch.Generator().manual_seed(12))
         start = time.perf_counter()
         fit = optimise_lam(dn, x_learn, grid, neutral, target, scorer, epochs=epochs,
                            guidance=guidance)  # fmt: skip
@@ -210,23 +231,13 @@ def eval_mixing(
             "reference_init": reference_init(n),
             "target_only": torch.zeros(n),
         }
+        rest = [k for k in range(len(cols)) if k != j]
         for seeds, x_T in (("learn_seeds", x_learn), ("other_seeds", x_other)):
-            c_n = dn.encode_prompt([neutral] * len(x_T))
-            c_t = dn.encode_prompt([target] * len(x_T))
-
-            def run(lam: torch.Tensor, x_T: torch.Tensor = x_T, c_n: torch.Tensor = c_n,
-                    c_t: torch.Tensor = c_t) -> np.ndarray:  # fmt: skip
-                with torch.no_grad():
-                    x0 = sample_mixed(dn, x_T, grid, c_n, c_t, lam, uncond=uncond,
-                                      guidance=guidance)  # fmt: skip
-                pred = clf.predict(dn.decode(x0).clamp(-1, 1))
-                return np.stack([pred[name][0].numpy() for name in FACTORS], axis=1)
-
-            orig = run(torch.ones(n))
-            rest = [k for k in range(len(cols)) if k != j]
+            orig = _mixed_labels(dn, clf, x_T, grid, (neutral, target), torch.ones(n), uncond,
+                                 guidance)  # fmt: skip
             row[seeds] = {"neutral_has_value": round(float((orig[:, j] == v).mean()), 3)}
             for name, lam in lams.items():
-                p = run(lam)
+                p = _mixed_labels(dn, clf, x_T, grid, (neutral, target), lam, uncond, guidance)
                 row[seeds][name] = {
                     "success": round(float((p[:, j] == v).mean()), 3),
                     "preservation": round(float(np.all(p[:, rest] == orig[:, rest], 1).mean()), 3),
@@ -234,7 +245,6 @@ def eval_mixing(
         out["tasks"][f"{factor}={value}"] = row
         print("mix:", json.dumps(row), flush=True)
     # memory of one optimisation (1 epoch, the learn seeds), with and without checkpointing
-    x_learn = torch.randn(learn, 3, 32, 32, generator=torch.Generator().manual_seed(11))
     neutral, target = MIX_TASKS[0][:2]
     mem = {}
     for checkpointed in (True, False):
@@ -350,13 +360,12 @@ def main(argv: list[str] | None = None) -> int:
             rows = eval_style(dn, clf, colour, background, args.style_images, args.count,
                               args.steps, eta)  # fmt: skip
             results["d"].append({"style": [colour, background], "eta": eta, "rows": rows})
-    if "c" in args.only:
-        if not args.text_model:
-            p.error("--only c needs --text-model")
-        tm = load_denoiser(args.text_model, device="cpu", dtype="float32")
+    if "c" in args.only and not args.text_model:
+        p.error("--only c needs --text-model")
+    tm = load_denoiser(args.text_model, device="cpu", dtype="float32") if args.text_model else None
+    if tm is not None and "c" in args.only:
         results["c"] = eval_mixing(tm, clf, args.mix_steps, args.mix_epochs, args.guidance)
-    if args.text_model and "d" in args.only:
-        tm = load_denoiser(args.text_model, device="cpu", dtype="float32")
+    if tm is not None and "d" in args.only:
         rng = np.random.default_rng(9)
         for colour, background in (("red", "white"), ("yellow", "black")):
             # full captions (the model's training format) in the style's colours, random content

@@ -91,8 +91,10 @@ def test_clip_scorer_from_a_local_folder(tmp_path: Path, cond: Denoiser) -> None
     assert images.grad is not None and images.grad.abs().sum() > 0  # differentiable to pixels
     t = scorer.text_embed([NEUTRAL, TARGET])
     assert t.shape == (2, 24) and not torch.allclose(t[0], t[1])
-    same = scorer.content(images.detach(), images.detach())
-    assert float(same) < 1e-5 < float(scorer.content(images.detach(), -images.detach()))
+    x = images.detach()
+    e_x, e_neg = scorer.image_embed(x), scorer.image_embed(-x)
+    same = scorer.content(x, x, e_x, e_x)
+    assert float(same) < 1e-5 < float(scorer.content(x, -x, e_x, e_neg))
     fit = optimise_lam(cond, _x_T(cond, 1), timestep_grid(3, 1000), NEUTRAL, TARGET, scorer,
                        epochs=2)  # fmt: skip
     assert not torch.equal(fit.lam, reference_init(3)) and all(map(math.isfinite, fit.losses))

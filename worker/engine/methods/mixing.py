@@ -41,7 +41,9 @@ class Scorer(Protocol):
 
     def image_embed(self, images: torch.Tensor) -> torch.Tensor: ...  # (B, D), differentiable
     def text_embed(self, prompts: list[str]) -> torch.Tensor: ...  # (B, D)
-    def content(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor: ...  # scalar
+    def content(
+        self, a: torch.Tensor, b: torch.Tensor, e_a: torch.Tensor, e_b: torch.Tensor
+    ) -> torch.Tensor: ...  # scalar; e_a, e_b: image_embed of a and b, already computed
 
 
 class ClassifierScorer:
@@ -76,7 +78,9 @@ class ClassifierScorer:
             rows.append(torch.cat(parts))
         return torch.stack(rows)
 
-    def content(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def content(
+        self, a: torch.Tensor, b: torch.Tensor, e_a: torch.Tensor, e_b: torch.Tensor
+    ) -> torch.Tensor:
         return torch.nn.functional.mse_loss(a, b)
 
 
@@ -135,9 +139,10 @@ class ClipScorer:
             )
         return self._features(out)
 
-    def content(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        cos = torch.nn.functional.cosine_similarity(self.image_embed(a), self.image_embed(b), dim=1)
-        return (1 - cos).mean()
+    def content(
+        self, a: torch.Tensor, b: torch.Tensor, e_a: torch.Tensor, e_b: torch.Tensor
+    ) -> torch.Tensor:
+        return (1 - torch.nn.functional.cosine_similarity(e_a, e_b, dim=1)).mean()
 
 
 def reference_init(n: int, noisy_share: float = 0.4) -> torch.Tensor:
@@ -292,9 +297,11 @@ def optimise_lam(
                 corrections=corrections, checkpointed=checkpointed,
             )  # fmt: skip
             edited = _decode_differentiable(denoiser, x0)
-            delta = e_orig - scorer.image_embed(edited)
+            e_edit = scorer.image_embed(edited)
+            delta = e_orig - e_edit
             cos = torch.nn.functional.cosine_similarity(delta, direction.expand_as(delta), dim=1)
-            loss = content_weight * scorer.content(original, edited) + (1 - cos).mean()
+            content = scorer.content(original, edited, e_orig, e_edit)
+            loss = content_weight * content + (1 - cos).mean()
             opt.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
