@@ -166,7 +166,7 @@ def _generated_h(
     outs = []
     for start in range(0, count, 64):
         n = min(64, count - start)
-        x_T = torch.randn(n, *dn.sample_shape, generator=gen)
+        x_T = dn.noise((n, *dn.sample_shape), gen)
         h, x0 = collect_h(dn, x_T, grid, eta=1.0, generator=gen)
         for t, v in h.items():
             hs.setdefault(t, []).append(v.float())
@@ -233,7 +233,7 @@ def eval_pca(
 ) -> list[dict[str, Any]]:
     dirs, _ = pca_fit(h, k)
     gen = torch.Generator().manual_seed(11)
-    x_T = torch.randn(count, *dn.sample_shape, generator=gen)
+    x_T = dn.noise((count, *dn.sample_shape), gen)
     with torch.no_grad():
         base = _judge(clf, ddim_sample(dn, x_T, grid))
     table = []

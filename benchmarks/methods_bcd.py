@@ -20,11 +20,13 @@ forked child) with and without per-step checkpointing.
 
 D (style noise): a style set of generator images sharing their style factors
 (colour, background) with varied content; 64 samples started from the fitted
-distribution (direct and signal-leak forms) against 64 from N(0, I). Reported:
-the distance between the style set's colour statistics (per-image RGB mean and
-std, averaged) and the samples', and the share of samples the classifier gives
-the style's colour and background. With ``--text-model``, the same with prompts
-naming a shape, and the share whose shape follows the prompt (adherence kept).
+distribution (direct and signal-leak forms) against 64 from the model's own prior
+("plain": N(0, I), with the offset noise it was trained with). Reported: the
+distance between the style set's colour statistics (per-image RGB mean and std,
+averaged) and the samples', and the share of samples the classifier gives the
+style's colour and background. With ``--text-model``, the same with prompts naming
+the content only (shape, size, position), and the share whose shape follows the
+prompt (adherence kept).
 
     python -m benchmarks.methods_bcd            # B and D
     python -m benchmarks.methods_bcd --only c --text-model models/shapes32-text
@@ -56,7 +58,7 @@ from worker.engine.methods.mixing import (
 )
 from worker.engine.methods.style_noise import fit_style_noise, initial_noise
 from worker.engine.schedule import timestep_grid
-from worker.training.shapes import FACTORS, SHAPES, Labels, render
+from worker.training.shapes import CONTENT_FACTORS, FACTORS, SHAPES, Labels, render
 
 STYLE_SEED = 3_200_000_000
 
@@ -211,8 +213,8 @@ def eval_mixing(
     uncond = dn.encode_prompt([""]) if guidance != 1.0 else None
     cols = list(FACTORS)
     out: dict[str, Any] = {"steps": steps, "epochs": epochs, "guidance": guidance, "tasks": {}}
-    x_learn = torch.randn(learn, *dn.sample_shape, generator=torch.Generator().manual_seed(11))
-    x_other = torch.randn(others, *dn.sample_shape, generator=torch.Generator().manual_seed(12))
+    x_learn = dn.noise((learn, *dn.sample_shape), torch.Generator().manual_seed(11))
+    x_other = dn.noise((others, *dn.sample_shape), torch.Generator().manual_seed(12))
     for neutral, target, factor, value in MIX_TASKS:
         j, v = cols.index(factor), FACTORS[factor].index(value)
         start = time.perf_counter()
@@ -286,9 +288,9 @@ def eval_style(
     for start in ("plain", "direct", "signal_leak"):
         gen = torch.Generator().manual_seed(5)
         if start == "plain":
-            x_T = torch.randn(count, *dn.sample_shape, generator=gen)
+            x_T = dn.noise((count, *dn.sample_shape), gen)
         else:
-            x_T = initial_noise(style, count, ab_T, start, gen)  # type: ignore[arg-type]
+            x_T = initial_noise(style, count, ab_T, start, gen, dn.noise_offset)  # type: ignore[arg-type]
         t0 = time.perf_counter()
         with torch.no_grad():
             out = dn.decode(ddim_sample(dn, x_T, grid, cond=cond, eta=eta, generator=gen))
@@ -368,12 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     if tm is not None and "d" in args.only:
         rng = np.random.default_rng(9)
         for colour, background in (("red", "white"), ("yellow", "black")):
-            # full captions (the model's training format) in the style's colours, random content
+            # captions naming the content only (shape, size, position; a training format
+            # too): the colours are left to the start, so the style has to come from it
             c, b = FACTORS["colour"].index(colour), FACTORS["background"].index(background)
             prompts = [
                 Labels(
                     int(rng.integers(3)), int(rng.integers(2)), int(rng.integers(4)), c, b
-                ).caption()
+                ).caption(frozenset(CONTENT_FACTORS))
                 for _ in range(args.count)
             ]
             rows = eval_style(tm, clf, colour, background, args.style_images, args.count,

@@ -49,7 +49,7 @@ def eval_samples(
     dn: Denoiser, clf: AttributeClassifier, count: int, steps: int, eta: float
 ) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(1234)
-    x_T = torch.randn(count, *dn.sample_shape, generator=gen)
+    x_T = dn.noise((count, *dn.sample_shape), gen)
     grid = timestep_grid(steps, dn.num_train_timesteps)
     start = time.perf_counter()
     with torch.no_grad():
@@ -156,7 +156,7 @@ def eval_h_weight(dn: Denoiser, count: int = 32) -> dict[str, Any]:
     ab = dn.schedule.alphas_cumprod
     rows = {}
     for t in (900, 600, 300, 100):
-        noise = torch.randn(x0.shape, generator=gen)
+        noise = dn.noise(x0.shape, gen)
         x_t = ab[t].sqrt() * x0 + (1 - ab[t]).sqrt() * noise
         with torch.no_grad():
             state = dn.down_mid(x_t, t)
@@ -191,7 +191,7 @@ def eval_text(
     rows = []
     for (kind, prompts), scale in itertools.product(prompt_sets.items(), scales):
         gen = torch.Generator().manual_seed(0)
-        x_T = torch.randn(count, *dn.sample_shape, generator=gen)
+        x_T = dn.noise((count, *dn.sample_shape), gen)
         start = time.perf_counter()
         with torch.no_grad():
             outs = [

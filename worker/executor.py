@@ -55,7 +55,7 @@ from worker.engine.methods.mixing import (
 )
 from worker.engine.methods.style_noise import StyleNoise, fit_style_noise, initial_noise
 from worker.engine.reconstruct import Inversion, invert, regenerate
-from worker.engine.sampling import ddim_invert, ddim_sample, randn
+from worker.engine.sampling import ddim_invert, ddim_sample
 from worker.engine.schedule import timestep_grid
 from worker.inversion_cache import InversionCache, InversionKey
 
@@ -372,7 +372,9 @@ def _generated_h(
     hs: dict[int, list[torch.Tensor]] = {}
     outs = []
     for start in range(0, count, 64):
-        x_T = randn((min(64, count - start), *denoiser.sample_shape), gen, torch.device("cpu"))
+        x_T = denoiser.noise(
+            (min(64, count - start), *denoiser.sample_shape), gen, torch.device("cpu")
+        )
         h, x0 = collect_h(denoiser, x_T, grid, eta=1.0, generator=gen)
         for t, v in h.items():
             hs.setdefault(t, []).append(v.float().cpu())
@@ -536,7 +538,9 @@ def _generate(
     grid = timestep_grid(steps, denoiser.num_train_timesteps)
     outs = []
     for start in range(0, count, 64):
-        x_T = randn((min(64, count - start), *denoiser.sample_shape), gen, torch.device("cpu"))
+        x_T = denoiser.noise(
+            (min(64, count - start), *denoiser.sample_shape), gen, torch.device("cpu")
+        )
         outs.append(denoiser.decode(ddim_sample(denoiser, x_T, grid, eta=1.0, generator=gen)))
         progress(start + x_T.shape[0], 2 * count)
     return torch.cat(outs).cpu()
@@ -675,7 +679,7 @@ def _mix_start(
     """x_T of the job's seed, or of its real image (inverted, with per-step corrections)."""
     gen = torch.Generator().manual_seed(job.payload.seed)
     if "image" not in job.images:
-        return randn((1, *denoiser.sample_shape), gen, torch.device("cpu")), None
+        return denoiser.noise((1, *denoiser.sample_shape), gen, torch.device("cpu")), None
     corrections = real_image_corrections(
         denoiser, denoiser.encode(job.images["image"]), grid, c_n, uncond=uncond,
         guidance=guidance, correct_share=correct_share, refine=refine, generator=gen,
@@ -790,7 +794,7 @@ def run_style_generate(
     grid = timestep_grid(p.steps, denoiser.num_train_timesteps, p.grid)
     generators = [torch.Generator().manual_seed(job.payload.seed) for job in jobs]
     ab_T = float(denoiser.schedule.alphas_cumprod[grid[-1]])
-    x_T = initial_noise(style, len(jobs), ab_T, p.form, generators)
+    x_T = initial_noise(style, len(jobs), ab_T, p.form, generators, offset=denoiser.noise_offset)
     cond = None
     if denoiser.conditional:
         prompts = [job.params.prompt for job in jobs]

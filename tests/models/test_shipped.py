@@ -56,6 +56,20 @@ def test_ddpm_decoder_reads_h_at_its_two_deepest_levels() -> None:
     assert float((zero - eps).norm() / eps.norm()) > 0.05
 
 
+def test_ddpm_samples_from_its_prior_cover_every_background() -> None:
+    dn = load_denoiser(ROOT / "shapes32-ddpm", device="cpu", dtype="float32")
+    assert dn.noise_offset == 0.1  # trained with offset noise: its prior has it too
+    clf = AttributeClassifier.load(ROOT / "shapes32-classifier")
+    gen = torch.Generator().manual_seed(0)
+    x_T = dn.noise((48, *dn.sample_shape), gen)
+    with torch.no_grad():
+        out = ddim_sample(dn, x_T, timestep_grid(25, 1000), eta=1.0, generator=gen)
+    counts = np.bincount(clf.predict(out.clamp(-1, 1))["background"][0].numpy(), minlength=3)
+    # every background at least half its fair share (16); from N(0, I) alone black and
+    # white fall to about 0.4 of it and grey takes twice its share
+    assert counts.min() >= 8, dict(zip(FACTORS["background"], counts.tolist(), strict=True))
+
+
 def test_classifier_reads_fresh_generator_images() -> None:
     clf = AttributeClassifier.load(ROOT / "shapes32-classifier")
     x, y = _held_out(256)
@@ -73,7 +87,7 @@ def test_text_model_follows_its_prompts() -> None:
     colours, shapes = FACTORS["colour"], FACTORS["shape"]
     wanted = [(c % len(colours), c % len(shapes)) for c in range(8)]
     prompts = [f"a {colours[c]} {shapes[s]}" for c, s in wanted]
-    x_T = torch.randn(8, *dn.sample_shape, generator=torch.Generator().manual_seed(0))
+    x_T = dn.noise((8, *dn.sample_shape), torch.Generator().manual_seed(0))
     grid = timestep_grid(20, 1000)
     with torch.no_grad():
         out = ddim_sample(dn, x_T, grid, cond=dn.conditioning(prompts, guidance_scale=3.0))

@@ -16,6 +16,7 @@ adapter returns is fp32, so scheduler arithmetic never runs in half precision.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ import torch
 from worker.engine import unet_split
 from worker.engine.errors import InputError
 from worker.engine.hooks import HookManager, StepClock
+from worker.engine.noise import Generators, prior_noise
 from worker.engine.schedule import NoiseSchedule
 
 Family = Literal["pixel", "latent"]
@@ -76,12 +78,15 @@ class Denoiser:
         text_encoder: Any = None,  # a transformers text model
         tokenizer: Any = None,
         max_prompt_length: int = 77,
+        noise_offset: float = 0.0,
     ) -> None:
         if prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise InputError(
                 f"prediction_type: {prediction_type!r} is not supported; "
                 "expected epsilon, v_prediction or sample"
             )
+        if not 0.0 <= noise_offset < 1.0:
+            raise InputError(f"noise_offset: expected a value in [0, 1), got {noise_offset}")
         unet_split.check_splittable(unet)
         self.name = name
         self.unet: Any = unet
@@ -91,6 +96,7 @@ class Denoiser:
         self.text_encoder: Any = text_encoder
         self.tokenizer = tokenizer
         self.max_prompt_length = max_prompt_length
+        self.noise_offset = float(noise_offset)
         self.clock = StepClock()
         self.hooks = HookManager(unet, self.clock)
         self._ab = schedule.alphas_cumprod.to(torch.float32)
@@ -124,6 +130,16 @@ class Denoiser:
         size = self.unet.config.sample_size
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         return (int(self.unet.config.in_channels), int(h), int(w))
+
+    def noise(
+        self, shape: Sequence[int], generator: Generators = None, device: torch.device | None = None
+    ) -> torch.Tensor:
+        """Noise of this model's forward process: its prior x_T and each stochastic step's.
+
+        N(0, I), plus ``noise_offset`` times one normal draw per (row, channel) for a
+        model trained with offset noise (see ``noise.prior_noise``).
+        """
+        return prior_noise(shape, generator, device or self.device, self.noise_offset)
 
     @property
     def vae_scale_factor(self) -> int:

@@ -95,6 +95,23 @@ def _schedule(folder: Path) -> tuple[NoiseSchedule, str]:
     return NoiseSchedule.from_scheduler_config({}), "epsilon"
 
 
+def _noise_offset(folder: Path) -> float:
+    """The offset noise the model was trained with (``training.json``), 0 when not recorded.
+
+    The folders this project trains record their recipe there; a checkpoint trained
+    without offset noise (google/ddpm-*, Stable Diffusion 1.x) has no such file.
+    """
+    for candidate in (folder / "training.json", folder / "unet" / "training.json"):
+        if candidate.is_file():
+            value = _read_json(candidate).get("offset_noise", 0.0)
+            if not isinstance(value, int | float) or not 0 <= value < 1:
+                raise ModelLoadError(
+                    f"model: {candidate} has offset_noise {value!r}; expected a number in [0, 1)"
+                )
+            return float(value)
+    return 0.0
+
+
 def load_denoiser(
     name_or_path: str | os.PathLike[str],
     *,
@@ -130,7 +147,13 @@ def _load_single_unet(folder: Path, label: str, dev: torch.device, dt: torch.dty
     check_safetensors(folder, "unet")
     unet = UNet2DModel.from_pretrained(folder, use_safetensors=True, torch_dtype=dt).to(dev)
     schedule, prediction = _schedule(folder)
-    return Denoiser(name=label, unet=unet, schedule=schedule, prediction_type=prediction)
+    return Denoiser(
+        name=label,
+        unet=unet,
+        schedule=schedule,
+        prediction_type=prediction,
+        noise_offset=_noise_offset(folder),
+    )
 
 
 def _load_pipeline(folder: Path, label: str, dev: torch.device, dt: torch.dtype) -> Denoiser:
@@ -144,7 +167,13 @@ def _load_pipeline(folder: Path, label: str, dev: torch.device, dt: torch.dtype)
     schedule, prediction = _schedule(folder)
     if cls_name == "UNet2DModel":
         unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, torch_dtype=dt).to(dev)
-        return Denoiser(name=label, unet=unet, schedule=schedule, prediction_type=prediction)
+        return Denoiser(
+            name=label,
+            unet=unet,
+            schedule=schedule,
+            prediction_type=prediction,
+            noise_offset=_noise_offset(folder),
+        )
     if cls_name != "UNet2DConditionModel":
         raise ModelLoadError(
             f"model: unet/config.json names {cls_name}; "
@@ -187,6 +216,7 @@ def _load_pipeline(folder: Path, label: str, dev: torch.device, dt: torch.dtype)
         text_encoder=text_encoder.to(dev),
         tokenizer=tokenizer,
         max_prompt_length=min(max_len, int(getattr(tokenizer, "model_max_length", max_len))),
+        noise_offset=_noise_offset(folder),
     )
 
 

@@ -14,7 +14,8 @@ import torch
 
 from worker.engine.denoiser import Conditioning, Denoiser
 from worker.engine.images import psnr
-from worker.engine.sampling import Generators, ProgressFn, ddim_invert, ddim_sample, ddpm_invert
+from worker.engine.noise import Generators
+from worker.engine.sampling import ProgressFn, ddim_invert, ddim_sample, ddpm_invert
 from worker.engine.schedule import GridKind, timestep_grid
 
 InversionKind = Literal["ddim", "ddpm"]

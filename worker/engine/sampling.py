@@ -28,6 +28,7 @@ import torch
 
 from worker.engine.denoiser import Conditioning, Denoiser
 from worker.engine.errors import InputError
+from worker.engine.noise import Generators
 from worker.engine.schedule import NoiseSchedule
 
 ProgressFn = Callable[[int, int], None]
@@ -60,23 +61,6 @@ class NoiseMaps:
     x_T: torch.Tensor
     zs: list[torch.Tensor]
     eta: float = 1.0
-
-
-Generators = torch.Generator | Sequence[torch.Generator] | None
-
-
-def randn(shape: Sequence[int], generator: Generators, device: torch.device) -> torch.Tensor:
-    """Standard normal noise drawn on the generator's device, then moved (seeded = portable).
-
-    With one generator per sample (a list as long as the batch), each row comes from its
-    own generator, so a seeded job gives the same result whatever batch it runs in.
-    """
-    if isinstance(generator, Sequence):
-        if len(generator) != shape[0]:
-            raise InputError(f"generator: {len(generator)} generators for a batch of {shape[0]}")
-        return torch.cat([randn((1, *shape[1:]), g, device) for g in generator])
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    return torch.randn(tuple(shape), generator=generator, device=gen_device).to(device)
 
 
 def _check_grid(grid: Sequence[int], T: int) -> list[int]:
@@ -189,7 +173,7 @@ def ddim_sample(
         if noises is not None:
             noise = noises[i].to(x.device)
         elif ddim_sigma(ab_t, ab_s, etas[i]) > 0:
-            noise = randn(x.shape, generator, x.device)
+            noise = denoiser.noise(x.shape, generator, x.device)
         x, _ = ddim_step(x, eps, ab_t, ab_s, eta=etas[i], noise=noise)
         if progress is not None:
             progress(i + 1, n)
@@ -275,7 +259,7 @@ def ddpm_invert(
     x0 = x0.to(device=denoiser.device, dtype=torch.float32)
     xs = {
         t: math.sqrt(sched.ab(t)) * x0
-        + math.sqrt(1 - sched.ab(t)) * randn(x0.shape, generator, x0.device)
+        + math.sqrt(1 - sched.ab(t)) * denoiser.noise(x0.shape, generator, x0.device)
         for t in grid
     }
     xs[-1] = x0
@@ -329,7 +313,11 @@ def asymmetric_step(
     """
     eps, eps_edit, _, _ = asymmetric_eps(denoiser, x_t, t, edit_h, cond=cond)
     ab_t, ab_s = denoiser.schedule.ab(t), denoiser.schedule.ab(s)
-    noise = randn(x_t.shape, generator, eps.device) if ddim_sigma(ab_t, ab_s, eta) > 0 else None
+    noise = (
+        denoiser.noise(x_t.shape, generator, eps.device)
+        if ddim_sigma(ab_t, ab_s, eta) > 0
+        else None
+    )
     return ddim_step(
         x_t.to(eps.device, torch.float32), eps, ab_t, ab_s, eta=eta, noise=noise, eps_x0=eps_edit
     )

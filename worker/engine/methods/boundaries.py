@@ -12,7 +12,7 @@ METHODS.md, section B:
    (one-step edit), then denoise from t0 with a given eta.
 4. Mixing step search (the paper describes it, the released code hard-codes 500):
    the earliest grid step whose inverted latents' radius ``||x_t|| / sqrt(D)``
-   matches that of N(0, I) within a tolerance.
+   matches that of the model's prior noise (N(0, I), offset noise included) within a tolerance.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import torch
 
 from worker.engine.denoiser import Denoiser
 from worker.engine.errors import InputError
-from worker.engine.sampling import Generators, ProgressFn, ddim_invert, ddim_sample
+from worker.engine.noise import Generators
+from worker.engine.sampling import ProgressFn, ddim_invert, ddim_sample
 from worker.engine.schedule import timestep_grid
 
 
@@ -87,7 +88,7 @@ def fit_boundary(
 class MixingSearch:
     t0: int
     radius: dict[int, tuple[float, float]]  # t -> (mean, std) of ||x_t|| / sqrt(D)
-    reference: tuple[float, float]  # the same for N(0, I)
+    reference: tuple[float, float]  # the same for the model's prior noise
     found: bool = True  # False: no step was within tol; t0 is then the last step
 
 
@@ -100,16 +101,17 @@ def find_mixing_step(
     refine: int = 0,
     generator: torch.Generator | None = None,
 ) -> MixingSearch:
-    """The earliest step at which DDIM-inverted latents have the radius of N(0, I) noise.
+    """The earliest step at which DDIM-inverted latents have the radius of the prior noise.
 
     Radius statistics: the mean of ``||x_t|| / sqrt(D)`` over the images must lie within
-    ``tol`` of N(0, I)'s (measured on as many draws), and its spread within ``tol`` too.
+    ``tol`` of the model's prior noise (N(0, I), with the offset noise it was trained
+    with; measured on at least 256 draws), and its spread within ``tol`` too.
     """
     grid = timestep_grid(steps, denoiser.num_train_timesteps, "linspace")
     with torch.no_grad():
         traj = ddim_invert(denoiser, x0, grid, fixed_point_iters=refine)
     d = x0[0].numel()
-    noise = torch.randn((max(256, x0.shape[0]), *x0.shape[1:]), generator=generator)
+    noise = denoiser.noise((max(256, x0.shape[0]), *x0.shape[1:]), generator, torch.device("cpu"))
     ref = noise.reshape(noise.shape[0], -1).norm(dim=1) / math.sqrt(d)
     reference = (float(ref.mean()), float(ref.std()))
     radius: dict[int, tuple[float, float]] = {}

@@ -24,13 +24,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from worker.engine.denoiser import Denoiser
 from worker.engine.errors import InputError
 from worker.engine.hspace import align_signs, pca_directions, power_iteration
+from worker.engine.noise import Generators
 from worker.engine.sampling import (
-    Generators,
     ProgressFn,
     ddim_sample,
     ddim_sigma,
     ddim_step,
-    randn,
     reverse_steps,
 )
 
@@ -149,7 +148,11 @@ def edit_with_direction(
                 eps, eps_x0 = (denoiser.up(state), eps_edit) if asymmetric else (eps_edit, None)
             else:
                 eps, eps_x0 = denoiser.eps(x, t), None
-        noise = randn(x.shape, generator, x.device) if ddim_sigma(ab_t, ab_s, eta) > 0 else None
+        noise = (
+            denoiser.noise(x.shape, generator, x.device)
+            if ddim_sigma(ab_t, ab_s, eta) > 0
+            else None
+        )
         x, _ = ddim_step(x, eps, ab_t, ab_s, eta=eta, noise=noise, eps_x0=eps_x0)
         if progress is not None:
             progress(i + 1, n)

@@ -27,14 +27,13 @@ from service.method_specs import InjectParams
 from worker.engine.denoiser import Denoiser
 from worker.engine.errors import InputError
 from worker.engine.hspace import inject
+from worker.engine.noise import Generators
 from worker.engine.sampling import (
-    Generators,
     ProgressFn,
     ddim_invert,
     ddim_sigma,
     ddim_step,
     predict_x0,
-    randn,
     reverse_steps,
 )
 
@@ -145,7 +144,11 @@ def inject_content(
             else:
                 eps = denoiser.eps(x, t)
                 eps_x0 = None
-        noise = randn(x.shape, generator, x.device) if ddim_sigma(ab_t, ab_s, eta) > 0 else None
+        noise = (
+            denoiser.noise(x.shape, generator, x.device)
+            if ddim_sigma(ab_t, ab_s, eta) > 0
+            else None
+        )
         if t >= settings.t_damp and settings.lam != 1.0:
             x0 = predict_x0(x, eps if eps_x0 is None else eps_x0, ab_t)
             x = math.sqrt(ab_s) * x0 + settings.lam * math.sqrt(1 - ab_s) * eps

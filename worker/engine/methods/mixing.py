@@ -33,7 +33,7 @@ from torch.utils.checkpoint import checkpoint
 
 from worker.engine.denoiser import Conditioning, Denoiser
 from worker.engine.errors import InputError
-from worker.engine.sampling import ddim_invert, ddim_step, randn, reverse_steps
+from worker.engine.sampling import ddim_invert, ddim_step, reverse_steps
 
 
 class Scorer(Protocol):
@@ -227,7 +227,7 @@ def real_image_corrections(
         ns = []
         for step in reverse_steps(grid, denoiser.schedule):
             y = _step(denoiser, x, step.t, step.ab_t, step.ab_s, c_n, cond.uncond, guidance)
-            noise = randn(x0.shape, generator, y.device)
+            noise = denoiser.noise(x0.shape, generator, y.device)
             target = math.sqrt(step.ab_s) * x0 + math.sqrt(1 - step.ab_s) * noise
             if step.s < 0:
                 target = x0.to(y.device)

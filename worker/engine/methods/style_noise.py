@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 
 from worker.engine.errors import InputError
-from worker.engine.sampling import Generators, randn
+from worker.engine.noise import Generators, prior_noise, randn
 
 Form = Literal["direct", "signal_leak"]
 
@@ -113,12 +113,17 @@ def initial_noise(
     alpha_bar_T: float,
     form: Form = "direct",
     generator: Generators = None,
+    offset: float = 0.0,
 ) -> torch.Tensor:
-    """x_T for generation in the style: the direct or the signal-leak form."""
+    """x_T for generation in the style: the direct or the signal-leak form.
+
+    The signal-leak form's noise is the model's own (``offset``: its training offset
+    noise, see ``prior_noise``).
+    """
     drawn = sample_style(style, n, generator)
     if form == "direct":
         return drawn
     if form == "signal_leak":
-        eps = randn(drawn.shape, generator, drawn.device)
+        eps = prior_noise(drawn.shape, generator, drawn.device, offset)
         return math.sqrt(alpha_bar_T) * drawn + math.sqrt(1 - alpha_bar_T) * eps
     raise InputError(f"form: expected direct or signal_leak, got {form!r}")
