@@ -24,9 +24,10 @@ distribution (direct and signal-leak forms) against 64 from the model's own prio
 ("plain": N(0, I), with the offset noise it was trained with). Reported: the
 distance between the style set's colour statistics (per-image RGB mean and std,
 averaged) and the samples', and the share of samples the classifier gives the
-style's colour and background. With ``--text-model``, the same with prompts naming
-the content only (shape, size, position), and the share whose shape follows the
-prompt (adherence kept).
+style's colour and background; the signal-leak form also started lower
+(``--d-t-start``, 700 and 500), where the leak is large enough for the model to
+read. With ``--text-model``, the same with prompts naming the content only (shape,
+size, position), and the share whose shape follows the prompt (adherence kept).
 
     python -m benchmarks.methods_bcd            # B and D
     python -m benchmarks.methods_bcd --only c --text-model models/shapes32-text
@@ -277,6 +278,7 @@ def eval_style(
     eta: float,
     prompts: list[str] | None = None,
     guidance: float = 1.0,
+    t_starts: tuple[int, ...] = (),
 ) -> list[dict[str, Any]]:
     style_x = _style_set(colour, background, style_images)
     target = colour_stats(style_x)
@@ -285,15 +287,25 @@ def eval_style(
     ab_T = float(dn.schedule.alphas_cumprod[grid[-1]])
     cond = dn.conditioning(prompts, guidance_scale=guidance) if prompts else None
     rows = []
-    for start in ("plain", "direct", "signal_leak"):
+    starts: list[tuple[str, int | None]] = [
+        ("plain", None),
+        ("direct", None),
+        ("signal_leak", None),
+    ]
+    starts += [("signal_leak", t) for t in t_starts]
+    for form, t_start in starts:
         gen = torch.Generator().manual_seed(5)
-        if start == "plain":
+        run_grid = grid if t_start is None else timestep_grid(steps, dn.num_train_timesteps,
+                                                              t_max=t_start)  # fmt: skip
+        start = form if t_start is None else f"{form} from t={t_start}"
+        if form == "plain":
             x_T = dn.noise((count, *dn.sample_shape), gen)
         else:
-            x_T = initial_noise(style, count, ab_T, start, gen, dn.noise_offset)  # type: ignore[arg-type]
+            ab = ab_T if t_start is None else float(dn.schedule.alphas_cumprod[run_grid[-1]])
+            x_T = initial_noise(style, count, ab, form, gen, dn.noise_offset)  # type: ignore[arg-type]
         t0 = time.perf_counter()
         with torch.no_grad():
-            out = dn.decode(ddim_sample(dn, x_T, grid, cond=cond, eta=eta, generator=gen))
+            out = dn.decode(ddim_sample(dn, x_T, run_grid, cond=cond, eta=eta, generator=gen))
         seconds = time.perf_counter() - t0
         pred = clf.predict(out.clamp(-1, 1))
         col = FACTORS["colour"].index(colour)
@@ -341,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=64)
     p.add_argument("--style-images", type=int, default=8)
     p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--d-t-start", type=int, nargs="*", default=[700, 500],
+                   help="D: also the signal-leak form started at these timesteps")  # fmt: skip
     p.add_argument(
         "--refine", type=int, default=1, help="fixed-point iterations per DDIM inversion step"
     )
@@ -360,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     for colour, background in (("red", "white"), ("yellow", "black")) if "d" in args.only else ():
         for eta in (0.0, 1.0):
             rows = eval_style(dn, clf, colour, background, args.style_images, args.count,
-                              args.steps, eta)  # fmt: skip
+                              args.steps, eta, t_starts=tuple(args.d_t_start))  # fmt: skip
             results["d"].append({"style": [colour, background], "eta": eta, "rows": rows})
     if "c" in args.only and not args.text_model:
         p.error("--only c needs --text-model")
@@ -380,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(args.count)
             ]
             rows = eval_style(tm, clf, colour, background, args.style_images, args.count,
-                              args.steps, 1.0, prompts, guidance=args.guidance)  # fmt: skip
+                              args.steps, 1.0, prompts, guidance=args.guidance,
+                              t_starts=tuple(args.d_t_start))  # fmt: skip
             results.setdefault("d_text", []).append({"style": [colour, background], "rows": rows})
     if args.json_out:
         with open(args.json_out, "w") as fh:

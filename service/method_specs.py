@@ -224,6 +224,22 @@ class StyleGenerateParams(MethodParams):
     eta: float = Field(0.0, ge=0.0, le=1.0, description="0: DDIM, 1: DDPM-like")
     prompt: str = Field("", max_length=500, description="prompt, for text-conditioned models")
     guidance_scale: float = Field(1.0, ge=1.0, le=30.0, description="classifier-free guidance")
+    t_start: int | None = Field(
+        None,
+        ge=1,
+        le=999,
+        description=(
+            "signal_leak only: start sampling at this timestep (the model's scale) instead of "
+            "the grid's top; the leak sqrt(ab_t)(mu + sigma z) is then large enough to be read "
+            "(at T it is sqrt(ab_T) = 0.006 of the signal for linear betas)"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _t_start_needs_leak(self) -> StyleGenerateParams:
+        if self.t_start is not None and self.form != "signal_leak":
+            raise ValueError("t_start: only with form signal_leak (the direct form starts at T)")
+        return self
 
 
 @dataclass(frozen=True)
@@ -373,7 +389,7 @@ METHODS: dict[str, MethodSpec] = {
             summary="Generate in a style: sampling starts from its fitted noise distribution.",
             params=StyleGenerateParams,
             inputs=(),
-            batch_fields=("asset", "form", "steps", "grid", "eta", "guidance_scale"),
+            batch_fields=("asset", "form", "steps", "grid", "eta", "guidance_scale", "t_start"),
         ),
     )
 }

@@ -791,7 +791,7 @@ def run_style_generate(
             f"params.asset: fitted for x_T of shape {tuple(style.mean.shape)}, "
             f"model {denoiser.name} samples {denoiser.sample_shape}",
         )
-    grid = timestep_grid(p.steps, denoiser.num_train_timesteps, p.grid)
+    grid = timestep_grid(p.steps, denoiser.num_train_timesteps, p.grid, t_max=p.t_start)
     generators = [torch.Generator().manual_seed(job.payload.seed) for job in jobs]
     ab_T = float(denoiser.schedule.alphas_cumprod[grid[-1]])
     x_T = initial_noise(style, len(jobs), ab_T, p.form, generators, offset=denoiser.noise_offset)

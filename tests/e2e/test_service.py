@@ -501,6 +501,9 @@ def test_cli_fits_a_style_and_the_api_generates_in_it(
     assert job["status"] == "succeeded", job
     png = httpx.get(f"{api}{job['output_links'][0]}").content
     assert Image.open(io.BytesIO(png)).size == (32, 32)
+    direct_late = {**body, "params": {"asset": result["asset"], "t_start": 500}}
+    r = httpx.post(f"{api}/v1/edits", json=direct_late)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "params.t_start"
     one = {"model": "shapes32", "method": "style-noise",
            "params": {"name": "x", "images": [whites[0].name]}}  # fmt: skip
     r = httpx.post(f"{api}/v1/fits", json=one)

@@ -70,6 +70,38 @@ def test_ddpm_samples_from_its_prior_cover_every_background() -> None:
     assert counts.min() >= 8, dict(zip(FACTORS["background"], counts.tolist(), strict=True))
 
 
+def test_style_noise_leaked_at_t500_gives_the_style_background() -> None:
+    from worker.engine.methods.style_noise import fit_style_noise, initial_noise
+    from worker.training.shapes import Labels, render
+
+    dn = load_denoiser(ROOT / "shapes32-ddpm", device="cpu", dtype="float32")
+    clf = AttributeClassifier.load(ROOT / "shapes32-classifier")
+    rng = np.random.default_rng(0)
+    white = FACTORS["background"].index("white")
+    style_images = [
+        render(Labels(i % 3, i % 2, i % 4, i % 4, white), rng) for i in range(8)
+    ]  # every colour and shape, white backgrounds
+    x = torch.from_numpy(np.stack(style_images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    style = fit_style_noise(x)
+    grid = timestep_grid(50, 1000, t_max=500)
+    ab = float(dn.schedule.alphas_cumprod[grid[-1]])
+    shares = {}
+    for start in ("plain", "leak"):
+        gen = torch.Generator().manual_seed(1)
+        if start == "plain":
+            x_T = dn.noise((16, *dn.sample_shape), gen)
+            run_grid = timestep_grid(50, 1000)
+        else:
+            x_T = initial_noise(style, 16, ab, "signal_leak", gen, dn.noise_offset)
+            run_grid = grid
+        with torch.no_grad():
+            out = ddim_sample(dn, x_T, run_grid, eta=1.0, generator=gen)
+        bg = clf.predict(out.clamp(-1, 1))["background"][0]
+        shares[start] = float((bg == white).float().mean())
+    # the prior gives white a third of the time; the leak read at t = 500 most of the time
+    assert shares["leak"] >= 0.75 and shares["leak"] > shares["plain"] + 0.25, shares
+
+
 def test_classifier_reads_fresh_generator_images() -> None:
     clf = AttributeClassifier.load(ROOT / "shapes32-classifier")
     x, y = _held_out(256)
