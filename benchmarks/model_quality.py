@@ -120,15 +120,18 @@ def _twins(factor: str, pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray, 
     return np.stack(a_imgs), np.stack(b_imgs), b_labels
 
 
-def eval_swap(dn: Denoiser, clf: AttributeClassifier, pairs: int, steps: int) -> dict[str, Any]:
+def eval_swap(
+    dn: Denoiser, clf: AttributeClassifier, pairs: int, steps: int, refine: int = 0
+) -> dict[str, Any]:
+    """Swap test; both twins DDIM-inverted with ``refine`` fixed-point iterations per step."""
     grid = timestep_grid(steps, dn.num_train_timesteps)
     table: dict[str, Any] = {}
     for i, factor in enumerate(CONTENT_FACTORS):
         a_imgs, b_imgs, b_labels = _twins(factor, pairs, seed=100 + i)
         xa, xb = _to_tensor(a_imgs), _to_tensor(b_imgs)
         with torch.no_grad():
-            xa_T = ddim_invert(dn, xa, grid).x_T
-            xb_T = ddim_invert(dn, xb, grid).x_T
+            xa_T = ddim_invert(dn, xa, grid, fixed_point_iters=refine).x_T
+            xb_T = ddim_invert(dn, xb, grid, fixed_point_iters=refine).x_T
             with dn.hooks.capture_h("swap.record") as cap:
                 ddim_sample(dn, xb_T, grid)
             with dn.hooks.edit_h("swap.replace", lambda h, t: cap.at(t).to(h.dtype)):
@@ -143,7 +146,7 @@ def eval_swap(dn: Denoiser, clf: AttributeClassifier, pairs: int, steps: int) ->
             if other != factor
         }
         table[factor] = {"follows_h": round(float(follows), 3), "other_factors_kept": kept}
-    return {"pairs": pairs, "steps": steps, "table": table}
+    return {"pairs": pairs, "steps": steps, "refine": refine, "table": table}
 
 
 def eval_h_weight(dn: Denoiser, count: int = 32) -> dict[str, Any]:
@@ -238,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-steps", type=int, default=50)
     p.add_argument("--etas", nargs="+", type=float, default=[0.0, 1.0])
     p.add_argument("--held-out", type=int, default=64)
+    p.add_argument("--swap-refine", type=int, nargs="+", default=[0, 1],
+                   help="swap test: inversion refinements to run")  # fmt: skip
     p.add_argument("--pairs", type=int, default=64)
     p.add_argument("--grid-png", help="write a grid of 64 samples here")
     p.add_argument("--text-model", default="models/shapes32-text", help="for the text section")
@@ -271,11 +276,13 @@ def main(argv: list[str] | None = None) -> int:
         results["h_weight"] = eval_h_weight(dn)
         print("eps change when h is zeroed / swapped:", results["h_weight"]["relative_eps_change"])
     if "swap" in args.only:
-        results["swap"] = eval_swap(dn, clf, args.pairs, 50)
-        print("\nswap test: share of outputs whose factor follows the swapped-in h")
-        print(f"{'factor':<10}{'follows h':>10}   other factors kept")
-        for factor, row in results["swap"]["table"].items():
-            print(f"{factor:<10}{row['follows_h']:>10.3f}   {row['other_factors_kept']}")
+        results["swap"] = [eval_swap(dn, clf, args.pairs, 50, r) for r in args.swap_refine]
+        for res in results["swap"]:
+            print(f"\nswap test (inversion refine {res['refine']}): share of outputs whose "
+                  "factor follows the swapped-in h")  # fmt: skip
+            print(f"{'factor':<10}{'follows h':>10}   other factors kept")
+            for factor, row in res["table"].items():
+                print(f"{factor:<10}{row['follows_h']:>10.3f}   {row['other_factors_kept']}")
     if args.json_out:
         with open(args.json_out, "w") as fh:
             json.dump(results, fh, indent=2)
@@ -323,10 +330,13 @@ def write_card(path: str, model: str, results: dict[str, Any]) -> None:
         for t, row in results["h_weight"]["relative_eps_change"].items():
             lines.append(f"| {t} | {row['zero_h']} | {row['swap_h']} |")
     if "swap" in results:
-        lines += ["", "Swap test (h replaced at every step by a twin's; share that follows h):", ""]
-        lines += ["| factor | follows h | other factors kept |", "|---|---|---|"]
-        for factor, row in results["swap"]["table"].items():
-            lines.append(f"| {factor} | {row['follows_h']} | {row['other_factors_kept']} |")
+        lines += ["", "Swap test (h replaced at every step by a twin's; share that follows h; "
+                  "twins inverted with `refine` fixed-point iterations per step):", ""]  # fmt: skip
+        lines += ["| factor | refine | follows h | other factors kept |", "|---|---|---|---|"]
+        for res in results["swap"]:
+            for factor, row in res["table"].items():
+                lines.append(f"| {factor} | {res['refine']} | {row['follows_h']} | "
+                             f"{row['other_factors_kept']} |")  # fmt: skip
     if "text" in results:
         lines += [
             "",
