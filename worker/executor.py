@@ -791,6 +791,12 @@ def run_style_generate(
             f"params.asset: fitted for x_T of shape {tuple(style.mean.shape)}, "
             f"model {denoiser.name} samples {denoiser.sample_shape}",
         )
+    if p.t_start is not None and p.t_start >= denoiser.num_train_timesteps:
+        raise JobFailed(
+            ErrorCode.INVALID_INPUT,
+            f"params.t_start: model {denoiser.name} has timesteps 0 to "
+            f"{denoiser.num_train_timesteps - 1}, got {p.t_start}",
+        )
     grid = timestep_grid(p.steps, denoiser.num_train_timesteps, p.grid, t_max=p.t_start)
     generators = [torch.Generator().manual_seed(job.payload.seed) for job in jobs]
     ab_T = float(denoiser.schedule.alphas_cumprod[grid[-1]])

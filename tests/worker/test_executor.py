@@ -17,6 +17,7 @@ from service.contract import ErrorCode, JobKind, JobPayload
 from worker.engine import Denoiser
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.methods.mixing import reference_init
+from worker.engine.schedule import NoiseSchedule
 from worker.executor import JobFailed, JobOutput, RunContext, prepare, run_batch
 from worker.inversion_cache import InversionCache
 
@@ -217,10 +218,12 @@ def test_style_noise_fit_then_generate(
     assets.records[asset] = {"id": asset, "model": model.name, "method": "style-noise",
                              "blob": store.put(out.asset.to_bytes()), "owner": None}  # fmt: skip
 
+    def payload(seed: int, **params: object) -> JobPayload:
+        return JobPayload(id="g", kind=JobKind.EDIT, model="m", method="style-generate",
+                          params={"asset": asset, "steps": 4, **params}, seed=seed)  # fmt: skip
+
     def generate(seed: int, **params: object) -> bytes:
-        payload = JobPayload(id="g", kind=JobKind.EDIT, model="m", method="style-generate",
-                             params={"asset": asset, "steps": 4, **params}, seed=seed)  # fmt: skip
-        return _one(model, payload, store, ctx).images[0]
+        return _one(model, payload(seed, **params), store, ctx).images[0]
 
     prompt = {"prompt": "a red circle", "guidance_scale": 2.0} if family == "cond" else {}
     first = generate(1, **prompt)
@@ -229,6 +232,11 @@ def test_style_noise_fit_then_generate(
     leak = generate(1, form="signal_leak", **prompt)
     assert leak != first
     assert generate(1, form="signal_leak", t_start=400, **prompt) not in (leak, first)
+    schedule = NoiseSchedule.from_scheduler_config({"num_train_timesteps": 100})
+    short = Denoiser(name=model.name, unet=model.unet, schedule=schedule,
+                     text_encoder=model.text_encoder, tokenizer=model.tokenizer)  # fmt: skip
+    with pytest.raises(JobFailed, match=r"params\.t_start: .* 0 to 99, got 400"):
+        _one(short, payload(1, form="signal_leak", t_start=400, **prompt), store, ctx)
     with pytest.raises(JobFailed, match="no style-noise asset"):
         generate(1, asset="nope")
     one_image = fit.model_copy(update={"params": {"name": "s", "images": images[:1]}})

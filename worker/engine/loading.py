@@ -146,6 +146,11 @@ def _load_single_unet(folder: Path, label: str, dev: torch.device, dt: torch.dty
         )
     check_safetensors(folder, "unet")
     unet = UNet2DModel.from_pretrained(folder, use_safetensors=True, torch_dtype=dt).to(dev)
+    return _denoiser(folder, label, unet)
+
+
+def _denoiser(folder: Path, label: str, unet: Any, **parts: Any) -> Denoiser:
+    """The Denoiser of a model folder: its schedule, prediction type and prior from the folder."""
     schedule, prediction = _schedule(folder)
     return Denoiser(
         name=label,
@@ -153,6 +158,7 @@ def _load_single_unet(folder: Path, label: str, dev: torch.device, dt: torch.dty
         schedule=schedule,
         prediction_type=prediction,
         noise_offset=_noise_offset(folder),
+        **parts,
     )
 
 
@@ -164,16 +170,9 @@ def _load_pipeline(folder: Path, label: str, dev: torch.device, dt: torch.dtype)
         raise ModelLoadError(f"model: {folder} has model_index.json but no unet/config.json")
     check_safetensors(unet_dir, "unet")
     cls_name = _read_json(unet_dir / "config.json").get("_class_name", "UNet2DModel")
-    schedule, prediction = _schedule(folder)
     if cls_name == "UNet2DModel":
         unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, torch_dtype=dt).to(dev)
-        return Denoiser(
-            name=label,
-            unet=unet,
-            schedule=schedule,
-            prediction_type=prediction,
-            noise_offset=_noise_offset(folder),
-        )
+        return _denoiser(folder, label, unet)
     if cls_name != "UNet2DConditionModel":
         raise ModelLoadError(
             f"model: unet/config.json names {cls_name}; "
@@ -207,16 +206,14 @@ def _load_pipeline(folder: Path, label: str, dev: torch.device, dt: torch.dtype)
     text_encoder = AutoModel.from_pretrained(encoder_dir, use_safetensors=True, dtype=dt)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     max_len = int(index.get("max_prompt_length", 77))
-    return Denoiser(
-        name=label,
-        unet=cond_unet.to(dev),
-        schedule=schedule,
-        prediction_type=prediction,
+    return _denoiser(
+        folder,
+        label,
+        cond_unet.to(dev),
         vae=None if vae is None else vae.to(dev),
         text_encoder=text_encoder.to(dev),
         tokenizer=tokenizer,
         max_prompt_length=min(max_len, int(getattr(tokenizer, "model_max_length", max_len))),
-        noise_offset=_noise_offset(folder),
     )
 
 

@@ -37,17 +37,14 @@ def prior_noise(
 
     A model trained with offset noise (Guttenberg 2023) learned q(x_t | x_0) with this
     noise, so its prior x_T and the fresh noise of each stochastic step must have it
-    too: drawn from N(0, I) alone, an image's mean colour starts with a tenth of the
-    spread the model expects and samples collapse to mid-grey backgrounds. With
-    ``offset = 0`` this is ``randn`` exactly (the same draws from the same generator).
-    Per-row generators draw their row's eps, then its offsets.
+    too: drawn from N(0, I) alone, the mean colour of a 32x32 image starts with about a
+    third of the spread the model expects (1/32 against sqrt(1/1024 + 0.1^2)) and
+    samples collapse to mid-grey backgrounds. With ``offset = 0`` this is ``randn``
+    exactly (the same draws from the same generator). With per-row generators each
+    draws its row's eps, then its row's offsets, whatever the batch.
     """
     if offset <= 0:
         return randn(shape, generator, device)
-    if isinstance(generator, Sequence):
-        if len(generator) != shape[0]:
-            raise InputError(f"generator: {len(generator)} generators for a batch of {shape[0]}")
-        return torch.cat([prior_noise((1, *shape[1:]), g, device, offset) for g in generator])
     eps = randn(shape, generator, device)
     per_channel = randn((shape[0], shape[1], *([1] * (len(shape) - 2))), generator, device)
     return eps + offset * per_channel
