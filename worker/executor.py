@@ -469,6 +469,9 @@ def run_direction_fit(
                 sigmas[t] = sigma
                 progress(i + 1, len(grid))
             metrics["sigma_top_step"] = [round(float(v), 4) for v in sigmas[grid[-1]]]
+        # every other asset's directions removed at once: projecting against one asset
+        # after another leaves the result orthogonal to the last only
+        removed: dict[int, list[torch.Tensor]] = {t: [] for t in grid}
         for other_id in p.project_out:
             others, _ = _load_directions(ctx, other_id, "params.project_out", [job], denoiser.name)
             lacking = [t for t in grid if t not in others]
@@ -478,8 +481,12 @@ def run_direction_fit(
                     f"params.project_out: asset {other_id} has no directions for steps "
                     f"{lacking[:5]}; fit it with the same steps and grid",
                 )
+            for t in grid:
+                removed[t].append(others[t].float())
+        if p.project_out:
             dirs = {
-                t: torch.stack([project_out(d, others[t].float()) for d in dirs[t]]) for t in grid
+                t: torch.stack([project_out(d, torch.cat(removed[t])) for d in dirs[t]])
+                for t in grid
             }
         metrics["fit_seconds"] = round(time.perf_counter() - start, 2)
         meta = {

@@ -153,13 +153,16 @@ def test_direction_fits_make_assets_and_edits_apply_them(pixel: Denoiser, tmp_pa
     jac = _fit(pixel, store, ctx, kind="jacobian", k=2, iters=5, inputs={"image": _blob(store, 4)})
     assert jac.asset is not None and len(jac.metrics["sigma_top_step"]) == 2
 
-    # disentangled: the new directions are orthogonal to every direction of the other asset
+    # disentangled: the new directions are orthogonal to every direction of both other
+    # assets at once (one projection after the other would leave them orthogonal to the last)
     pca_id = assets.add(store, pca, "tiny-pixel")
+    labelled_id = assets.add(store, labelled, "tiny-pixel")
     clean = _fit(pixel, store, ctx, kind="supervised", factor="colour", value="red", samples=16,
-                 top_k=4, project_out=[pca_id])  # fmt: skip
+                 top_k=4, project_out=[pca_id, labelled_id])  # fmt: skip
     assert clean.asset is not None
     for t in grid:
-        others = pca.asset.tensors[f"t{t}"].reshape(3, -1)
+        others = torch.cat([pca.asset.tensors[f"t{t}"], labelled.asset.tensors[f"t{t}"]])
+        others = others.reshape(4, -1)
         d = clean.asset.tensors[f"t{t}"].reshape(1, -1)
         assert (others @ d.T).abs().max() < 1e-4 * others.norm() * d.norm()
 
