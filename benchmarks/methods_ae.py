@@ -11,6 +11,8 @@ E (h-space directions):
   dh_t = mean(h_t | top-K for the value) - mean(h_t | bottom-K); applied to
   DDIM-inverted held-out images that lack the value; success (the factor takes
   the value) and preservation (every other factor unchanged) over the scale s;
+- disentangle: the same, beside each direction with the other four targets'
+  directions projected out (Haas et al.), rescaled to the raw direction's norm;
 - PCA: the top components of h over the same samples; for each, the share of
   edited samples in which each factor changes (which factor a component moves);
 - Jacobian: directions of one held-out image, time per image, and how local the
@@ -18,6 +20,7 @@ E (h-space directions):
 
     python -m benchmarks.methods_ae                      # everything (~25 min here)
     python -m benchmarks.methods_ae --only a --pairs 16  # one part, smaller
+    python -m benchmarks.methods_ae --only disentangle --scales 0.5 1 2 4
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from worker.engine import Denoiser, ddim_invert, ddim_sample, load_denoiser
 from worker.engine.classifier import AttributeClassifier
+from worker.engine.hspace import project_out
 from worker.engine.methods.directions import (
     collect_h,
     edit_with_direction,
@@ -175,6 +180,63 @@ def _generated_h(
     return {t: torch.cat(v) for t, v in hs.items()}, clf.predict(images.clamp(-1, 1)), images
 
 
+def _supervised_targets(
+    clf_pred: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    h: dict[int, torch.Tensor],
+    grid: list[int],
+    top_k: int,
+) -> dict[str, tuple[dict[int, torch.Tensor], int, int]]:
+    """Per target, dh_t = mean(h_t | top-K by P(value)) - mean(h_t | bottom-K), and the counts."""
+    out = {}
+    for factor, value in TARGETS.items():
+        v = FACTORS[factor].index(value)
+        cls, conf = clf_pred[factor]
+        score = torch.where(cls == v, conf, 1 - conf)
+        order = torch.argsort(score, descending=True)
+        pos, neg = order[:top_k], order[-top_k:]
+        pos = pos[cls[pos] == v]
+        neg = neg[cls[neg] != v]
+        dirs = supervised_directions({t: h[t][pos] for t in grid}, {t: h[t][neg] for t in grid})
+        out[f"{factor}={value}"] = (dirs, len(pos), len(neg))
+    return out
+
+
+def _disentangled(
+    targets: dict[str, tuple[dict[int, torch.Tensor], int, int]], key: str
+) -> dict[int, torch.Tensor]:
+    """``key``'s directions with every other target's projected out (Haas et al.), per step."""
+    dirs = targets[key][0]
+    return {
+        t: project_out(d, torch.stack([o[0][t] for k, o in targets.items() if k != key]))
+        for t, d in dirs.items()
+    }
+
+
+def _edit_rows(
+    dn: Denoiser,
+    clf: AttributeClassifier,
+    x_T: torch.Tensor,
+    y: np.ndarray,
+    grid: list[int],
+    dirs: dict[int, torch.Tensor],
+    j: int,
+    v: int,
+    scales: list[float],
+    t_edit: int,
+) -> list[dict[str, float]]:
+    """Success (factor j takes value v) and preservation (every other factor kept) per scale."""
+    others = [k for k in range(len(FACTORS)) if k != j]
+    rows = []
+    for s in scales:
+        with torch.no_grad():
+            out = edit_with_direction(dn, x_T, grid, dirs, s, t_edit=t_edit)
+        p = _judge(clf, out)
+        success = float((p[:, j] == v).mean())
+        kept = float(np.all(p[:, others] == y[:, others], axis=1).mean())
+        rows.append({"s": s, "success": round(success, 3), "preservation": round(kept, 3)})
+    return rows
+
+
 def eval_supervised(
     dn: Denoiser,
     clf: AttributeClassifier,
@@ -186,39 +248,45 @@ def eval_supervised(
     scales: list[float],
     t_edit: int,
     refine: int = 1,
+    disentangle: bool = False,
 ) -> dict[str, Any]:
-    cols = list(FACTORS)
-    results: dict[str, Any] = {}
+    """Each target's direction on held-out images that lack the value; with ``disentangle``,
+    also the direction with the other four targets' directions projected out, at the same
+    norm as the raw one (so a scale means the same step length in both rows)."""
     from worker.training.shapes import generate
 
+    cols = list(FACTORS)
+    results: dict[str, Any] = {}
     images, labels = generate(HELD_OUT_SEED + 1, 4 * count)
     y_all = label_array(labels)
+    targets = _supervised_targets(pred, h, grid, top_k)
     for factor, value in TARGETS.items():
+        key = f"{factor}={value}"
         j, v = cols.index(factor), FACTORS[factor].index(value)
-        # score: the classifier's probability of the value (top-K vs bottom-K)
-        cls, conf = pred[factor]
-        score = torch.where(cls == v, conf, 1 - conf)
-        order = torch.argsort(score, descending=True)
-        pos, neg = order[:top_k], order[-top_k:]
-        pos = pos[cls[pos] == v]
-        neg = neg[cls[neg] != v]
-        dirs = supervised_directions({t: h[t][pos] for t in grid}, {t: h[t][neg] for t in grid})
+        dirs, n_pos, n_neg = targets[key]
         pick = np.flatnonzero(y_all[:, j] != v)[:count]
         x0 = _to_tensor(images[pick])
         y = y_all[pick]
         with torch.no_grad():
             x_T = ddim_invert(dn, x0, grid, fixed_point_iters=refine).x_T
-        rows = []
-        for s in scales:
-            with torch.no_grad():
-                out = edit_with_direction(dn, x_T, grid, dirs, s, t_edit=t_edit)
-            p = _judge(clf, out)
-            others = [k for k in range(len(cols)) if k != j]
-            success = float((p[:, j] == v).mean())
-            kept = float(np.all(p[:, others] == y[:, others], axis=1).mean())
-            rows.append({"s": s, "success": round(success, 3), "preservation": round(kept, 3)})
-        results[f"{factor}={value}"] = {"positives": len(pos), "negatives": len(neg), "rows": rows}
-        print(f"supervised {factor}={value}:", json.dumps(rows), flush=True)
+        entry: dict[str, Any] = {"positives": n_pos, "negatives": n_neg}
+        entry["rows"] = _edit_rows(dn, clf, x_T, y, grid, dirs, j, v, scales, t_edit)
+        print(f"supervised {key}:", json.dumps(entry["rows"]), flush=True)
+        if disentangle:
+            clean = _disentangled(targets, key)
+            clean = {t: d * (dirs[t].norm() / d.norm().clamp_min(1e-12)) for t, d in clean.items()}
+            cos = float(
+                np.mean(
+                    [
+                        F.cosine_similarity(clean[t].flatten(), d.flatten(), 0)
+                        for t, d in dirs.items()
+                    ]
+                )
+            )
+            entry["disentangled_cos_to_raw"] = round(cos, 3)
+            entry["disentangled"] = _edit_rows(dn, clf, x_T, y, grid, clean, j, v, scales, t_edit)
+            print(f"disentangled {key} (cos {cos:.2f}):", json.dumps(entry["disentangled"]))
+        results[key] = entry
     return results
 
 
@@ -253,7 +321,7 @@ def eval_pca(
 
 
 def eval_jacobian(
-    dn: Denoiser, steps: int, k: int, iters: int, images: int, scale: float
+    dn: Denoiser, steps: int, k: int, iters: int, images: int, scale: float, refine: int = 1
 ) -> dict[str, Any]:
     from worker.training.shapes import generate
 
@@ -263,7 +331,7 @@ def eval_jacobian(
     per_image, locality, change = [], [], []
     for i in range(images):
         with torch.no_grad():
-            traj = ddim_invert(dn, x0[i : i + 1], grid)
+            traj = ddim_invert(dn, x0[i : i + 1], grid, fixed_point_iters=refine)
         start = time.perf_counter()
         dirs: dict[int, torch.Tensor] = {}
         xs = dict(zip(grid, traj.xs, strict=True))  # x at each grid step, as sampling sees it
@@ -295,6 +363,7 @@ def eval_jacobian(
         "k": k,
         "iters": iters,
         "images": images,
+        "refine": refine,
         "s_per_image": round(float(np.mean(per_image)), 1),
         "s_per_step": round(float(np.mean(per_image)) / steps, 2),
         "mean_abs_change": round(float(np.mean(change)), 3),
@@ -311,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--only",
         nargs="+",
-        choices=["a", "supervised", "pca", "jacobian"],
+        choices=["a", "supervised", "disentangle", "pca", "jacobian"],
         default=["a", "supervised", "pca", "jacobian"],
     )
     p.add_argument("--pairs", type=int, default=32)
@@ -324,10 +393,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--refine", type=int, default=1, help="fixed-point iterations per DDIM inversion step"
     )
+    p.add_argument(
+        "--scales", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 4.0, 8.0],
+        help="E supervised: edit scales s",
+    )  # fmt: skip
+    p.add_argument(
+        "--e-t-edit", type=int, default=0, help="E supervised: edit only steps with t >= this"
+    )
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--json", dest="json_out")
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     dn = load_denoiser(args.model, device="cpu", dtype="float32")
     clf = AttributeClassifier.load(args.classifier)
     results: dict[str, Any] = {}
@@ -335,19 +412,22 @@ def main(argv: list[str] | None = None) -> int:
         configs = json.loads(args.configs) if args.configs else default_inject_configs()
         results["inject"] = eval_inject(dn, clf, args.pairs, configs)
     grid = timestep_grid(args.edit_steps, dn.num_train_timesteps)
-    if "supervised" in args.only or "pca" in args.only:
+    if {"supervised", "disentangle", "pca"} & set(args.only):
         start = time.perf_counter()
         h, pred, _ = _generated_h(dn, clf, args.samples, grid)
         print(f"collected h of {args.samples} samples in {time.perf_counter() - start:.0f} s")
-        if "supervised" in args.only:
+        if "supervised" in args.only or "disentangle" in args.only:
             results["supervised"] = eval_supervised(
                 dn, clf, h, pred, grid, args.count, top_k=args.samples // 8,
-                scales=[0.0, 0.5, 1.0, 2.0, 4.0, 8.0], t_edit=0, refine=args.refine,
+                scales=args.scales, t_edit=args.e_t_edit, refine=args.refine,
+                disentangle="disentangle" in args.only,
             )  # fmt: skip
         if "pca" in args.only:
             results["pca"] = eval_pca(dn, clf, h, grid, k=5, count=args.count, scale=5.0)
     if "jacobian" in args.only:
-        results["jacobian"] = eval_jacobian(dn, steps=10, k=3, iters=50, images=2, scale=50.0)
+        results["jacobian"] = eval_jacobian(
+            dn, steps=10, k=3, iters=50, images=2, scale=50.0, refine=args.refine
+        )
         print("jacobian:", json.dumps(results["jacobian"]))
     if args.json_out:
         with open(args.json_out, "w") as fh:
