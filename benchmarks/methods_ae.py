@@ -57,6 +57,7 @@ from worker.training.shapes import (
 )
 
 HELD_OUT_SEED = 3_100_000_000
+FACTORS_LIST = list(FACTORS)
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -223,17 +224,21 @@ def _edit_rows(
     v: int,
     scales: list[float],
     t_edit: int,
-) -> list[dict[str, float]]:
+) -> list[dict[str, Any]]:
     """Success (factor j takes value v) and preservation (every other factor kept) per scale."""
     others = [k for k in range(len(FACTORS)) if k != j]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for s in scales:
         with torch.no_grad():
             out = edit_with_direction(dn, x_T, grid, dirs, s, t_edit=t_edit)
         p = _judge(clf, out)
         success = float((p[:, j] == v).mean())
         kept = float(np.all(p[:, others] == y[:, others], axis=1).mean())
-        rows.append({"s": s, "success": round(success, 3), "preservation": round(kept, 3)})
+        # which other factors the edit broke: where preservation is lost
+        broke = {FACTORS_LIST[k]: round(float((p[:, k] != y[:, k]).mean()), 3) for k in others}
+        rows.append(
+            {"s": s, "success": round(success, 3), "preservation": round(kept, 3), "changed": broke}
+        )
     return rows
 
 
