@@ -95,6 +95,11 @@ class DirectionFitParams(MethodParams):
     positives: list[str] = Field(default_factory=list, max_length=512, description="image ids")
     negatives: list[str] = Field(default_factory=list, max_length=512, description="image ids")
     iters: int = Field(50, ge=1, le=500, description="power iterations (jacobian)")
+    refine: Refine = Field(
+        1, description="fixed-point iterations per DDIM inversion step of the inverted images "
+        "(labelled supervised, jacobian); use the edits' value, so the fit sees the same "
+        "trajectories the edits do",
+    )  # fmt: skip
     project_out: list[str] = Field(
         default_factory=list, max_length=32, description="asset ids whose directions to remove"
     )

@@ -446,9 +446,13 @@ def run_direction_fit(
             metrics["std_top_step"] = [round(float(v), 4) for v in stds[grid[-1]]]
         elif p.kind == "supervised" and p.positives:
             n = len(grid)
-            pos = content_trajectory(denoiser, denoiser.encode(job.images["positives"]), grid)
+            pos = content_trajectory(
+                denoiser, denoiser.encode(job.images["positives"]), grid, refine=p.refine
+            )
             progress(n // 2, n)
-            neg = content_trajectory(denoiser, denoiser.encode(job.images["negatives"]), grid)
+            neg = content_trajectory(
+                denoiser, denoiser.encode(job.images["negatives"]), grid, refine=p.refine
+            )
             progress(n, n)
             dirs = {t: d.unsqueeze(0) for t, d in supervised_directions(pos.h, neg.h).items()}
             metrics.update(positives=len(p.positives), negatives=len(p.negatives))
@@ -458,7 +462,7 @@ def run_direction_fit(
             metrics.update(counts)
         else:  # jacobian, of one image at every step of its inversion
             x0 = denoiser.encode(job.images["image"])
-            traj = ddim_invert(denoiser, x0, grid)
+            traj = ddim_invert(denoiser, x0, grid, fixed_point_iters=p.refine)
             dirs, sigmas = {}, {}
             gen = torch.Generator().manual_seed(job.payload.seed)
             for i, (t, x_t) in enumerate(zip(grid, traj.xs, strict=True)):
@@ -494,6 +498,7 @@ def run_direction_fit(
             "grid": json.dumps(grid),
             "model": denoiser.name,
             "components": str(next(iter(dirs.values())).shape[0]),
+            "refine": str(p.refine),
         }
         asset = AssetOutput(
             name=p.name,

@@ -16,6 +16,8 @@ from service.blobs import LocalBlobStore
 from service.contract import ErrorCode, JobKind, JobPayload
 from worker.engine import Denoiser
 from worker.engine.classifier import AttributeClassifier
+from worker.engine.methods.directions import supervised_directions
+from worker.engine.methods.inject import content_trajectory
 from worker.engine.methods.mixing import reference_init
 from worker.engine.schedule import NoiseSchedule
 from worker.executor import JobFailed, JobOutput, RunContext, prepare, run_batch
@@ -183,6 +185,35 @@ def test_direction_fits_make_assets_and_edits_apply_them(pixel: Denoiser, tmp_pa
     foreign = assets.add(store, pca, "tiny-pixel", owner="someone-else")
     with pytest.raises(JobFailed, match="no directions asset"):
         edit(foreign)
+
+
+def test_labelled_and_jacobian_fits_invert_with_the_given_refine(
+    pixel: Denoiser, tmp_path: Path
+) -> None:
+    """The fit inverts as the edits do (refine 1 by default); it used plain DDIM always."""
+    store = LocalBlobStore(tmp_path)
+    ctx = RunContext(blobs=store, assets=_Assets())
+    labels = {"positives": [_blob(store, 1), _blob(store, 2)], "negatives": [_blob(store, 3)]}
+    payload = JobPayload(id="f", kind=JobKind.FIT, model="tiny", method="directions",
+                         params={"name": "d", "steps": 4, "kind": "supervised", **labels},
+                         inputs={})  # fmt: skip
+    job = prepare(payload, pixel, store)
+    assert job.params.refine == 1
+    grid = json.loads(run_batch(pixel, [job], lambda i, n: None, context=ctx)[0].asset.meta["grid"])
+    fits = {r: _fit(pixel, store, ctx, kind="supervised", refine=r, **labels) for r in (0, 2)}
+    pos = content_trajectory(pixel, pixel.encode(job.images["positives"]), grid, refine=2)
+    neg = content_trajectory(pixel, pixel.encode(job.images["negatives"]), grid, refine=2)
+    want = supervised_directions(pos.h, neg.h)
+    for t in grid:
+        got = {r: f.asset.tensors[f"t{t}"][0] for r, f in fits.items() if f.asset is not None}
+        torch.testing.assert_close(got[2], want[t].to(got[2].dtype))
+        # the first step's h is read on the image itself, before any inversion step
+        assert torch.equal(got[0], got[2]) == (t == grid[0])
+    assert fits[2].asset is not None and fits[2].asset.meta["refine"] == "2"
+    image = {"image": _blob(store, 4)}
+    jac = {r: _fit(pixel, store, ctx, kind="jacobian", k=1, iters=3, refine=r, inputs=image)
+           for r in (0, 2)}  # fmt: skip
+    assert jac[0].metrics["sigma_top_step"] != jac[2].metrics["sigma_top_step"]
 
 
 def test_direction_fit_refusals_name_the_field(pixel: Denoiser, tmp_path: Path) -> None:
