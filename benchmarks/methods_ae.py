@@ -13,6 +13,11 @@ E (h-space directions):
   the value) and preservation (every other factor unchanged) over the scale s;
 - disentangle: the same, beside each direction with the other four targets'
   directions projected out (Haas et al.), rescaled to the raw direction's norm;
+- labelled: the service's fit from labelled uploads (both sets inverted, difference
+  of means), on twin pairs rendered by the generator that differ only in the target
+  (so no other factor is confounded with it), raw and disentangled;
+- conditioned: why an h direction recolours the object: position=top left fitted on
+  twins of every colour vs twins that are all red, applied to red held-out objects;
 - PCA: the top components of h over the same samples; for each, the share of
   edited samples in which each factor changes (which factor a component moves);
 - Jacobian: directions of one held-out image, time per image, and how local the
@@ -21,6 +26,8 @@ E (h-space directions):
     python -m benchmarks.methods_ae                      # everything (~25 min here)
     python -m benchmarks.methods_ae --only a --pairs 16  # one part, smaller
     python -m benchmarks.methods_ae --only disentangle --scales 0.5 1 2 4
+    python -m benchmarks.methods_ae --only labelled --twins 128 --scales 1 2 4
+    python -m benchmarks.methods_ae --only conditioned --twins 128 --scales 1 2
 """
 
 from __future__ import annotations
@@ -202,6 +209,88 @@ def _supervised_targets(
     return out
 
 
+def _twin_images(
+    factor: str, value: str, pairs: int, seed: int, fixed: dict[str, str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``pairs`` (positive, negative) images equal in every factor and the jitter but
+    ``factor``, which is ``value`` in the positive and another value in the negative;
+    the factors in ``fixed`` take the given value in every pair."""
+    rng = np.random.default_rng(seed)
+    j, v = FACTORS_LIST.index(factor), FACTORS[factor].index(value)
+    pos, neg = [], []
+    for _ in range(pairs):
+        values = [int(rng.integers(len(vals))) for vals in FACTORS.values()]
+        for name, val in (fixed or {}).items():
+            values[FACTORS_LIST.index(name)] = FACTORS[name].index(val)
+        others = [k for k in range(len(FACTORS[factor])) if k != v]
+        values[j] = others[int(rng.integers(len(others)))]
+        twin = list(values)
+        twin[j] = v
+        jitter = int(rng.integers(2**31))
+        neg.append(render(Labels(*values), np.random.default_rng(jitter)))
+        pos.append(render(Labels(*twin), np.random.default_rng(jitter)))
+    return np.stack(pos), np.stack(neg)
+
+
+def _labelled_targets(
+    dn: Denoiser, grid: list[int], pairs: int, refine: int
+) -> dict[str, tuple[dict[int, torch.Tensor], int, int]]:
+    """Per target, the service's labelled-upload fit (both sets inverted, h recorded at
+    every step, difference of means) on ``pairs`` twin pairs that differ only in the target."""
+    out = {}
+    for i, (factor, value) in enumerate(TARGETS.items()):
+        start = time.perf_counter()
+        pos_img, neg_img = _twin_images(factor, value, pairs, seed=HELD_OUT_SEED + 10 + i)
+        hs = []
+        for imgs in (pos_img, neg_img):
+            chunks = [
+                content_trajectory(dn, _to_tensor(imgs[k : k + 64]), grid, refine=refine).h
+                for k in range(0, len(imgs), 64)
+            ]
+            hs.append({t: torch.cat([c[t].float() for c in chunks]) for t in grid})
+        dirs = supervised_directions(hs[0], hs[1])
+        print(f"labelled {factor}={value}: {pairs} twin pairs inverted and fitted in "
+              f"{time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
+        out[f"{factor}={value}"] = (dirs, pairs, pairs)
+    return out
+
+
+def eval_conditioned(
+    dn: Denoiser,
+    clf: AttributeClassifier,
+    grid: list[int],
+    pairs: int,
+    count: int,
+    scales: list[float],
+    refine: int,
+) -> list[dict[str, Any]]:
+    """Why h directions change the object's colour: position=top left fitted on twins of
+    every colour vs twins that are all red, both applied to held-out red objects. If the
+    side effect comes from the direction averaging over colours, the red-only one keeps
+    red more often."""
+    from worker.training.shapes import generate
+
+    def fit(fixed: dict[str, str] | None, seed: int) -> dict[int, torch.Tensor]:
+        pos, neg = _twin_images("position", "top left", pairs, seed, fixed)
+        h = [content_trajectory(dn, _to_tensor(x), grid, refine=refine).h for x in (pos, neg)]
+        return supervised_directions(h[0], h[1])
+
+    j, v = FACTORS_LIST.index("position"), FACTORS["position"].index("top left")
+    c = FACTORS_LIST.index("colour")
+    images, labels = generate(HELD_OUT_SEED + 1, 16 * count)
+    y_all = label_array(labels)
+    pick = np.flatnonzero((y_all[:, j] != v) & (y_all[:, c] == FACTORS["colour"].index("red")))
+    pick = pick[:count]
+    with torch.no_grad():
+        x_T = ddim_invert(dn, _to_tensor(images[pick]), grid, fixed_point_iters=refine).x_T
+    table = []
+    for name, fixed, seed in (("every colour", None, 21), ("red only", {"colour": "red"}, 22)):
+        rows = _edit_rows(dn, clf, x_T, y_all[pick], grid, fit(fixed, seed), j, v, scales, 0)
+        table.append({"twins": name, "images": len(pick), "rows": rows})
+        print(f"conditioned position=top left, twins {name}:", json.dumps(rows), flush=True)
+    return table
+
+
 def _disentangled(
     targets: dict[str, tuple[dict[int, torch.Tensor], int, int]], key: str
 ) -> dict[int, torch.Tensor]:
@@ -245,15 +334,14 @@ def _edit_rows(
 def eval_supervised(
     dn: Denoiser,
     clf: AttributeClassifier,
-    h: dict[int, torch.Tensor],
-    pred: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    targets: dict[str, tuple[dict[int, torch.Tensor], int, int]],
     grid: list[int],
     count: int,
-    top_k: int,
     scales: list[float],
     t_edit: int,
     refine: int = 1,
     disentangle: bool = False,
+    source: str = "supervised",
 ) -> dict[str, Any]:
     """Each target's direction on held-out images that lack the value; with ``disentangle``,
     also the direction with the other four targets' directions projected out, at the same
@@ -264,7 +352,6 @@ def eval_supervised(
     results: dict[str, Any] = {}
     images, labels = generate(HELD_OUT_SEED + 1, 4 * count)
     y_all = label_array(labels)
-    targets = _supervised_targets(pred, h, grid, top_k)
     for factor, value in TARGETS.items():
         key = f"{factor}={value}"
         j, v = cols.index(factor), FACTORS[factor].index(value)
@@ -276,7 +363,7 @@ def eval_supervised(
             x_T = ddim_invert(dn, x0, grid, fixed_point_iters=refine).x_T
         entry: dict[str, Any] = {"positives": n_pos, "negatives": n_neg}
         entry["rows"] = _edit_rows(dn, clf, x_T, y, grid, dirs, j, v, scales, t_edit)
-        print(f"supervised {key}:", json.dumps(entry["rows"]), flush=True)
+        print(f"{source} {key}:", json.dumps(entry["rows"]), flush=True)
         if disentangle:
             clean = _disentangled(targets, key)
             clean = {t: d * (dirs[t].norm() / d.norm().clamp_min(1e-12)) for t, d in clean.items()}
@@ -290,7 +377,8 @@ def eval_supervised(
             )
             entry["disentangled_cos_to_raw"] = round(cos, 3)
             entry["disentangled"] = _edit_rows(dn, clf, x_T, y, grid, clean, j, v, scales, t_edit)
-            print(f"disentangled {key} (cos {cos:.2f}):", json.dumps(entry["disentangled"]))
+            rows = json.dumps(entry["disentangled"])
+            print(f"{source} disentangled {key} (cos {cos:.2f}):", rows, flush=True)
         results[key] = entry
     return results
 
@@ -385,13 +473,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--only",
         nargs="+",
-        choices=["a", "supervised", "disentangle", "pca", "jacobian"],
+        choices=["a", "supervised", "disentangle", "labelled", "conditioned", "pca", "jacobian"],
         default=["a", "supervised", "pca", "jacobian"],
     )
     p.add_argument("--pairs", type=int, default=32)
     p.add_argument("--configs", help="A: a JSON list of configs instead of the default sweep")
     p.add_argument(
         "--samples", type=int, default=512, help="generated samples for PCA / supervised"
+    )
+    p.add_argument(
+        "--twins", type=int, default=128, help="E labelled: twin pairs per target direction"
     )
     p.add_argument("--edit-steps", type=int, default=25)
     p.add_argument("--count", type=int, default=32, help="held-out images per E edit")
@@ -422,13 +513,23 @@ def main(argv: list[str] | None = None) -> int:
         h, pred, _ = _generated_h(dn, clf, args.samples, grid)
         print(f"collected h of {args.samples} samples in {time.perf_counter() - start:.0f} s")
         if "supervised" in args.only or "disentangle" in args.only:
+            targets = _supervised_targets(pred, h, grid, top_k=args.samples // 8)
             results["supervised"] = eval_supervised(
-                dn, clf, h, pred, grid, args.count, top_k=args.samples // 8,
-                scales=args.scales, t_edit=args.e_t_edit, refine=args.refine,
-                disentangle="disentangle" in args.only,
+                dn, clf, targets, grid, args.count, scales=args.scales, t_edit=args.e_t_edit,
+                refine=args.refine, disentangle="disentangle" in args.only,
             )  # fmt: skip
         if "pca" in args.only:
             results["pca"] = eval_pca(dn, clf, h, grid, k=5, count=args.count, scale=5.0)
+    if "conditioned" in args.only:
+        results["conditioned"] = eval_conditioned(
+            dn, clf, grid, args.twins, args.count, args.scales, args.refine
+        )
+    if "labelled" in args.only:
+        targets = _labelled_targets(dn, grid, args.twins, args.refine)
+        results["labelled"] = eval_supervised(
+            dn, clf, targets, grid, args.count, scales=args.scales, t_edit=args.e_t_edit,
+            refine=args.refine, disentangle=True, source="labelled",
+        )  # fmt: skip
     if "jacobian" in args.only:
         results["jacobian"] = eval_jacobian(
             dn, steps=10, k=3, iters=50, images=2, scale=50.0, refine=args.refine
