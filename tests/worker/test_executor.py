@@ -199,7 +199,9 @@ def test_labelled_and_jacobian_fits_invert_with_the_given_refine(
                          inputs={})  # fmt: skip
     job = prepare(payload, pixel, store)
     assert job.params.refine == 1
-    grid = json.loads(run_batch(pixel, [job], lambda i, n: None, context=ctx)[0].asset.meta["grid"])
+    default = run_batch(pixel, [job], lambda i, n: None, context=ctx)[0].asset
+    assert default is not None and default.meta["refine"] == "1"
+    grid = json.loads(default.meta["grid"])
     fits = {r: _fit(pixel, store, ctx, kind="supervised", refine=r, **labels) for r in (0, 2)}
     pos = content_trajectory(pixel, pixel.encode(job.images["positives"]), grid, refine=2)
     neg = content_trajectory(pixel, pixel.encode(job.images["negatives"]), grid, refine=2)
