@@ -78,7 +78,13 @@ def engine_once(dn: Any, data: bytes, steps: int) -> float:
     start = time.perf_counter()
     with Image.open(io.BytesIO(data)) as im:
         x = to_tensor([im.convert("RGB")])
-    result = reconstruct(dn, x, steps=steps, generator=torch.Generator().manual_seed(0))
+    from service.method_specs import ReconstructParams
+
+    # the service's defaults (refine 1): the same work on both sides
+    refine = ReconstructParams.model_fields["refine"].default
+    result = reconstruct(
+        dn, x, steps=steps, refine=refine, generator=torch.Generator().manual_seed(0)
+    )
     buf = io.BytesIO()
     to_pil(result.images)[0].save(buf, format="PNG")
     return time.perf_counter() - start
@@ -119,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--model", default=MODEL, help="a folder of the shapes32 architecture")
     p.add_argument("--steps", type=int, default=50)
+    p.add_argument(
+        "--device", default="cpu", help="cpu or cuda: the worker's and the engine's (dtype auto)"
+    )
     p.add_argument("--latency-runs", type=int, default=8)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--jobs-per-client", type=int, default=2)
@@ -131,12 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"logs and data in {tmp}", file=sys.stderr)
     redis = RedisProcess(tmp / "redis").start()
     env = {**os.environ, "EDITSERVE_REDIS_URL": redis.url, "EDITSERVE_BLOB_DIR": str(tmp / "blobs"),
-           "EDITSERVE_MODELS": f"shapes32={args.model}", "EDITSERVE_DEVICE": "cpu",
+           "EDITSERVE_MODELS": f"shapes32={args.model}", "EDITSERVE_DEVICE": args.device,
            "EDITSERVE_INVERSION_CACHE_MB": "512"}  # fmt: skip
     results: dict[str, Any] = {}
     from worker.engine import load_denoiser
 
-    dn = load_denoiser(args.model, device="cpu", dtype="float32")
+    dn = load_denoiser(args.model, device=args.device, dtype="auto")
     try:
         stack = Stack(redis_url=redis.url, blob_dir=tmp / "blobs", env=env, log_dir=tmp)
         try:
@@ -191,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
 
     r = results
     label = f"2. jobs/s, {args.clients} clients, max_batch 8 vs 1"
-    print(f"\nservice benchmark on shapes32 (CPU, {args.steps}-step DDIM reconstruct)")
+    where = f"{args.device}, {dn.dtype}".replace("torch.", "")
+    print(f"\nservice benchmark on shapes32 ({where}, {args.steps}-step DDIM reconstruct)")
     print(f"{'measure':<44}{'value':>12}{'vs':>12}{'ratio':>9}  target")
     print(
         f"{'1. one edit via HTTP+Redis+worker (ms)':<44}{r['service_ms']:>12.1f}"
