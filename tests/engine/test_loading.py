@@ -16,7 +16,7 @@ from worker.engine import (
     UnsafeWeightsError,
     load_denoiser,
 )
-from worker.engine.devices import resolve_dtype
+from worker.engine.devices import full_fp32_on_cuda, resolve_dtype
 
 
 def test_pickled_weights_are_refused(pixel_dir: Path, tmp_path: Path) -> None:
@@ -62,6 +62,23 @@ def test_fp16_on_cpu_is_refused() -> None:
 def test_dtype_policy_defaults() -> None:
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
+
+
+def test_float32_on_cuda_turns_tf32_off_and_nothing_else_does() -> None:
+    # the flags are plain settings: no GPU needed to check the policy
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        assert not full_fp32_on_cuda(torch.device("cpu"), torch.float32)
+        assert not full_fp32_on_cuda(torch.device("cuda"), torch.float16)
+        assert not full_fp32_on_cuda(torch.device("cuda"), torch.bfloat16)
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        assert full_fp32_on_cuda(torch.device("cuda"), torch.float32)
+        assert not torch.backends.cudnn.allow_tf32
+        assert not torch.backends.cuda.matmul.allow_tf32
+        assert not full_fp32_on_cuda(torch.device("cuda"), torch.float32)  # already off
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def test_registry_loads_once_and_freezes(pixel_dir: Path) -> None:

@@ -14,6 +14,7 @@ Weights are read from safetensors only: pickled weights can run code on load.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,15 @@ from typing import Any
 import torch
 
 from worker.engine.denoiser import Denoiser
-from worker.engine.devices import resolve_device, resolve_dtype
+from worker.engine.devices import full_fp32_on_cuda, resolve_device, resolve_dtype
 from worker.engine.errors import ModelLoadError, UnsafeWeightsError
 from worker.engine.schedule import NoiseSchedule
 
 _PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*/*"]
+
+
+log = logging.getLogger(__name__)
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike[str]) -> Path:
@@ -123,6 +127,8 @@ def load_denoiser(
     folder = resolve_model_dir(name_or_path)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    if full_fp32_on_cuda(dev, dt):
+        log.info("float32 on CUDA: TF32 convolutions and matmuls turned off in this process")
     label = name or folder.name
     if (folder / "model_index.json").is_file():
         return _load_pipeline(folder, label, dev, dt)
