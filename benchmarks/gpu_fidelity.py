@@ -32,6 +32,7 @@ import torch
 from benchmarks.methods_ae import HELD_OUT_SEED, _differing_pairs, _judge, _to_tensor
 from worker.engine import Denoiser, ddim_invert, ddim_sample, ddpm_invert, load_denoiser
 from worker.engine.classifier import AttributeClassifier
+from worker.engine.images import psnr
 from worker.engine.methods.inject import InjectionSettings, content_trajectory, inject_content
 from worker.engine.schedule import timestep_grid
 from worker.training.shapes import CONTENT_FACTORS, FACTORS, STYLE_FACTORS, generate
@@ -50,11 +51,6 @@ def _timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.
     return out.float().cpu(), time.perf_counter() - start
 
 
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    mse = ((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2).pow(2).flatten(1).mean(1)
-    return -10 * torch.log10(mse.clamp_min(1e-12))
-
-
 def run_dtype(dn: Denoiser, args: argparse.Namespace, clf: AttributeClassifier) -> dict[str, Any]:
     dev = dn.device
     out: dict[str, Any] = {}
@@ -67,10 +63,10 @@ def run_dtype(dn: Denoiser, args: argparse.Namespace, clf: AttributeClassifier) 
         return ddim_sample(dn, x_T, grid)
 
     rec, sec = _timed(reconstruct, dev)
-    psnr = _psnr(rec, x0.float().cpu())
+    db = psnr(rec.clamp(-1, 1), x0)
     out["reconstruct"] = {
-        "psnr_mean": round(float(psnr.mean()), 2),
-        "psnr_min": round(float(psnr.min()), 2),
+        "psnr_mean": round(float(np.mean(db)), 2),
+        "psnr_min": round(min(db), 2),
         "ms_per_image": round(1000 * sec / args.images, 2),
         "images": rec,
     }

@@ -32,8 +32,11 @@ import numpy as np
 from PIL import Image
 
 from service.embedded import LocalStack as Stack
+from service.method_specs import ReconstructParams
 from worker.training.shapes import generate
 
+# the service's default inversion (refine 1), so the engine side does the same work
+SERVICE_REFINE: int = ReconstructParams.model_fields["refine"].default
 MODEL = str(Path(__file__).resolve().parents[1] / "models" / "shapes32-ddpm")
 
 
@@ -78,12 +81,8 @@ def engine_once(dn: Any, data: bytes, steps: int) -> float:
     start = time.perf_counter()
     with Image.open(io.BytesIO(data)) as im:
         x = to_tensor([im.convert("RGB")])
-    from service.method_specs import ReconstructParams
-
-    # the service's defaults (refine 1): the same work on both sides
-    refine = ReconstructParams.model_fields["refine"].default
     result = reconstruct(
-        dn, x, steps=steps, refine=refine, generator=torch.Generator().manual_seed(0)
+        dn, x, steps=steps, refine=SERVICE_REFINE, generator=torch.Generator().manual_seed(0)
     )
     buf = io.BytesIO()
     to_pil(result.images)[0].save(buf, format="PNG")
