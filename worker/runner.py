@@ -13,6 +13,12 @@ survive a fork; the models must stay resident in this one process. So:
   the next maintenance pass of any live worker (every ``maintenance_s``) re-queues
   them while attempts remain, else fails them (``worker_lost`` to the API).
 - Cancellation: the API sets a flag; the progress callback sees it at the next step.
+- Shutdown (SIGTERM or Ctrl-C, as ``docker stop`` and a rolling deploy send): the
+  worker takes no new job. A running batch that will end within ``shutdown_grace_s``
+  (projected from its progress so far) runs to the end; one that will not is handed
+  back at its next step: its jobs go to the front of their queue with no attempt
+  spent, and another worker starts them at once instead of after a lease. A second
+  signal hands the batch back at the next step; a third exits at once, as RQ does.
 """
 
 from __future__ import annotations
@@ -56,6 +62,30 @@ log = logging.getLogger("editserve.worker")
 
 class BatchCanceled(Exception):
     """Every job of the batch was canceled: stop computing."""
+
+
+class BatchHandedBack(Exception):
+    """The worker is shutting down and this batch would not end in time: re-queue it."""
+
+
+def outlasts_grace(
+    now: float, first_at: float, first_step: int, step: int, total: int, deadline: float | None
+) -> bool:
+    """Whether a batch should be handed back: a shutdown is due and it would end after it.
+
+    The end is projected from the pace since the batch's first progress report
+    (``first_step`` at ``first_at``), not since step 0: a cached inversion makes the
+    progress jump at once. Until a second report the pace is unknown and only the
+    deadline itself counts.
+    """
+    if deadline is None or (total > 0 and step >= total):
+        return False  # no shutdown, or the batch has computed its last step
+    if now >= deadline:
+        return True
+    if step <= first_step:
+        return False
+    pace = (now - first_at) / (step - first_step)
+    return now + pace * (total - step) > deadline
 
 
 @dataclass
@@ -122,6 +152,9 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         )
         self._lock = threading.Lock()
         self._stop_beat = threading.Event()
+        self._shutdown_deadline: float | None = None  # time.monotonic(); set by a signal
+        self._signals = 0
+        self._first_signal = float("-inf")
 
     # ------------------------------------------------------------------ liveness
     def register_birth(self) -> None:
@@ -181,10 +214,12 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         while not self._stop_beat.wait(self.settings.heartbeat_s):
             try:
                 self.connection.hset(HEARTBEAT_KEY, self.name, time.time())
+                # under the lock: a job handed back or ended meanwhile must not get its
+                # lease renewed after its execution was deleted
                 with self._lock:
-                    running = [r for r in self._running.values() if not r.done]
-                for run in running:
-                    self.maintain_heartbeats(run.job, run.execution)
+                    for run in self._running.values():
+                        if not run.done:
+                            self.maintain_heartbeats(run.job, run.execution)
             except Exception:  # a Redis hiccup must not kill the beat; the next one retries
                 log.exception("heartbeat failed")
 
@@ -192,6 +227,32 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         thread = threading.Thread(target=self._beat_forever, name="heartbeat", daemon=True)
         thread.start()
         return thread
+
+    # ------------------------------------------------------------------ shutdown
+    def request_stop(self, signum: int, frame: Any) -> None:
+        """First SIGTERM/SIGINT: no new jobs; the running batch gets ``shutdown_grace_s``."""
+        self._signals = 1
+        self._first_signal = time.monotonic()
+        self._shutdown_deadline = self._first_signal + self.settings.shutdown_grace_s
+        log.info(
+            "shutdown requested: a running batch that ends within %.1f s finishes, "
+            "a longer one is handed back to the queue",
+            self.settings.shutdown_grace_s,
+        )
+        super().request_stop(signum, frame)
+
+    def request_force_stop(self, signum: int, frame: Any) -> None:
+        """Second signal: hand the running batch back at its next step; third: exit now."""
+        if time.monotonic() - self._first_signal < 1.0:
+            return  # the same stop delivered twice (Ctrl-C to the group, then the parent)
+        self._signals += 1
+        with self._lock:
+            busy = bool(self._running)
+        if busy and self._signals == 2:
+            log.warning("second signal: handing the running batch back at its next step")
+            self._shutdown_deadline = time.monotonic()
+            return
+        super().request_force_stop(signum, frame)
 
     def teardown(self) -> None:
         self._stop_beat.set()
@@ -203,6 +264,9 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
 
     # ------------------------------------------------------------------ batching
     def execute_job(self, job: Job, queue: Queue) -> None:
+        # busy from the dequeue on: a shutdown signal while the batch gathers must let
+        # it run (or hand it back), not abort with the dequeued job in RQ's hands
+        self.set_state(WorkerStatus.BUSY)
         batch = [job, *self._gather(job, queue)]
         try:
             self._run_batch(batch, queue)
@@ -278,6 +342,12 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             outputs = run_batch(denoiser, [p for _, p in prepared], progress, context=self.context)
         except BatchCanceled:
             return
+        except BatchHandedBack:
+            for run in live:
+                if not run.canceled:
+                    self._hand_back(run, queue)
+            log.info("handed %d job(s) back to the queue for shutdown", len(live))
+            return
         except JobFailed as exc:  # the batch's shared input (an asset, say) is wrong
             for run in live:
                 if not run.canceled:
@@ -299,9 +369,10 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
     # ----------------------------------------------------------- progress, cancel
     def _progress_callback(self, runs: list[RunningJob], queue: Queue) -> Any:
         last_write = 0.0
+        first: tuple[float, int] | None = None  # (when, step) of the first report
 
         def progress(step: int, total: int) -> None:
-            nonlocal last_write
+            nonlocal last_write, first
             keys = [CANCEL_KEY.format(id=run.job.id) for run in runs]
             flags = self.connection.mget(keys)
             for run, flag in zip(runs, flags, strict=True):
@@ -310,6 +381,9 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             if all(run.canceled for run in runs):
                 raise BatchCanceled
             now = time.monotonic()
+            first = first or (now, step)
+            if outlasts_grace(now, *first, step, total, self._shutdown_deadline):
+                raise BatchHandedBack
             if now - last_write >= 0.2 or step == total:
                 last_write = now
                 for run in runs:
@@ -332,6 +406,21 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         self._cleanup(run, queue)
         self._announce(run, "canceled")
         record_outcome(self.connection, "canceled")
+
+    def _hand_back(self, run: RunningJob, queue: Queue) -> None:
+        """Re-queue a job at the front of its queue, no attempt spent: this worker is leaving."""
+        with self._lock:
+            run.done = True  # the heartbeat thread renews its lease no more
+        job = run.job
+        job.meta.pop("progress", None)
+        job.meta["handed_back"] = int(job.meta.get("handed_back", 0)) + 1
+        job.started_at = None
+        job.worker_name = None
+        with self.connection.pipeline() as pipe:
+            run.execution.delete(job=job, pipeline=pipe)
+            queue._enqueue_job(job, pipeline=pipe, at_front=True)
+            pipe.execute()
+        record_outcome(self.connection, "handed_back")
 
     def _cleanup(self, run: RunningJob, queue: Queue) -> None:
         with self.connection.pipeline() as pipe:

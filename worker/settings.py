@@ -32,6 +32,12 @@ class WorkerSettings(BaseSettings):
     lease_s: int = Field(8, ge=2, description="a job whose worker is silent this long is lost")
     maintenance_s: int = Field(3, ge=1, description="how often lost jobs are looked for")
     heartbeat_s: float = Field(1.0, gt=0)
+    shutdown_grace_s: float = Field(
+        10.0,
+        ge=0,
+        description="on SIGTERM, a running batch projected to end within this many seconds "
+        "finishes; a longer one goes back to the queue (no attempt spent)",
+    )
     inversion_cache_mb: int = Field(512, ge=0, description="per-worker inversion cache")
     classifier: str = Field(
         "models/shapes32-classifier",

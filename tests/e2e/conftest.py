@@ -38,6 +38,7 @@ def stack(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory) 
         "EDITSERVE_MAINTENANCE_S": "1",
         "EDITSERVE_MAX_WAIT_MS": "50",
         "EDITSERVE_WORKER_FRESH_S": "5",
+        "EDITSERVE_SHUTDOWN_GRACE_S": "5",
         "OMP_NUM_THREADS": "1",
     }
     s = Stack(redis_url=redis_server.url, blob_dir=blob_dir, env=env)

@@ -221,6 +221,101 @@ def test_killed_worker_job_finishes_on_another_worker(stack: Stack) -> None:
     stack.start_worker(victim_name)  # the tests that follow expect two workers again
 
 
+def _two_workers(stack: Stack) -> None:
+    for name in ("w1", "w2"):
+        if name not in stack.workers or stack.workers[name].poll() is not None:
+            stack.start_worker(name)
+
+
+def _running_job(stack: Stack, job_id: str) -> Job:
+    """The RQ job once a worker has run a step of it (its pace is known then)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{stack.api_url}/v1/jobs/{job_id}").json()
+        if job["status"] == "running" and (job.get("progress") or {}).get("step", 0) > 0:
+            return Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer)
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} not running with progress after 60 s: {job}")
+
+
+def test_sigterm_hands_a_long_batch_back_and_another_worker_starts_it_at_once(
+    stack: Stack,
+) -> None:
+    """A deploy's SIGTERM: no lease to wait out, no attempt spent, the worker exits 0."""
+    api = stack.api_url
+    _two_workers(stack)
+    job_id = _edit(api, _upload(api), steps=400).json()["id"]  # ~20 s, grace 5 s
+    rq_job = _running_job(stack, job_id)
+    victim_name, retries_before = rq_job.worker_name, rq_job.retries_left
+    victim = stack.workers.pop(victim_name)
+    signalled = time.monotonic()
+    victim.send_signal(signal.SIGTERM)
+    restarted_after = None
+    while time.monotonic() - signalled < 30:
+        rq_job = Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer)
+        if rq_job.worker_name not in (None, victim_name) and rq_job.get_status() in (
+            "started",
+            "finished",
+        ):
+            restarted_after = time.monotonic() - signalled
+            break
+        time.sleep(0.02)
+    assert restarted_after is not None, "no other worker took the handed-back job within 30 s"
+    # well inside the SIGKILL path's bound (lease 4 s + maintenance 1 s)
+    assert restarted_after < 2, restarted_after
+    assert victim.wait(timeout=15) == 0
+    exited_after = time.monotonic() - signalled
+    assert rq_job.retries_left == retries_before
+    assert rq_job.meta["handed_back"] == 1
+    job = _wait(api, job_id, timeout=120)
+    assert job["status"] == "succeeded", job
+    print(f"exited {exited_after:.2f} s after SIGTERM; re-run began at {restarted_after:.2f} s")
+    stack.start_worker(victim_name)
+
+
+def test_sigterm_lets_a_batch_that_ends_within_the_grace_finish(stack: Stack) -> None:
+    api = stack.api_url
+    _two_workers(stack)
+    job_id = _edit(api, _upload(api), steps=20).json()["id"]  # ~1 s, grace 5 s
+    rq_job = _running_job(stack, job_id)
+    victim_name = rq_job.worker_name
+    victim = stack.workers.pop(victim_name)
+    signalled_at = time.time()
+    victim.send_signal(signal.SIGTERM)
+    assert victim.wait(timeout=15) == 0
+    job = _wait(api, job_id, timeout=30)
+    assert job["status"] == "succeeded", job
+    assert job["ended_at"] > signalled_at  # it was running when the signal came
+    rq_job = Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer)
+    assert rq_job.worker_name == victim_name and "handed_back" not in rq_job.meta
+    stack.start_worker(victim_name)
+
+
+def test_a_worker_with_a_long_grace_runs_on_until_a_second_sigterm(stack: Stack) -> None:
+    api = stack.api_url
+    for name in list(stack.workers):
+        proc = stack.workers.pop(name)
+        proc.terminate()  # idle: a plain exit
+        assert proc.wait(timeout=15) == 0
+    stack.start_worker("patient", EDITSERVE_SHUTDOWN_GRACE_S="600")
+    job_id = _edit(api, _upload(api), steps=600).json()["id"]  # not cached: ~25 s
+    _running_job(stack, job_id)
+    stack.start_worker("w2")
+    patient = stack.workers.pop("patient")
+    patient.send_signal(signal.SIGTERM)
+    time.sleep(1.5)  # a second signal within 1 s would count as the same one
+    rq_job = Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer)
+    assert rq_job.get_status() == "started" and rq_job.worker_name == "patient"
+    assert patient.poll() is None  # still running it: 600 s of grace
+    patient.send_signal(signal.SIGTERM)
+    assert patient.wait(timeout=15) == 0
+    job = _wait(api, job_id, timeout=120)
+    assert job["status"] == "succeeded", job
+    rq_job = Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer)
+    assert rq_job.worker_name == "w2" and rq_job.meta["handed_back"] == 1
+    stack.start_worker("w1")
+
+
 def test_a_second_worker_cannot_take_a_live_workers_name(stack: Stack) -> None:
     alive = next(name for name, proc in stack.workers.items() if proc.poll() is None)
     impostor = spawn(
