@@ -19,6 +19,9 @@ survive a fork; the models must stay resident in this one process. So:
   back at its next step: its jobs go to the front of their queue with no attempt
   spent, and another worker starts them at once instead of after a lease. A second
   signal hands the batch back at the next step; a third exits at once, as RQ does.
+- Redis unreachable mid-batch (a restart, a failover): the batch computes on; its
+  progress and cancel checks are skipped until Redis answers, and its outcome is
+  written with retries for up to ``store_retry_s``, so a blip costs no work.
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
 from rq.executions import Execution
 from rq.job import Job
@@ -58,6 +64,7 @@ from worker.inversion_cache import InversionCache
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("editserve.worker")
+STORE_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 
 class BatchCanceled(Exception):
@@ -88,6 +95,25 @@ def outlasts_grace(
     return now + pace * (total - step) > deadline
 
 
+def retry_while_store_down(
+    what: str, write: Any, budget_s: float, sleep: Any = time.sleep, clock: Any = time.monotonic
+) -> None:
+    """``write()``, retried with backoff while Redis is unreachable, for up to ``budget_s``."""
+    deadline = clock() + budget_s
+    delay = 0.25
+    while True:
+        try:
+            write()
+            return
+        except STORE_DOWN as exc:
+            if clock() + delay > deadline:
+                log.error("Redis unreachable while %s: gave up after %.0f s", what, budget_s)
+                raise
+            log.warning("Redis unreachable while %s (%s); retrying in %.2f s", what, exc, delay)
+            sleep(delay)
+            delay = min(2 * delay, 5.0)
+
+
 @dataclass
 class RunningJob:
     job: Job
@@ -96,6 +122,7 @@ class RunningJob:
     canceled: bool = False
     done: bool = False
     started: float = field(default_factory=time.time)
+    asset_id: str | None = None  # set once, so a retried success makes no second asset
 
 
 class WorkerNameTaken(RuntimeError):
@@ -155,6 +182,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         self._shutdown_deadline: float | None = None  # time.monotonic(); set by a signal
         self._signals = 0
         self._first_signal = float("-inf")
+        self._store_down_logged = float("-inf")
 
     # ------------------------------------------------------------------ liveness
     def register_birth(self) -> None:
@@ -220,7 +248,9 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
                     for run in self._running.values():
                         if not run.done:
                             self.maintain_heartbeats(run.job, run.execution)
-            except Exception:  # a Redis hiccup must not kill the beat; the next one retries
+            except STORE_DOWN as exc:  # the next beat retries
+                self._store_down(exc)
+            except Exception:  # nothing must kill the beat; the next one retries
                 log.exception("heartbeat failed")
 
     def start_heartbeats(self) -> threading.Thread:
@@ -345,26 +375,29 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         except BatchHandedBack:
             for run in live:
                 if not run.canceled:
-                    self._hand_back(run, queue)
+                    self._retrying("handing a job back", partial(self._hand_back, run, queue))
             log.info("handed %d job(s) back to the queue for shutdown", len(live))
             return
         except JobFailed as exc:  # the batch's shared input (an asset, say) is wrong
             for run in live:
                 if not run.canceled:
-                    self._fail(run, queue, exc.code, exc.message, retry=False)
+                    fail = partial(self._fail, run, queue, exc.code, exc.message, retry=False)
+                    self._retrying("recording a failure", fail)
             return
         except Exception as exc:
             log.exception("batch of %d failed", len(live))
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             for run in live:
                 if not run.canceled:
-                    self._fail(run, queue, ErrorCode.INTERNAL, detail, retry=True)
+                    fail = partial(self._fail, run, queue, ErrorCode.INTERNAL, detail, retry=True)
+                    self._retrying("recording a failure", fail)
             return
         run_ms = 1e3 * (time.time() - start)
         record_observation(self.connection, "batch_size", len(live))
         for run, output in zip(live, outputs, strict=True):
             if not run.canceled:
-                self._succeed(run, queue, output, run_ms, len(live))
+                succeed = partial(self._succeed, run, queue, output, run_ms, len(live))
+                self._retrying("recording a result", succeed)
 
     # ----------------------------------------------------------- progress, cancel
     def _progress_callback(self, runs: list[RunningJob], queue: Queue) -> Any:
@@ -374,10 +407,13 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         def progress(step: int, total: int) -> None:
             nonlocal last_write, first
             keys = [CANCEL_KEY.format(id=run.job.id) for run in runs]
-            flags = self.connection.mget(keys)
-            for run, flag in zip(runs, flags, strict=True):
-                if flag and not run.canceled:
-                    self._cancel(run, queue)
+            try:
+                flags = self.connection.mget(keys)
+                for run, flag in zip(runs, flags, strict=True):
+                    if flag and not run.canceled:
+                        self._cancel(run, queue)
+            except STORE_DOWN as exc:  # compute on; the next step looks again
+                self._store_down(exc)
             if all(run.canceled for run in runs):
                 raise BatchCanceled
             now = time.monotonic()
@@ -386,12 +422,24 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
                 raise BatchHandedBack
             if now - last_write >= 0.2 or step == total:
                 last_write = now
-                for run in runs:
-                    if not run.canceled:
-                        run.job.meta["progress"] = {"step": step, "total": total}
-                        run.job.save_meta()
+                try:
+                    for run in runs:
+                        if not run.canceled:
+                            run.job.meta["progress"] = {"step": step, "total": total}
+                            run.job.save_meta()
+                except STORE_DOWN as exc:
+                    self._store_down(exc)
 
         return progress
+
+    def _store_down(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._store_down_logged >= 5:
+            self._store_down_logged = now
+            log.warning("Redis unreachable (%s); a running batch computes on", exc)
+
+    def _retrying(self, what: str, write: Any) -> None:
+        retry_while_store_down(what, write, self.settings.store_retry_s)
 
     def _cancel(self, run: RunningJob, queue: Queue) -> None:
         run.canceled = run.done = True
@@ -436,10 +484,9 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         self, run: RunningJob, queue: Queue, output: JobOutput, run_ms: float, batch: int
     ) -> None:
         ids = [self.blobs.put(png) for png in output.images]
-        asset_id = None
-        if output.asset is not None:
+        if output.asset is not None and run.asset_id is None:
             asset = output.asset
-            asset_id = self.context.assets.create(
+            run.asset_id = self.context.assets.create(
                 name=asset.name,
                 model=run.payload.model,
                 method=run.payload.method,
@@ -453,7 +500,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         queue_ms = 1e3 * (run.started - enqueued)
         result: dict[str, Any] = {
             "outputs": ids,
-            "asset": asset_id,
+            "asset": run.asset_id,
             "metrics": {
                 **output.metrics,
                 "queue_ms": round(queue_ms, 1),

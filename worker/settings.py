@@ -38,6 +38,12 @@ class WorkerSettings(BaseSettings):
         description="on SIGTERM, a running batch projected to end within this many seconds "
         "finishes; a longer one goes back to the queue (no attempt spent)",
     )
+    store_retry_s: float = Field(
+        120.0,
+        ge=0,
+        description="how long a finished batch retries writing its outcome while Redis "
+        "is unreachable",
+    )
     inversion_cache_mb: int = Field(512, ge=0, description="per-worker inversion cache")
     classifier: str = Field(
         "models/shapes32-classifier",

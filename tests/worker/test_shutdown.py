@@ -1,8 +1,13 @@
-"""When a shutting-down worker hands its running batch back (the rule; the e2e tests run it)."""
+"""The worker's rules for leaving and for Redis outages (the e2e tests run the whole path)."""
 
 from __future__ import annotations
 
-from worker.runner import outlasts_grace
+from collections.abc import Callable
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from worker.runner import outlasts_grace, retry_while_store_down
 
 
 def test_no_shutdown_never_hands_back() -> None:
@@ -33,3 +38,50 @@ def test_until_a_second_report_only_the_deadline_counts() -> None:
 def test_past_the_deadline_hands_back_and_a_finished_batch_does_not() -> None:
     assert outlasts_grace(120.0, 100.0, 1, 9, 10, deadline=110.0)
     assert not outlasts_grace(120.0, 100.0, 1, 10, 10, deadline=110.0)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _flaky(failures: int) -> tuple[list[int], Callable[[], None]]:
+    calls: list[int] = []
+
+    def write() -> None:
+        calls.append(1)
+        if len(calls) <= failures:
+            raise RedisConnectionError("down")
+
+    return calls, write
+
+
+def test_an_outcome_write_is_retried_while_redis_is_away() -> None:
+    clock = _Clock()
+    calls, write = _flaky(failures=4)
+    retry_while_store_down("test", write, budget_s=30, sleep=clock.sleep, clock=clock)
+    assert len(calls) == 5
+    assert clock.now == 0.25 + 0.5 + 1 + 2  # backoff doubles
+
+
+def test_an_outcome_write_gives_up_after_its_budget() -> None:
+    clock = _Clock()
+    calls, write = _flaky(failures=100)
+    with pytest.raises(RedisConnectionError):
+        retry_while_store_down("test", write, budget_s=20, sleep=clock.sleep, clock=clock)
+    # sleeps 0.25, 0.5, 1, 2, 4, 5, 5 (17.75 s); one more 5 s would pass the budget
+    assert clock.now == 17.75 and len(calls) == 8
+
+
+def test_other_errors_are_not_retried() -> None:
+    def write() -> None:
+        raise ValueError("a bug, not an outage")
+
+    with pytest.raises(ValueError):
+        retry_while_store_down("test", write, budget_s=30, sleep=lambda s: None)

@@ -1,0 +1,69 @@
+"""Redis goes away mid-batch and comes back: the batch's work is kept, nothing is re-run."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from service.embedded import LocalStack, RedisProcess
+from tests.e2e.conftest import E2E_MODEL
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLE = EXAMPLES / "small-yellow-circle-top-left-on-grey.png"
+
+
+def _job(api: str, job_id: str) -> dict[str, Any] | None:
+    try:
+        r = httpx.get(f"{api}/v1/jobs/{job_id}", timeout=10)
+    except httpx.HTTPError:
+        return None
+    return r.json() if r.status_code == 200 else None  # 503 while Redis is away
+
+
+def test_a_redis_restart_mid_batch_costs_no_work(tmp_path: Path) -> None:
+    redis = RedisProcess(tmp_path / "redis").start()
+    env = {**os.environ, "EDITSERVE_REDIS_URL": redis.url,
+           "EDITSERVE_BLOB_DIR": str(tmp_path / "blobs"),
+           "EDITSERVE_MODELS": f"shapes32={E2E_MODEL}",
+           "EDITSERVE_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}  # fmt: skip
+    stack = LocalStack(redis_url=redis.url, blob_dir=tmp_path / "blobs", env=env)
+    try:
+        worker = stack.start_worker("outage")
+        api = stack.start_api()
+        data = EXAMPLE.read_bytes()
+        image = httpx.post(f"{api}/v1/images", files={"file": ("a.png", data, "image/png")})
+        body = {"model": "shapes32", "method": "reconstruct",
+                "inputs": {"image": image.json()["id"]}, "params": {"steps": 300}}  # fmt: skip
+        job_id = httpx.post(f"{api}/v1/edits", json=body).json()["id"]
+        deadline = time.monotonic() + 60
+        while not ((j := _job(api, job_id)) and (j.get("progress") or {}).get("step", 0) > 0):
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.05)
+        step_before = j["progress"]["step"]
+
+        redis.stop()  # SIGTERM: Redis writes its AOF and exits
+        time.sleep(3)  # the worker computes on, Redis away (lease 8 s)
+        assert worker.poll() is None, "the worker died with Redis away"
+        redis.start()  # same port, same AOF
+
+        deadline = time.monotonic() + 120
+        while not ((j := _job(api, job_id)) and j["status"] in ("succeeded", "failed")):
+            assert time.monotonic() < deadline, f"the job did not end: {j}"
+            time.sleep(0.1)
+        assert j["status"] == "succeeded", j
+        assert worker.poll() is None
+        rq_job = Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer)
+        assert rq_job.worker_name == "outage"
+        assert rq_job.retries_left == 2  # no attempt spent: it ran once, through the outage
+        assert "handed_back" not in rq_job.meta
+        print(f"step {step_before} of {j['progress']['total']} when Redis went away; "
+              f"run {j['metrics']['run_ms']:.0f} ms")  # fmt: skip
+    finally:
+        stack.stop()
+        redis.stop()
