@@ -7,6 +7,7 @@ a blob, and a crashed writer leaves no blob behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -30,6 +31,7 @@ class BlobStore(Protocol):
     def get(self, blob_id: str) -> bytes: ...
     def exists(self, blob_id: str) -> bool: ...
     def delete(self, blob_id: str) -> None: ...
+    def touch(self, blob_id: str) -> None: ...
 
 
 class LocalBlobStore:
@@ -47,6 +49,7 @@ class LocalBlobStore:
         blob_id = content_id(data)
         path = self._path(blob_id)
         if path.exists():
+            self.touch(blob_id)  # uploaded again: wanted again (see service.retention)
             return blob_id
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -73,3 +76,8 @@ class LocalBlobStore:
 
     def delete(self, blob_id: str) -> None:
         self._path(blob_id).unlink(missing_ok=True)
+
+    def touch(self, blob_id: str) -> None:
+        """Mark a blob as just named by a request; retention counts its age from here."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self._path(blob_id))

@@ -77,6 +77,27 @@ def _worker(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _gc(args: argparse.Namespace) -> int:
+    from redis import Redis
+
+    from service.retention import collect_garbage
+    from service.settings import get_settings
+
+    settings = get_settings()
+    if not settings.redis_url:
+        print("error: set EDITSERVE_REDIS_URL (e.g. redis://localhost:6379/0)", file=sys.stderr)
+        return 2
+    report = collect_garbage(
+        Redis.from_url(settings.redis_url),
+        settings.blob_dir,
+        min_age_s=args.min_age_hours * 3600,
+        inversion_max_age_s=args.inversion_max_age_days * 86400,
+        dry_run=args.dry_run,
+    )
+    print(json.dumps(report.as_dict(), indent=2))
+    return 0
+
+
 def _client(args: argparse.Namespace) -> Any:
     from service.client import Client
 
@@ -285,6 +306,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="a worker: one per device (settings: EDITSERVE_*)")
     worker.set_defaults(handler=_worker)
+
+    gc = sub.add_parser(
+        "gc", help="delete blobs no job or asset references (EDITSERVE_REDIS_URL, _BLOB_DIR)"
+    )
+    gc.add_argument(
+        "--min-age-hours",
+        type=float,
+        default=24.0,
+        help="keep unreferenced blobs that a request named more recently",
+    )
+    gc.add_argument(
+        "--inversion-max-age-days",
+        type=float,
+        default=7.0,
+        help="keep cached inversions read more recently",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    gc.set_defaults(handler=_gc)
 
     for name, handler, helptext in (
         ("models", _models, "models the running service holds"),

@@ -8,6 +8,7 @@ blob store that every worker shares, so a re-edit hits whichever worker takes it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -72,6 +73,13 @@ def _load(path: Path) -> Inversion:
     return Inversion("ddim", grid, tensors["x_T"], zs, eta)
 
 
+def _touch(path: Path | None) -> None:
+    """A read keeps the file: retention deletes files not read for a while."""
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.utime(path)
+
+
 class InversionCache:
     def __init__(self, max_bytes: int = 512 * 1024 * 1024, folder: Path | None = None) -> None:
         self.max_bytes = max_bytes
@@ -83,13 +91,15 @@ class InversionCache:
         self.misses = 0
 
     def get(self, key: InversionKey) -> Inversion | None:
+        path = self._path(key)
         with self._lock:
             item = self._items.get(key)
             if item is not None:
                 self._items.move_to_end(key)
                 self.hits += 1
-                return item
-        path = self._path(key)
+        if item is not None:
+            _touch(path)
+            return item
         if path is not None and path.is_file():
             try:
                 item = _load(path)
@@ -99,6 +109,7 @@ class InversionCache:
             if item is not None:
                 self._remember(key, item)
                 self.hits += 1
+                _touch(path)
                 return item
         self.misses += 1
         return None

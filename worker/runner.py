@@ -19,6 +19,8 @@ survive a fork; the models must stay resident in this one process. So:
   back at its next step: its jobs go to the front of their queue with no attempt
   spent, and another worker starts them at once instead of after a lease. A second
   signal hands the batch back at the next step; a third exits at once, as RQ does.
+- Blob retention (``service.retention``): every ``gc_interval_s`` one worker deletes
+  the blobs no job or asset references that nothing named for ``gc_min_age_s``.
 - Redis unreachable mid-batch (a restart, a failover): the batch computes on; its
   progress and cancel checks are skipped until Redis answers, and its outcome is
   written with retries for up to ``store_retry_s``, so a blip costs no work.
@@ -58,6 +60,7 @@ from service.contract import (
 )
 from service.method_specs import METHODS, batch_key
 from service.metrics import record_observation, record_outcome
+from service.retention import maybe_collect
 from worker.engine import ModelRegistry, ModelSpec
 from worker.executor import JobFailed, JobOutput, PreparedJob, RunContext, prepare, run_batch
 from worker.inversion_cache import InversionCache
@@ -257,6 +260,20 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         thread = threading.Thread(target=self._beat_forever, name="heartbeat", daemon=True)
         thread.start()
         return thread
+
+    def run_maintenance_tasks(self) -> None:
+        """RQ's (lost jobs back to the queue), then blob retention when it is due."""
+        super().run_maintenance_tasks()
+        try:
+            maybe_collect(
+                self.connection,
+                self.settings.blob_dir,
+                interval_s=self.settings.gc_interval_s,
+                min_age_s=self.settings.gc_min_age_s,
+                inversion_max_age_s=self.settings.inversion_max_age_s,
+            )
+        except Exception:  # retention must never stop a worker; the next interval retries
+            log.exception("blob retention pass failed")
 
     # ------------------------------------------------------------------ shutdown
     def request_stop(self, signum: int, frame: Any) -> None:

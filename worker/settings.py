@@ -44,6 +44,15 @@ class WorkerSettings(BaseSettings):
         description="how long a finished batch retries writing its outcome while Redis "
         "is unreachable",
     )
+    gc_interval_s: float = Field(
+        3600.0, ge=0, description="blob retention pass, by one worker per interval (0: never)"
+    )
+    gc_min_age_s: float = Field(
+        86400.0, ge=60, description="an unreferenced blob goes once nothing named it this long"
+    )
+    inversion_max_age_s: float = Field(
+        7 * 86400.0, ge=60, description="a cached inversion file not read this long goes"
+    )
     inversion_cache_mb: int = Field(512, ge=0, description="per-worker inversion cache")
     classifier: str = Field(
         "models/shapes32-classifier",

@@ -96,6 +96,8 @@ def _validate(body: JobCreate, kind: JobKind, queue: Any, blobs: Any) -> dict[st
     for where, blob_id in references:
         if not is_content_id(blob_id) or not blobs.exists(blob_id):
             raise ApiError(422, "invalid_request", f"{where}: no uploaded image {blob_id!r}", where)
+    for _, blob_id in references:
+        blobs.touch(blob_id)  # named now: retention keeps it at least gc_min_age_s from here
     return params
 
 

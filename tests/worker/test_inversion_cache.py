@@ -59,3 +59,18 @@ def test_a_second_process_finds_the_inversion_on_disk(tmp_path: Path) -> None:
     assert found is not None and found.kind == "ddpm" and found.grid == [0, 500]
     assert torch.equal(found.x_T, inv.x_T) and found.zs is not None and len(found.zs) == 2
     assert other.get(InversionKey("m", "img", "ddpm", 2, "leading", seed=4)) is None
+
+
+def test_a_read_refreshes_the_files_time_for_retention(tmp_path: Path) -> None:
+    import os
+
+    key = InversionKey("m", "img", "ddim", 2, "leading")
+    writer = InversionCache(folder=tmp_path)
+    writer.put(key, _inv(0))
+    (path,) = tmp_path.glob("*/*.safetensors")
+    os.utime(path, (1_000_000, 1_000_000))
+    assert InversionCache(folder=tmp_path).get(key) is not None  # a disk hit
+    assert path.stat().st_mtime > 1_000_000
+    os.utime(path, (1_000_000, 1_000_000))
+    assert writer.get(key) is not None  # a memory hit
+    assert path.stat().st_mtime > 1_000_000
