@@ -89,6 +89,19 @@ def engine_once(dn: Any, data: bytes, steps: int) -> float:
     return time.perf_counter() - start
 
 
+def executor_once(dn: Any, data: bytes, steps: int, context: Any) -> float:
+    """The worker's own code in this process, no HTTP or Redis: blob in, job, PNG out."""
+    from service.contract import JobKind, JobPayload
+    from worker.executor import prepare, run_batch
+
+    blob = context.blobs.put(data)
+    start = time.perf_counter()
+    payload = JobPayload(id="bench", kind=JobKind.EDIT, model="shapes32", method="reconstruct",
+                         params={"steps": steps}, inputs={"image": blob})  # fmt: skip
+    run_batch(dn, [prepare(payload, dn, context.blobs)], lambda _s, _n: None, context=context)
+    return time.perf_counter() - start
+
+
 def service_once(client: httpx.Client, image: str, steps: int) -> tuple[float, dict[str, Any]]:
     start = time.perf_counter()
     job = _edit_and_wait(client, image, steps)
@@ -152,22 +165,33 @@ def main(argv: list[str] | None = None) -> int:
             api = stack.start_api("--no-access-log")
             # interleaved, so machine drift hits all three alike: the engine in this
             # process, a first edit through the service, and its cached re-edit
-            engine, first, cached, starts, runs = [], [], [], [], []
+            from service.blobs import LocalBlobStore
+            from worker.executor import RunContext
+            from worker.inversion_cache import InversionCache
+
+            # the executor as the worker runs it: blob store and an on-disk inversion cache
+            context = RunContext(cache=InversionCache(folder=tmp / "bench-inversions"),
+                                 blobs=LocalBlobStore(tmp / "bench-blobs"))  # fmt: skip
+            engine, executor, first, cached, starts, runs = [], [], [], [], [], []
             direct_images = _pngs(args.latency_runs + 1, 11)
+            executor_images = _pngs(args.latency_runs + 1, 13)
             service_images = [_upload(api, d) for d in _pngs(args.latency_runs + 1, 12)]
             with httpx.Client(base_url=api, timeout=90) as client:
                 for k in range(args.latency_runs + 1):
                     t_engine = engine_once(dn, direct_images[k], args.steps)
+                    t_executor = executor_once(dn, executor_images[k], args.steps, context)
                     t_first, job = service_once(client, service_images[k], args.steps)
                     t_cached, again = service_once(client, service_images[k], args.steps)
                     if k == 0 or not again["metrics"]["inversion_cached"]:
                         continue  # the first round warms up
                     engine.append(t_engine)
+                    executor.append(t_executor)
                     first.append(t_first)
                     cached.append(t_cached)
                     starts.append(job["started_at"] - job["created_at"])
                     runs.append(job["metrics"]["run_ms"] / 1e3)
             results["engine_ms"] = 1e3 * statistics.median(engine)
+            results["executor_ms"] = 1e3 * statistics.median(executor)
             results["service_ms"] = 1e3 * statistics.median(first)
             results["cached_ms"] = 1e3 * statistics.median(cached)
             results["worker_run_ms"] = 1e3 * statistics.median(runs)
@@ -207,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{r['engine_ms']:>12.1f}{r['service_ms'] / r['engine_ms']:>8.3f}x  <= 1.15x vs engine"
     )
     print(f"{'   the worker ran it for (ms, median)':<44}{r['worker_run_ms']:>12.1f}")
+    print(
+        f"{'   its executor in this process (ms)':<44}{r['executor_ms']:>12.1f}"
+        f"{r['engine_ms']:>12.1f}{r['executor_ms'] / r['engine_ms']:>8.3f}x  (no HTTP, no Redis)"
+    )
     print(
         f"{label:<44}{r['throughput_batch8']:>12.2f}"
         f"{r['throughput_batch1']:>12.2f}{r['throughput_batch8'] / r['throughput_batch1']:>8.2f}x"
