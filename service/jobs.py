@@ -43,6 +43,8 @@ from service.contract import (
 
 RUNNER = "worker.jobs.perform"  # the RQ job function (JSON args: the payload)
 
+OWNER_ACTIVE = "editserve:owner-active:{owner}"  # set: an owner's jobs not yet seen ended
+
 _STATUS = {
     RQStatus.QUEUED: JobStatus.QUEUED,
     RQStatus.DEFERRED: JobStatus.QUEUED,
@@ -65,6 +67,9 @@ def _text(value: bytes | str) -> str:
 
 class JobNotFound(KeyError):
     pass
+
+
+_BY_VALUE = {rq.value: ours for rq, ours in _STATUS.items()}
 
 
 class JobQueue:
@@ -102,6 +107,32 @@ class JobQueue:
             description=f"{payload.method} on {payload.model}",
             meta={"owner": payload.owner, "kind": payload.kind.value},
         )
+
+    def owner_active(self, owner: str) -> int:
+        """How many of ``owner``'s jobs are queued or running (ended ones are dropped here)."""
+        key = OWNER_ACTIVE.format(owner=owner)
+        ids = [_text(i) for i in self.redis.smembers(key)]
+        if not ids:
+            return 0
+        with self.redis.pipeline() as pipe:
+            for job_id in ids:
+                pipe.hget(f"rq:job:{job_id}", "status")
+            statuses = pipe.execute()
+        ended = [
+            job_id
+            for job_id, raw in zip(ids, statuses, strict=True)
+            if raw is None or _BY_VALUE.get(_text(raw), JobStatus.QUEUED).final
+        ]
+        if ended:
+            self.redis.srem(key, *ended)
+        return len(ids) - len(ended)
+
+    def track_owner(self, owner: str, job_id: str) -> None:
+        key = OWNER_ACTIVE.format(owner=owner)
+        with self.redis.pipeline() as pipe:
+            pipe.sadd(key, job_id)
+            pipe.expire(key, self.result_ttl)
+            pipe.execute()
 
     def fetch(self, job_id: str) -> Job:
         try:

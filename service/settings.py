@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     allowed_formats: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
     api_keys: tuple[str, ...] = Field((), description="empty = no auth (embedded default)")
     queue_depth_cap: int = Field(1000, gt=0, description="429 when this many jobs are queued")
+    owner_queue_cap: int = Field(
+        0,
+        ge=0,
+        description="429 when one API key has this many jobs queued or running (0: no cap)",
+    )
     worker_fresh_s: float = Field(10.0, gt=0, description="/readyz wants a heartbeat this fresh")
     job_attempts: int = Field(3, ge=1, le=10, description="runs of a job whose worker dies")
     idempotency_ttl_s: int = Field(86400, gt=0)

@@ -139,6 +139,16 @@ def submit_job(
             f"{depth} jobs are queued; try again later",
             headers={"Retry-After": "5"},
         )
+    if owner is not None and settings.owner_queue_cap:
+        active = queue.owner_active(owner)
+        if active >= settings.owner_queue_cap:
+            raise ApiError(
+                429,
+                "owner_queue_full",
+                f"this API key has {active} jobs queued or running (the cap is "
+                f"{settings.owner_queue_cap}); wait for one to end",
+                headers={"Retry-After": "5"},
+            )
     payload = JobPayload(
         id=queue.new_id(),
         kind=kind,
@@ -171,6 +181,8 @@ def submit_job(
                 idempotency_key=idempotency_key,
             )
     queue.submit(payload)
+    if owner is not None and settings.owner_queue_cap:
+        queue.track_owner(owner, payload.id)
     response.headers["Location"] = accepted.links.self
     return accepted
 
