@@ -293,9 +293,8 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         if time.monotonic() - self._first_signal < 1.0:
             return  # the same stop delivered twice (Ctrl-C to the group, then the parent)
         self._signals += 1
-        with self._lock:
-            busy = bool(self._running)
-        if busy and self._signals == 2:
+        # no lock here: a signal handler runs in the main thread, which may hold it
+        if self._running and self._signals == 2:
             log.warning("second signal: handing the running batch back at its next step")
             self._shutdown_deadline = time.monotonic()
             return
@@ -410,7 +409,10 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
                     self._retrying("recording a failure", fail)
             return
         run_ms = 1e3 * (time.time() - start)
-        record_observation(self.connection, "batch_size", len(live))
+        try:
+            record_observation(self.connection, "batch_size", len(live))
+        except STORE_DOWN as exc:  # a metric is not worth the batch's results
+            self._store_down(exc)
         for run, output in zip(live, outputs, strict=True):
             if not run.canceled:
                 succeed = partial(self._succeed, run, queue, output, run_ms, len(live))

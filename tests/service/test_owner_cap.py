@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,27 +10,18 @@ from fastapi.testclient import TestClient
 from redis import Redis
 
 from service.app import create_app
-from service.contract import HEARTBEAT_KEY, MODELS_KEY
 from service.embedded import RedisProcess
 from service.settings import Settings
+from tests.service.conftest import announce_worker
 
 PNG = next((Path(__file__).resolve().parents[2] / "examples").glob("*.png")).read_bytes()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    proc = RedisProcess(tmp_path_factory.mktemp("redis")).start()
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture
 def client(server: RedisProcess, tmp_path: Path) -> Iterator[TestClient]:
     redis = Redis.from_url(server.url)
     redis.flushdb()
-    # a worker's presence, as it publishes it (no worker runs: jobs stay queued)
-    redis.hset(HEARTBEAT_KEY, "w", time.time())
-    redis.hset(MODELS_KEY, "w", json.dumps([{"name": "shapes32", "family": "pixel"}]))
+    announce_worker(redis)  # no worker runs: jobs stay queued
     settings = Settings(blob_dir=tmp_path / "blobs", redis_url=server.url,
                         api_keys=("alice", "bob"), owner_queue_cap=2)  # fmt: skip
     yield TestClient(create_app(settings, redis=redis))

@@ -13,19 +13,13 @@ from redis import Redis
 
 from service.assets import AssetIndex
 from service.blobs import LocalBlobStore
-from service.contract import HEARTBEAT_KEY, MODELS_KEY, JobKind, JobPayload
+from service.contract import JobKind, JobPayload
 from service.embedded import RedisProcess
 from service.jobs import JobQueue
 from service.retention import GC_LOCK, collect_garbage, maybe_collect
+from tests.service.conftest import announce_worker
 
 DAY = 86400.0
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    proc = RedisProcess(tmp_path_factory.mktemp("redis")).start()
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture
@@ -131,9 +125,7 @@ def test_the_api_restarts_the_clock_of_every_image_an_edit_names(
     png = (Path(__file__).resolve().parents[2] / "examples").glob("*.png").__next__().read_bytes()
     image = client.post("/v1/images", files={"file": ("a.png", png, "image/png")}).json()["id"]
     _age(store, image, 2 * DAY)
-    # a worker's presence, as it publishes it: the API accepts edits for its models
-    redis.hset(HEARTBEAT_KEY, "w", time.time())
-    redis.hset(MODELS_KEY, "w", json.dumps([{"name": "shapes32", "family": "pixel"}]))
+    announce_worker(redis)
     r = client.post("/v1/edits", json={"model": "shapes32", "method": "reconstruct",
                                        "inputs": {"image": image}})  # fmt: skip
     assert r.status_code == 202, r.text
