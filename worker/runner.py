@@ -261,9 +261,34 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         thread.start()
         return thread
 
+    # RQ's loop quits on a Redis error outside its dequeue (which retries by itself);
+    # these bookkeeping writes wait for the next round instead, so an idle worker
+    # outlives a Redis restart
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        try:
+            super().set_state(state, pipeline=pipeline)
+        except STORE_DOWN as exc:
+            self._store_down(exc)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        try:
+            super().heartbeat(timeout, pipeline=pipeline)
+        except STORE_DOWN as exc:
+            self._store_down(exc)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        try:
+            super().check_for_suspension(burst)
+        except STORE_DOWN as exc:
+            self._store_down(exc)
+
     def run_maintenance_tasks(self) -> None:
         """RQ's (lost jobs back to the queue), then blob retention when it is due."""
-        super().run_maintenance_tasks()
+        try:
+            super().run_maintenance_tasks()
+        except STORE_DOWN as exc:
+            self._store_down(exc)
+            return
         try:
             maybe_collect(
                 self.connection,
@@ -455,7 +480,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         now = time.monotonic()
         if now - self._store_down_logged >= 5:
             self._store_down_logged = now
-            log.warning("Redis unreachable (%s); a running batch computes on", exc)
+            log.warning("Redis unreachable (%s); waiting for it (a running batch computes on)", exc)
 
     def _retrying(self, what: str, write: Any) -> None:
         retry_while_store_down(what, write, self.settings.store_retry_s)

@@ -67,3 +67,47 @@ def test_a_redis_restart_mid_batch_costs_no_work(tmp_path: Path) -> None:
     finally:
         stack.stop()
         redis.stop()
+
+
+def test_an_idle_worker_outlives_a_redis_restart(tmp_path: Path) -> None:
+    redis = RedisProcess(tmp_path / "redis").start()
+    env = {**os.environ, "EDITSERVE_REDIS_URL": redis.url,
+           "EDITSERVE_BLOB_DIR": str(tmp_path / "blobs"),
+           "EDITSERVE_MODELS": f"shapes32={E2E_MODEL}", "EDITSERVE_MAINTENANCE_S": "1",
+           "EDITSERVE_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}  # fmt: skip
+    stack = LocalStack(redis_url=redis.url, blob_dir=tmp_path / "blobs", env=env)
+    try:
+        worker = stack.start_worker("idle")
+        api = stack.start_api()
+        redis.stop()
+        time.sleep(4)  # several rounds of the idle loop: heartbeat, maintenance, dequeue
+        assert worker.poll() is None, "the idle worker died with Redis away"
+        redis.start()
+        data = EXAMPLE.read_bytes()
+        deadline = time.monotonic() + 30
+        while True:  # the API answers 503 until its connection is back
+            r = httpx.post(f"{api}/v1/images", files={"file": ("a.png", data, "image/png")})
+            if r.status_code == 201:
+                break
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.2)
+        body = {"model": "shapes32", "method": "reconstruct",
+                "inputs": {"image": r.json()["id"]}, "params": {"steps": 10}}  # fmt: skip
+        deadline = time.monotonic() + 30
+        while (r := httpx.post(f"{api}/v1/edits", json=body)).status_code != 202:
+            assert time.monotonic() < deadline, r.text  # 422 until the worker beats again
+            time.sleep(0.2)
+        job_id = r.json()["id"]
+        deadline = time.monotonic() + 60
+        while not ((j := _job(api, job_id)) and j["status"] in ("succeeded", "failed")):
+            assert time.monotonic() < deadline, f"the job did not end: {j}"
+            time.sleep(0.1)
+        assert j["status"] == "succeeded", j
+        assert worker.poll() is None
+        assert (
+            Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer).worker_name
+            == "idle"
+        )
+    finally:
+        stack.stop()
+        redis.stop()
