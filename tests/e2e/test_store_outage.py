@@ -26,6 +26,15 @@ def _job(api: str, job_id: str) -> dict[str, Any] | None:
     return r.json() if r.status_code == 200 else None  # 503 while Redis is away
 
 
+def _succeeded(api: str, job_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while not ((j := _job(api, job_id)) and j["status"] in ("succeeded", "failed")):
+        assert time.monotonic() < deadline, f"the job did not end: {j}"
+        time.sleep(0.1)
+    assert j["status"] == "succeeded", j
+    return j
+
+
 def test_a_redis_restart_mid_batch_costs_no_work(tmp_path: Path) -> None:
     redis = RedisProcess(tmp_path / "redis").start()
     env = {**os.environ, "EDITSERVE_REDIS_URL": redis.url,
@@ -52,11 +61,7 @@ def test_a_redis_restart_mid_batch_costs_no_work(tmp_path: Path) -> None:
         assert worker.poll() is None, "the worker died with Redis away"
         redis.start()  # same port, same AOF
 
-        deadline = time.monotonic() + 120
-        while not ((j := _job(api, job_id)) and j["status"] in ("succeeded", "failed")):
-            assert time.monotonic() < deadline, f"the job did not end: {j}"
-            time.sleep(0.1)
-        assert j["status"] == "succeeded", j
+        j = _succeeded(api, job_id, timeout=120)
         assert worker.poll() is None
         rq_job = Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer)
         assert rq_job.worker_name == "outage"
@@ -98,11 +103,7 @@ def test_an_idle_worker_outlives_a_redis_restart(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, r.text  # 422 until the worker beats again
             time.sleep(0.2)
         job_id = r.json()["id"]
-        deadline = time.monotonic() + 60
-        while not ((j := _job(api, job_id)) and j["status"] in ("succeeded", "failed")):
-            assert time.monotonic() < deadline, f"the job did not end: {j}"
-            time.sleep(0.1)
-        assert j["status"] == "succeeded", j
+        _succeeded(api, job_id, timeout=60)
         assert worker.poll() is None
         assert (
             Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer).worker_name
