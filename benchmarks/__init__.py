@@ -1,0 +1,13 @@
+"""Benchmark scripts: each prints its numbers side by side in one run (``--json`` to keep them)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def write_json(path: str | None, results: Any) -> None:
+    """The results as JSON at ``path`` (the scripts' ``--json``), if one was given."""
+    if path:
+        with open(path, "w") as fh:
+            json.dump(results, fh, indent=2)

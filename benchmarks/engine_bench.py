@@ -18,7 +18,6 @@ overhead rows interleave the bare and the adapter calls so drift hits both.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ import diffusers
 import torch
 from diffusers import UNet2DModel
 
+from benchmarks import write_json
 from worker.engine import Denoiser, NoiseSchedule, asymmetric_step, ddim_step
 from worker.training.train_ddpm import build_unet
 
@@ -216,9 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"... {name}", file=sys.stderr)
         results.append(bench_model(name, device, dtypes, args.batches, args.repeats))
     print_table(results, args.batches)
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            json.dump(results, fh, indent=2)
+    write_json(args.json_out, results)
     return 0
 
 

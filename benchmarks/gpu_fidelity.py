@@ -21,7 +21,6 @@ through ``--low bfloat16`` and expect it to be slow).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,15 +28,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.methods_ae import HELD_OUT_SEED, _differing_pairs, _judge, _to_tensor
+from benchmarks import write_json
+from benchmarks.methods_ae import (
+    HELD_OUT_SEED,
+    _differing_pairs,
+    _judge,
+    _to_tensor,
+    keeps_and_takes,
+)
 from worker.engine import Denoiser, ddim_invert, ddim_sample, ddpm_invert, load_denoiser
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.images import psnr
 from worker.engine.methods.inject import InjectionSettings, content_trajectory, inject_content
 from worker.engine.schedule import timestep_grid
-from worker.training.shapes import CONTENT_FACTORS, FACTORS, STYLE_FACTORS, generate
-
-COLS = list(FACTORS)
+from worker.training.shapes import generate
 
 
 def _timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, float]:
@@ -99,10 +103,7 @@ def run_dtype(dn: Denoiser, args: argparse.Namespace, clf: AttributeClassifier) 
 
             result, sec = _timed(inject, dev)
             pred = _judge(clf, result)
-            keeps = np.all([pred[:, COLS.index(f)] == c_lab[:, COLS.index(f)]
-                            for f in CONTENT_FACTORS], 0)  # fmt: skip
-            takes = np.all([pred[:, COLS.index(f)] == s_lab[:, COLS.index(f)]
-                            for f in STYLE_FACTORS], 0)  # fmt: skip
+            keeps, takes = keeps_and_takes(pred, c_lab, s_lab)
             out["inject"][f"{label}, {steps} steps"] = {
                 "keeps_all_content": round(float(keeps.mean()), 3),
                 "takes_all_style": round(float(takes.mean()), 3),
@@ -183,9 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     e_hi, e_lo = hi["edit_friendly_max_abs_error"], lo["edit_friendly_max_abs_error"]
     print(f"{'edit-friendly round trip max error':<38}{e_hi:>16.2e}{e_lo:>16.2e}")
     table["edit_friendly_max_abs_error"] = (e_hi, e_lo)
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            json.dump(table, fh, indent=2)
+    write_json(args.json_out, table)
     return 0
 
 

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks import write_json
 from worker.engine import Denoiser, ddim_invert, ddim_sample, load_denoiser
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.hspace import project_out
@@ -101,6 +102,17 @@ def _judge(clf: AttributeClassifier, images: torch.Tensor) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- A
+def keeps_and_takes(
+    pred: np.ndarray, c_lab: np.ndarray, s_lab: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair: the output keeps every content factor of the content image / takes every
+    style factor of the style image (labels in ``FACTORS`` order)."""
+    cols = list(FACTORS)
+    keeps = np.all([pred[:, cols.index(f)] == c_lab[:, cols.index(f)] for f in CONTENT_FACTORS], 0)
+    takes = np.all([pred[:, cols.index(f)] == s_lab[:, cols.index(f)] for f in STYLE_FACTORS], 0)
+    return keeps, takes
+
+
 def eval_inject(
     dn: Denoiser, clf: AttributeClassifier, pairs: int, configs: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -131,12 +143,7 @@ def eval_inject(
             row[f"takes_{f}"] = round(
                 float((pred[:, cols.index(f)] == s_lab[:, cols.index(f)]).mean()), 3
             )
-        content_ok = np.all(
-            [pred[:, cols.index(f)] == c_lab[:, cols.index(f)] for f in CONTENT_FACTORS], 0
-        )
-        style_ok = np.all(
-            [pred[:, cols.index(f)] == s_lab[:, cols.index(f)] for f in STYLE_FACTORS], 0
-        )
+        content_ok, style_ok = keeps_and_takes(pred, c_lab, s_lab)
         row["keeps_all_content"] = round(float(content_ok.mean()), 3)
         row["takes_all_style"] = round(float(style_ok.mean()), 3)
         row["both"] = round(float((content_ok & style_ok).mean()), 3)
@@ -535,9 +542,7 @@ def main(argv: list[str] | None = None) -> int:
             dn, steps=10, k=3, iters=50, images=2, scale=50.0, refine=args.refine
         )
         print("jacobian:", json.dumps(results["jacobian"]))
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            json.dump(results, fh, indent=2)
+    write_json(args.json_out, results)
     return 0
 
 

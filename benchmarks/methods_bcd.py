@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks import write_json
 from worker.engine import Denoiser, ddim_sample, load_denoiser
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.methods.boundaries import edit_across, find_mixing_step, fit_boundary, invert_to
@@ -397,9 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                               args.steps, 1.0, prompts, guidance=args.guidance,
                               t_starts=tuple(args.d_t_start))  # fmt: skip
             results.setdefault("d_text", []).append({"style": [colour, background], "rows": rows})
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            json.dump(results, fh, indent=2)
+    write_json(args.json_out, results)
     return 0
 
 

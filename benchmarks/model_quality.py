@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks import write_json
 from worker.engine import Denoiser, ddim_invert, ddim_sample, ddpm_invert, load_denoiser
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.images import psnr
@@ -283,9 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'factor':<10}{'follows h':>10}   other factors kept")
             for factor, row in res["table"].items():
                 print(f"{factor:<10}{row['follows_h']:>10.3f}   {row['other_factors_kept']}")
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            json.dump(results, fh, indent=2)
+    write_json(args.json_out, results)
     if args.card:
         write_card(args.card, args.model, results)
     return 0

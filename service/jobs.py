@@ -55,6 +55,7 @@ _STATUS = {
     RQStatus.CANCELED: JobStatus.CANCELED,
     RQStatus.STOPPED: JobStatus.CANCELED,
 }
+_BY_VALUE = {rq.value: ours for rq, ours in _STATUS.items()}  # from a raw hash field
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -67,9 +68,6 @@ def _text(value: bytes | str) -> str:
 
 class JobNotFound(KeyError):
     pass
-
-
-_BY_VALUE = {rq.value: ours for rq, ours in _STATUS.items()}
 
 
 class JobQueue:
