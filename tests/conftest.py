@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
+from service.embedded import RedisProcess
 from tests.engine.tiny_models import save_cond_pipeline, save_pixel_model
 from worker.engine import Denoiser, load_denoiser
 
@@ -40,3 +41,11 @@ def pixel(pixel_dir: Path) -> Denoiser:
 @pytest.fixture(scope="session")
 def cond(cond_dir: Path) -> Denoiser:
     return load_denoiser(cond_dir, name="tiny-cond", device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """A real Redis (the bundled server), started once per session for the tests that need one."""
+    proc = RedisProcess(tmp_path_factory.mktemp("redis")).start()
+    yield proc
+    proc.stop()

@@ -24,6 +24,9 @@ survive a fork; the models must stay resident in this one process. So:
 - Redis unreachable mid-batch (a restart, a failover): the batch computes on; its
   progress and cancel checks are skipped until Redis answers, and its outcome is
   written with retries for up to ``store_retry_s``, so a blip costs no work.
+- Fencing: before it writes an outcome, a worker checks that it still holds the job's
+  lease (``fence``); one cut off past its lease drops its run if another worker took
+  the job over, or takes the job back out of its queue if nobody has picked it up.
 """
 
 from __future__ import annotations
@@ -117,6 +120,38 @@ def retry_while_store_down(
             delay = min(2 * delay, 5.0)
 
 
+# Fencing: whether this worker still holds a job's lease when it writes the job's
+# outcome. A worker frozen for longer than the lease (a Redis outage, a VM pause,
+# SIGSTOP) finds on waking that another worker's maintenance took the job back:
+#   its execution is still in the started registry -> still ours (lease renewed, so
+#     no cleanup can take it between this check and the write);                1
+#   else, if ``reclaim`` and the job waits in its queue (re-queued, not yet picked):
+#     take it out and back into the registry: our finished run stands, none repeats; 2
+#   else (another worker runs it, or it ended): the outcome is not ours to write. 0
+_FENCE = """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  return 1
+end
+if ARGV[4] == '1' and redis.call('LREM', KEYS[2], 1, ARGV[2]) == 1 then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  return 2
+end
+return 0
+"""
+FENCE_OURS, FENCE_RECLAIMED, FENCE_LOST = 1, 2, 0
+
+
+def fence(
+    connection: Redis, job: Job, execution: Execution, queue: Queue, lease_s: float, reclaim: bool
+) -> int:
+    """One of ``FENCE_OURS``, ``FENCE_RECLAIMED``, ``FENCE_LOST`` (see ``_FENCE``)."""
+    script = connection.register_script(_FENCE)
+    keys = [queue.started_job_registry.key, queue.key]
+    args = [execution.composite_key, job.id, time.time() + lease_s, "1" if reclaim else "0"]
+    return int(script(keys=keys, args=args))
+
+
 @dataclass
 class RunningJob:
     job: Job
@@ -126,6 +161,7 @@ class RunningJob:
     done: bool = False
     started: float = field(default_factory=time.time)
     asset_id: str | None = None  # set once, so a retried success makes no second asset
+    fenced: bool = False  # the lease was checked before the outcome's first write
 
 
 class WorkerNameTaken(RuntimeError):
@@ -485,7 +521,39 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
     def _retrying(self, what: str, write: Any) -> None:
         retry_while_store_down(what, write, self.settings.store_retry_s)
 
+    def _holds(self, run: RunningJob, queue: Queue, *, reclaim: bool) -> bool:
+        """Whether this worker may write the job's outcome (see ``fence``); checked once
+        per outcome, so a write retried through a Redis blip is not refused by itself."""
+        if run.fenced:
+            return True
+        verdict = fence(
+            self.connection, run.job, run.execution, queue, self.settings.lease_s, reclaim
+        )
+        if verdict == FENCE_LOST:
+            with self._lock:
+                run.done = True
+            log.warning(
+                "job %s: this worker lost its lease (paused or cut off for more than %s s) "
+                "and another worker has taken the job over; this run's outcome is dropped",
+                run.job.id,
+                self.settings.lease_s,
+            )
+            record_outcome(self.connection, "lease_lost")
+            return False
+        if verdict == FENCE_RECLAIMED:
+            log.warning(
+                "job %s: this worker lost its lease, but the job was still queued: "
+                "taken back, this run's outcome stands",
+                run.job.id,
+            )
+            record_outcome(self.connection, "reclaimed")
+        run.fenced = True
+        return True
+
     def _cancel(self, run: RunningJob, queue: Queue) -> None:
+        if not self._holds(run, queue, reclaim=True):
+            run.canceled = True
+            return
         run.canceled = run.done = True
         run.job.meta["error"] = {
             "code": ErrorCode.CANCELED.value,
@@ -501,6 +569,8 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
 
     def _hand_back(self, run: RunningJob, queue: Queue) -> None:
         """Re-queue a job at the front of its queue, no attempt spent: this worker is leaving."""
+        if not self._holds(run, queue, reclaim=False):
+            return  # already back in the queue or running elsewhere
         with self._lock:
             run.done = True  # the heartbeat thread renews its lease no more
         job = run.job
@@ -527,6 +597,8 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
     def _succeed(
         self, run: RunningJob, queue: Queue, output: JobOutput, run_ms: float, batch: int
     ) -> None:
+        if not self._holds(run, queue, reclaim=True):
+            return
         ids = [self.blobs.put(png) for png in output.images]
         if output.asset is not None and run.asset_id is None:
             asset = output.asset
@@ -564,6 +636,9 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
     def _fail(
         self, run: RunningJob, queue: Queue, code: ErrorCode, message: str, *, retry: bool
     ) -> None:
+        # a retryable failure of a lost lease was already counted by whoever took it back
+        if not self._holds(run, queue, reclaim=not retry):
+            return
         run.done = True
         if not retry:
             run.job.retries_left = 0

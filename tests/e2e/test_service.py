@@ -22,6 +22,7 @@ from service.assets import AssetIndex
 from service.contract import HEARTBEAT_KEY
 from service.embedded import LocalStack as Stack
 from service.embedded import spawn
+from service.metrics import OUTCOMES_KEY
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -271,6 +272,92 @@ def test_sigterm_hands_a_long_batch_back_and_another_worker_starts_it_at_once(
     assert job["status"] == "succeeded", job
     print(f"exited {exited_after:.2f} s after SIGTERM; re-run began at {restarted_after:.2f} s")
     stack.start_worker(victim_name)
+
+
+def _outcomes(stack: Stack) -> dict[str, int]:
+    raw: dict[bytes, bytes] = stack.redis.hgetall(OUTCOMES_KEY)  # type: ignore[assignment]
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def test_a_worker_paused_past_its_lease_drops_its_run_and_the_job_succeeds_once(
+    stack: Stack,
+) -> None:
+    """SIGSTOP (a VM pause, a long GC, swap) for longer than the lease: another worker
+    takes the job over; the paused one, woken, finishes its copy but must not write it."""
+    api = stack.api_url
+    _two_workers(stack)
+    before = _outcomes(stack)
+    job_id = _edit(api, _upload(api), steps=200).json()["id"]
+    victim_name = _running_job(stack, job_id).worker_name
+    victim = stack.workers[victim_name]
+    os.kill(victim.pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            rq_job = Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer)
+            if rq_job.worker_name not in (None, victim_name) and rq_job.get_status() in (
+                "started",
+                "finished",
+            ):
+                break
+            assert time.monotonic() < deadline, "no other worker took the job over"
+            time.sleep(0.05)
+    finally:
+        os.kill(victim.pid, signal.SIGCONT)
+    job = _wait(api, job_id, timeout=120)
+    assert job["status"] == "succeeded", job
+    deadline = time.monotonic() + 60  # the woken worker computes its copy to the end
+    while _outcomes(stack).get("lease_lost", 0) == before.get("lease_lost", 0):
+        assert time.monotonic() < deadline, (
+            f"the paused worker never dropped its run: {_outcomes(stack)}"
+        )
+        time.sleep(0.1)
+    time.sleep(0.5)
+    after = _outcomes(stack)
+    assert after["succeeded"] - before.get("succeeded", 0) == 1, (before, after)
+    rq_job = Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer)
+    assert rq_job.worker_name != victim_name and rq_job.get_status() == "finished"
+    assert len(rq_job.results()) == 1
+    assert victim.poll() is None  # it lives on and takes the next job
+    assert _wait(api, _edit(api, _upload(api), steps=4).json()["id"])["status"] == "succeeded"
+
+
+def test_a_worker_paused_past_its_lease_takes_its_job_back_while_it_is_still_queued(
+    stack: Stack,
+) -> None:
+    """The lease runs out and the job is re-queued, but no worker has picked it up yet:
+    the woken worker takes it out of the queue and writes its run; the job runs once."""
+    api = stack.api_url
+    _two_workers(stack)
+    idle = stack.workers.pop("w2")
+    idle.terminate()
+    assert idle.wait(timeout=15) == 0
+    before = _outcomes(stack)
+    job_id = _edit(api, _upload(api), steps=100).json()["id"]
+    rq_job = _running_job(stack, job_id)
+    worker, retries_before = stack.workers["w1"], rq_job.retries_left
+    queue = Queue("editserve:shapes32", connection=stack.redis, serializer=JSONSerializer)
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        time.sleep(4 + 1)  # past the lease (4 s); nobody renews it
+        queue.started_job_registry.cleanup()  # what another worker's maintenance does
+        assert queue.get_job_ids() == [job_id]  # re-queued, one attempt spent
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    job = _wait(api, job_id, timeout=120)
+    assert job["status"] == "succeeded", job
+    after = _outcomes(stack)
+    assert after.get("reclaimed", 0) - before.get("reclaimed", 0) == 1, (before, after)
+    assert after["succeeded"] - before.get("succeeded", 0) == 1, (before, after)
+    assert queue.get_job_ids() == []  # taken out: it will not run again
+    rq_job = Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer)
+    assert rq_job.worker_name == "w1" and len(rq_job.results()) == 1
+    assert rq_job.retries_left == retries_before  # it ran once: no attempt spent
+    time.sleep(1.5)
+    assert Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer).get_status() == (
+        "finished"
+    )
+    stack.start_worker("w2")
 
 
 def test_sigterm_lets_a_batch_that_ends_within_the_grace_finish(stack: Stack) -> None:
