@@ -43,7 +43,35 @@ from service.contract import (
 
 RUNNER = "worker.jobs.perform"  # the RQ job function (JSON args: the payload)
 
-OWNER_ACTIVE = "editserve:owner-active:{owner}"  # set: an owner's jobs not yet seen ended
+# sorted set: an owner's jobs not yet seen ended, scored by when their place was taken
+OWNER_JOBS = "editserve:owner-jobs:{owner}"
+OWNER_RESERVE_GRACE_S = 60  # a place taken by a submit whose job is not (yet) in Redis
+
+# Take a place for job ARGV[3] among KEYS[1]'s owner's jobs if fewer than ARGV[2] are
+# queued or running, in one step (two racing submits cannot both take the last place).
+# Members whose RQ job has ended are dropped; a member without a job hash is a submit
+# in flight, counted for ARGV[4] s. Returns the places taken after the call, negated
+# when refused. (Reads rq:job:* keys it is not given: fine on one Redis, not a cluster.)
+_RESERVE = """
+local now, cap, grace = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+local final = {}
+for i = 6, #ARGV do final[ARGV[i]] = true end
+local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local live = 0
+for i = 1, #members, 2 do
+  local id, at = members[i], tonumber(members[i + 1])
+  local status = redis.call('HGET', 'rq:job:' .. id, 'status')
+  if (status and final[status]) or (not status and now - at > grace) then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    live = live + 1
+  end
+end
+if live >= cap then return -live end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return live + 1
+"""
 
 _STATUS = {
     RQStatus.QUEUED: JobStatus.QUEUED,
@@ -55,7 +83,6 @@ _STATUS = {
     RQStatus.CANCELED: JobStatus.CANCELED,
     RQStatus.STOPPED: JobStatus.CANCELED,
 }
-_BY_VALUE = {rq.value: ours for rq, ours in _STATUS.items()}  # from a raw hash field
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -82,6 +109,7 @@ class JobQueue:
         job_timeout: int = 3600,
     ) -> None:
         self.redis = redis
+        self._reserve = redis.register_script(_RESERVE)
         self.result_ttl = result_ttl
         self.attempts = attempts
         self.job_timeout = job_timeout
@@ -106,31 +134,18 @@ class JobQueue:
             meta={"owner": payload.owner, "kind": payload.kind.value},
         )
 
-    def owner_active(self, owner: str) -> int:
-        """How many of ``owner``'s jobs are queued or running (ended ones are dropped here)."""
-        key = OWNER_ACTIVE.format(owner=owner)
-        ids = [_text(i) for i in self.redis.smembers(key)]
-        if not ids:
-            return 0
-        with self.redis.pipeline() as pipe:
-            for job_id in ids:
-                pipe.hget(f"rq:job:{job_id}", "status")
-            statuses = pipe.execute()
-        ended = [
-            job_id
-            for job_id, raw in zip(ids, statuses, strict=True)
-            if raw is None or _BY_VALUE.get(_text(raw), JobStatus.QUEUED).final
-        ]
-        if ended:
-            self.redis.srem(key, *ended)
-        return len(ids) - len(ended)
+    def reserve_owner_place(self, owner: str, job_id: str, cap: int) -> tuple[bool, int]:
+        """Take a place for ``job_id`` among ``owner``'s queued or running jobs, unless
+        ``cap`` are taken. (taken?, places held by the owner now). Atomic: concurrent
+        submits of one owner never take more than ``cap`` places."""
+        final = [rq.value for rq, ours in _STATUS.items() if ours.final]
+        args = [time.time(), cap, job_id, OWNER_RESERVE_GRACE_S, self.result_ttl, *final]
+        held = int(self._reserve(keys=[OWNER_JOBS.format(owner=owner)], args=args))
+        return held > 0, abs(held)
 
-    def track_owner(self, owner: str, job_id: str) -> None:
-        key = OWNER_ACTIVE.format(owner=owner)
-        with self.redis.pipeline() as pipe:
-            pipe.sadd(key, job_id)
-            pipe.expire(key, self.result_ttl)
-            pipe.execute()
+    def release_owner_place(self, owner: str, job_id: str) -> None:
+        """Give a place back: the submit that took it did not enqueue its job."""
+        self.redis.zrem(OWNER_JOBS.format(owner=owner), job_id)
 
     def fetch(self, job_id: str) -> Job:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -139,18 +140,20 @@ def submit_job(
             f"{depth} jobs are queued; try again later",
             headers={"Retry-After": "5"},
         )
-    if owner is not None and settings.owner_queue_cap:
-        active = queue.owner_active(owner)
-        if active >= settings.owner_queue_cap:
+    job_id = queue.new_id()
+    capped = owner if settings.owner_queue_cap > 0 else None  # the key whose place we take
+    if capped is not None:
+        taken, held = queue.reserve_owner_place(capped, job_id, settings.owner_queue_cap)
+        if not taken:
             raise ApiError(
                 429,
                 "owner_queue_full",
-                f"this API key has {active} jobs queued or running (the cap is "
+                f"this API key has {held} jobs queued or running (the cap is "
                 f"{settings.owner_queue_cap}); wait for one to end",
                 headers={"Retry-After": "5"},
             )
     payload = JobPayload(
-        id=queue.new_id(),
+        id=job_id,
         kind=kind,
         model=body.model,
         method=body.method,
@@ -165,24 +168,34 @@ def submit_job(
         status="queued",
         links=JobLinks(self=f"/v1/jobs/{payload.id}", cancel=f"/v1/jobs/{payload.id}/cancel"),
     )
-    if idem_key:
-        record = json.dumps({"digest": digest, "response": accepted.model_dump()})
-        if not redis.set(idem_key, record, nx=True, ex=settings.idempotency_ttl_s):
-            # a concurrent request with the same key won the race: answer as it did
-            return submit_job(
-                body,
-                kind,
-                response,
-                settings=settings,
-                queue=queue,
-                blobs=blobs,
-                redis=redis,
-                owner=owner,
-                idempotency_key=idempotency_key,
-            )
-    queue.submit(payload)
-    if owner is not None and settings.owner_queue_cap:
-        queue.track_owner(owner, payload.id)
+    try:
+        if idem_key:
+            record = json.dumps({"digest": digest, "response": accepted.model_dump()})
+            if not redis.set(idem_key, record, nx=True, ex=settings.idempotency_ttl_s):
+                # a concurrent request with the same key won the race: answer as it did
+                if capped is not None:
+                    queue.release_owner_place(capped, job_id)
+                return submit_job(
+                    body,
+                    kind,
+                    response,
+                    settings=settings,
+                    queue=queue,
+                    blobs=blobs,
+                    redis=redis,
+                    owner=owner,
+                    idempotency_key=idempotency_key,
+                )
+        queue.submit(payload)
+    except Exception:
+        # not enqueued: a replay must not answer with this id, and the place is free
+        # again (best effort: with Redis away, the key's record and the place expire)
+        with contextlib.suppress(Exception):
+            if idem_key:
+                redis.delete(idem_key)
+            if capped is not None:
+                queue.release_owner_place(capped, job_id)
+        raise
     response.headers["Location"] = accepted.links.self
     return accepted
 
