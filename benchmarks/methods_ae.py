@@ -20,6 +20,10 @@ E (h-space directions):
   twins of every colour vs twins that are all red, applied to red held-out objects;
 - PCA: the top components of h over the same samples; for each, the share of
   edited samples in which each factor changes (which factor a component moves);
+- locality: where in h each factor lives (on the object's cells, or one constant per
+  channel), from twin pairs that differ only in it: why A cannot take the object's colour;
+- hstats (an experiment outside METHODS.md): A with the style's per-channel h statistics
+  put back into the injected h (AdaIN in h);
 - Jacobian: directions of one held-out image, time per image, and how local the
   edit is (the share of the change that falls on the object).
 
@@ -28,6 +32,8 @@ E (h-space directions):
     python -m benchmarks.methods_ae --only disentangle --scales 0.5 1 2 4
     python -m benchmarks.methods_ae --only labelled --twins 128 --scales 1 2 4
     python -m benchmarks.methods_ae --only conditioned --twins 128 --scales 1 2
+    python -m benchmarks.methods_ae --only locality --twins 64
+    python -m benchmarks.methods_ae --only hstats --pairs 32
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import argparse
 import json
 import time
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -44,7 +51,9 @@ import torch.nn.functional as F
 from benchmarks import write_json
 from worker.engine import Denoiser, ddim_invert, ddim_sample, load_denoiser
 from worker.engine.classifier import AttributeClassifier
+from worker.engine.hspace import inject as hspace_inject
 from worker.engine.hspace import project_out
+from worker.engine.methods import inject as inject_module
 from worker.engine.methods.directions import (
     collect_h,
     edit_with_direction,
@@ -113,11 +122,29 @@ def keeps_and_takes(
     return keeps, takes
 
 
+def _inject_scores(pred: np.ndarray, c_lab: np.ndarray, s_lab: np.ndarray) -> dict[str, float]:
+    """A's figures: the share keeping each content factor, taking each style factor, all."""
+    cols = list(FACTORS)
+    out: dict[str, float] = {}
+    for f in CONTENT_FACTORS:
+        out[f"keeps_{f}"] = round(
+            float((pred[:, cols.index(f)] == c_lab[:, cols.index(f)]).mean()), 3
+        )
+    for f in STYLE_FACTORS:
+        out[f"takes_{f}"] = round(
+            float((pred[:, cols.index(f)] == s_lab[:, cols.index(f)]).mean()), 3
+        )
+    content_ok, style_ok = keeps_and_takes(pred, c_lab, s_lab)
+    out["keeps_all_content"] = round(float(content_ok.mean()), 3)
+    out["takes_all_style"] = round(float(style_ok.mean()), 3)
+    out["both"] = round(float((content_ok & style_ok).mean()), 3)
+    return out
+
+
 def eval_inject(
     dn: Denoiser, clf: AttributeClassifier, pairs: int, configs: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     content, style, c_lab, s_lab = _differing_pairs(pairs, HELD_OUT_SEED)
-    cols = list(FACTORS)
     rows = []
     for cfg in configs:
         steps = int(cfg.get("steps", 50))
@@ -133,20 +160,8 @@ def eval_inject(
             gens = [torch.Generator().manual_seed(i) for i in range(pairs)]
             out = inject_content(dn, x_T, traj, settings, generator=gens)
         seconds = time.perf_counter() - start
-        pred = _judge(clf, out)
         row: dict[str, Any] = {"config": {"steps": steps, "refine": refine, **cfg}}
-        for f in CONTENT_FACTORS:
-            row[f"keeps_{f}"] = round(
-                float((pred[:, cols.index(f)] == c_lab[:, cols.index(f)]).mean()), 3
-            )
-        for f in STYLE_FACTORS:
-            row[f"takes_{f}"] = round(
-                float((pred[:, cols.index(f)] == s_lab[:, cols.index(f)]).mean()), 3
-            )
-        content_ok, style_ok = keeps_and_takes(pred, c_lab, s_lab)
-        row["keeps_all_content"] = round(float(content_ok.mean()), 3)
-        row["takes_all_style"] = round(float(style_ok.mean()), 3)
-        row["both"] = round(float((content_ok & style_ok).mean()), 3)
+        row.update(_inject_scores(_judge(clf, out), c_lab, s_lab))
         row["s_per_pair"] = round(seconds / pairs, 3)
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -471,6 +486,103 @@ def eval_jacobian(
     }
 
 
+def _object_cells(images: np.ndarray, cells: int) -> np.ndarray:
+    """(N, cells, cells) bool: the h cells an image's object touches (a pixel off the
+    background colour, read at the corner, which no object reaches)."""
+    x = images.astype(np.float32)
+    off = np.abs(x - x[:, :1, :1, :]).max(axis=-1) > 30
+    n, size = off.shape[0], off.shape[1]
+    k = size // cells
+    return np.asarray(off.reshape(n, cells, k, cells, k).any(axis=(2, 4)))
+
+
+def eval_locality(
+    dn: Denoiser, grid: list[int], pairs: int, refine: int, at: tuple[float, ...]
+) -> list[dict[str, Any]]:
+    """Where in h a factor lives. Twin pairs that differ only in the factor are inverted;
+    d = h(twin) - h(original) at a few grid steps. Per factor and step: ||d|| / ||h||
+    (how much h carries it); the share of ||d||^2 that is one constant per channel (all a
+    channel-statistics swap such as AdaIN could move); the share of ||d||^2 on the cells
+    the objects touch, beside those cells' share of h's area."""
+    rows = []
+    for seed, factor in enumerate(FACTORS_LIST):
+        value = FACTORS[factor][0]
+        pos, neg = _twin_images(factor, value, pairs, 500 + seed)
+        h_pos = content_trajectory(dn, _to_tensor(pos), grid, refine=refine).h
+        h_neg = content_trajectory(dn, _to_tensor(neg), grid, refine=refine).h
+        for frac in at:
+            t = grid[round(frac * (len(grid) - 1))]
+            d, h = (h_pos[t] - h_neg[t]).double(), h_neg[t].double()
+            cells = d.shape[-1]
+            mask = torch.from_numpy(_object_cells(pos, cells) | _object_cells(neg, cells))
+            energy = (d**2).sum(1)  # (N, cells, cells)
+            total = energy.sum((1, 2))
+            constant = (d.mean((2, 3)) ** 2).sum(1) * cells * cells
+            on_object = (energy * mask).sum((1, 2))
+            row = {
+                "factor": factor,
+                "twin value": value,
+                "t": t,
+                "d / h": round(
+                    float((d.flatten(1).norm(dim=1) / h.flatten(1).norm(dim=1)).mean()), 3
+                ),
+                "per-channel constant": round(float((constant / total).mean()), 3),
+                "on object cells": round(float((on_object / total).mean()), 3),
+                "object cells' area": round(float(mask.double().mean((1, 2)).mean()), 3),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def _with_style_stats(mode: str, style_h: dict[int, torch.Tensor], grid: list[int]) -> Any:
+    """hspace.inject, then the style's per-channel h statistics put back (see eval_hstats)."""
+    order = iter(sorted(grid, reverse=True))  # t_edit 0: one injection per step
+
+    def patched(
+        h: torch.Tensor, h_c: torch.Tensor, g: float, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        t = next(order)
+        out = hspace_inject(h, h_c, g, mask)
+        if mode == "plain":
+            return out
+        ref = style_h[t].to(out)
+        mu, mu_o = ref.mean((2, 3), keepdim=True), out.mean((2, 3), keepdim=True)
+        if mode == "style mean":
+            return out - mu_o + mu
+        sd, sd_o = ref.std((2, 3), keepdim=True), out.std((2, 3), keepdim=True)
+        return (out - mu_o) / sd_o.clamp_min(1e-6) * sd + mu
+
+    return patched
+
+
+def eval_hstats(
+    dn: Denoiser, clf: AttributeClassifier, pairs: int, steps: int, refine: int
+) -> list[dict[str, Any]]:
+    """An experiment outside METHODS.md: is the style's colour in h's channel statistics?
+    A at g 1, t_edit 0, clip_x0, then the injected h given the style's own (inverted) h's
+    per-channel mean, or mean and std (AdaIN in h), at each step. If colour were one
+    constant per channel, this would take the style's colour and keep the content."""
+    content, style, c_lab, s_lab = _differing_pairs(pairs, HELD_OUT_SEED)
+    grid = timestep_grid(steps, dn.num_train_timesteps, "linspace")
+    with torch.no_grad():
+        c_traj = content_trajectory(dn, content, grid, refine=refine)
+        s_traj = content_trajectory(dn, style, grid, refine=refine)
+    assert s_traj.x_T is not None
+    settings = InjectionSettings(g=1.0, t_edit=0, clip_x0=True)
+    rows = []
+    for mode in ("plain", "style mean", "style mean and std"):
+        patched = _with_style_stats(mode, s_traj.h, grid)
+        gens = [torch.Generator().manual_seed(i) for i in range(pairs)]
+        with torch.no_grad(), mock.patch.object(inject_module, "inject", patched):
+            out = inject_content(dn, s_traj.x_T, c_traj, settings, generator=gens)
+        row: dict[str, Any] = {"h statistics": mode, "steps": steps}
+        row.update(_inject_scores(_judge(clf, out), c_lab, s_lab))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -480,7 +592,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--only",
         nargs="+",
-        choices=["a", "supervised", "disentangle", "labelled", "conditioned", "pca", "jacobian"],
+        choices=[
+            "a",
+            "supervised",
+            "disentangle",
+            "labelled",
+            "conditioned",
+            "pca",
+            "jacobian",
+            "locality",
+            "hstats",
+        ],
         default=["a", "supervised", "pca", "jacobian"],
     )
     p.add_argument("--pairs", type=int, default=32)
@@ -537,6 +659,10 @@ def main(argv: list[str] | None = None) -> int:
             dn, clf, targets, grid, args.count, scales=args.scales, t_edit=args.e_t_edit,
             refine=args.refine, disentangle=True, source="labelled",
         )  # fmt: skip
+    if "hstats" in args.only:
+        results["hstats"] = eval_hstats(dn, clf, args.pairs, 20, args.refine)
+    if "locality" in args.only:
+        results["locality"] = eval_locality(dn, grid, args.twins, args.refine, (1.0, 0.5, 0.1))
     if "jacobian" in args.only:
         results["jacobian"] = eval_jacobian(
             dn, steps=10, k=3, iters=50, images=2, scale=50.0, refine=args.refine
