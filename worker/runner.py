@@ -74,7 +74,7 @@ STORE_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 
 class BatchCanceled(Exception):
-    """Every job of the batch was canceled: stop computing."""
+    """Every job of the batch was canceled or taken over by another worker: stop computing."""
 
 
 class BatchHandedBack(Exception):
@@ -162,6 +162,7 @@ class RunningJob:
     started: float = field(default_factory=time.time)
     asset_id: str | None = None  # set once, so a retried success makes no second asset
     fenced: bool = False  # the lease was checked before the outcome's first write
+    lost: bool = False  # another worker took the job over: its outcome is not ours
 
 
 class WorkerNameTaken(RuntimeError):
@@ -284,13 +285,42 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
                 # under the lock: a job handed back or ended meanwhile must not get its
                 # lease renewed after its execution was deleted
                 with self._lock:
-                    for run in self._running.values():
-                        if not run.done:
-                            self.maintain_heartbeats(run.job, run.execution)
+                    live = [run for run in self._running.values() if not run.done]
+                    for run in live:
+                        self.maintain_heartbeats(run.job, run.execution)
+                    self._notice_lost_leases(live)
             except STORE_DOWN as exc:  # the next beat retries
                 self._store_down(exc)
             except Exception:  # nothing must kill the beat; the next one retries
                 log.exception("heartbeat failed")
+
+    def _notice_lost_leases(self, runs: list[RunningJob]) -> None:
+        """Runs whose lease another worker's maintenance took (this worker was cut off
+        past it) and whose job another worker now runs, or that ended: stop spending
+        compute on them (the batch stops if none is left). A job re-queued but not yet
+        picked up stays: its run can still take it back when it ends (``fence``)."""
+        if not runs:
+            return
+        with self.connection.pipeline() as pipe:
+            for run in runs:
+                pipe.zscore(run.job.started_job_registry.key, run.execution.composite_key)
+                pipe.hmget(run.job.key, "status", "worker_name")
+            replies = pipe.execute()
+        for i, run in enumerate(runs):
+            score, (status, worker) = replies[2 * i], replies[2 * i + 1]
+            if score is not None or status in (b"queued", b"deferred", b"scheduled"):
+                continue
+            if status == b"started" and worker == self.name.encode():
+                continue  # a new execution of ours (cannot happen mid-batch; be safe)
+            run.lost = run.done = True
+            log.warning(
+                "job %s: this worker lost its lease (cut off for more than %s s) and the "
+                "job is %s; this run stops and its outcome is dropped",
+                run.job.id,
+                self.settings.lease_s,
+                "run by another worker" if status == b"started" else "over",
+            )
+            record_outcome(self.connection, "lease_lost")
 
     def start_heartbeats(self) -> threading.Thread:
         thread = threading.Thread(target=self._beat_forever, name="heartbeat", daemon=True)
@@ -494,7 +524,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
                         self._cancel(run, queue)
             except STORE_DOWN as exc:  # compute on; the next step looks again
                 self._store_down(exc)
-            if all(run.canceled for run in runs):
+            if all(run.canceled or run.lost for run in runs):
                 raise BatchCanceled
             now = time.monotonic()
             first = first or (now, step)
@@ -526,6 +556,8 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         per outcome, so a write retried through a Redis blip is not refused by itself."""
         if run.fenced:
             return True
+        if run.lost:  # the heartbeat found it run elsewhere (and counted it)
+            return False
         verdict = fence(
             self.connection, run.job, run.execution, queue, self.settings.lease_s, reclaim
         )
