@@ -28,6 +28,11 @@ class WorkerSettings(BaseSettings):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     dtype: str = Field("auto", description="auto (fp16 on CUDA, fp32 on CPU), float32, bfloat16")
     max_batch: int = Field(8, ge=1, le=64)
+    compile: bool = Field(
+        False,
+        description="torch.compile each model's plain U-Net calls, padded to power-of-two "
+        "batch buckets, compiled before the worker is ready (CUDA: with CUDA graphs)",
+    )
     max_wait_ms: int = Field(25, ge=0, le=5000, description="how long to gather a batch")
     lease_s: int = Field(8, ge=2, description="a job whose worker is silent this long is lost")
     maintenance_s: int = Field(3, ge=1, description="how often lost jobs are looked for")

@@ -99,6 +99,10 @@ class Denoiser:
         self.noise_offset = float(noise_offset)
         self.clock = StepClock()
         self.hooks = HookManager(unet, self.clock)
+        self._compiled: Any = None  # see enable_compile
+        self._buckets: list[int] = []
+        self._cudagraphs = False
+        self.compiled_calls = 0
         self._ab = schedule.alphas_cumprod.to(torch.float32)
         for module in (unet, vae, text_encoder):
             if module is not None:
@@ -237,11 +241,64 @@ class Denoiser:
         """Noise prediction eps(x_t, t, cond) in fp32, guidance applied."""
         x_in, t_in, enc = self._call_inputs(x_t, t, cond)
         # No no_grad here: method C differentiates through eps w.r.t. the embeddings.
-        if enc is None:
-            out = self.unet(x_in, t_in, return_dict=False)[0]
-        else:
-            out = self.unet(x_in, t_in, encoder_hidden_states=enc, return_dict=False)[0]
+        out = self._unet_call(x_in, t_in, enc)
         return self._to_eps(out, x_t, t, cond)
+
+    # ------------------------------------------------------------------ compiling
+    def enable_compile(self, rows: Sequence[int], mode: str | None = None) -> None:
+        """Serve plain U-Net calls from ``torch.compile`` graphs, one per bucket of
+        ``rows`` (U-Net batch rows: 2B under guidance); a call is padded up to the next
+        bucket, so a worker compiles a handful of shapes once instead of one per batch
+        size. Calls with hooks attached, with inputs that need gradients, or with more
+        rows than the largest bucket run eagerly; so do ``down_mid``/``up``.
+        ``mode="reduce-overhead"`` adds CUDA graphs (the launch-bound floor at batch 1)."""
+        if not rows or min(rows) < 1:
+            raise InputError(f"compile: bucket sizes must be >= 1, got {list(rows)}")
+        self._compiled = torch.compile(self.unet, dynamic=False, mode=mode)
+        self._buckets = sorted(set(int(r) for r in rows))
+        self._cudagraphs = mode == "reduce-overhead"
+
+    @property
+    def compile_buckets(self) -> list[int]:
+        return list(self._buckets)
+
+    def warm_compiled(self) -> None:
+        """Compile every bucket now (minutes on a CPU), so no job pays for it."""
+        enc = self.encode_prompt([""]) if self.conditional else None
+        for rows in self._buckets:
+            x = torch.zeros(rows, *self.sample_shape, device=self.device, dtype=self.dtype)
+            t = torch.full((rows,), self.num_train_timesteps - 1, device=self.device)
+            e = None if enc is None else enc.to(self.device, self.dtype).expand(rows, -1, -1)
+            self._unet_call(x, t, e)
+
+    def _bucket(self, x_in: torch.Tensor, enc: torch.Tensor | None) -> int | None:
+        if self._compiled is None or self.hooks.active:
+            return None
+        if x_in.requires_grad or (enc is not None and enc.requires_grad):
+            return None
+        return next((b for b in self._buckets if b >= x_in.shape[0]), None)
+
+    def _unet_call(
+        self, x_in: torch.Tensor, t_in: torch.Tensor, enc: torch.Tensor | None
+    ) -> torch.Tensor:
+        kwargs: dict[str, Any] = {} if enc is None else {"encoder_hidden_states": enc}
+        bucket = self._bucket(x_in, enc)
+        if bucket is None:
+            out: torch.Tensor = self.unet(x_in, t_in, return_dict=False, **kwargs)[0]
+            return out
+        rows = x_in.shape[0]
+
+        def pad(v: torch.Tensor) -> torch.Tensor:
+            return torch.cat([v, v[:1].expand(bucket - rows, *v.shape[1:])]) if bucket > rows else v
+
+        if enc is not None:
+            kwargs["encoder_hidden_states"] = pad(enc)
+        with torch.no_grad():
+            if self._cudagraphs:  # the graph's output buffers are reused by the next replay
+                torch.compiler.cudagraph_mark_step_begin()  # type: ignore[no-untyped-call]
+            out = self._compiled(pad(x_in), pad(t_in), return_dict=False, **kwargs)[0]
+        self.compiled_calls += 1
+        return out[:rows].clone()
 
     def down_mid(self, x_t: torch.Tensor, t: int, cond: Conditioning | None = None) -> SplitState:
         """The U-Net up to h-space (h hooks fire here); run ``up`` on the result."""
