@@ -141,6 +141,17 @@ def _inject_scores(pred: np.ndarray, c_lab: np.ndarray, s_lab: np.ndarray) -> di
     return out
 
 
+def _inject_mask(kind: str | None, content: torch.Tensor, cells: int) -> torch.Tensor | None:
+    """A's local injection in the benchmark: ``"content"`` injects only on the h cells
+    the content image's object touches (what a user would draw), the rest keeps S's h."""
+    if kind is None:
+        return None
+    if kind != "content":
+        raise ValueError(f"mask: expected 'content', got {kind!r}")
+    pixels = ((content + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
+    return torch.from_numpy(_object_cells(pixels, cells)).float()[:, None]
+
+
 def eval_inject(
     dn: Denoiser, clf: AttributeClassifier, pairs: int, configs: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -150,7 +161,7 @@ def eval_inject(
         steps = int(cfg.get("steps", 50))
         refine = int(cfg.get("refine", 1))
         settings = InjectionSettings(
-            **{k: v for k, v in cfg.items() if k not in ("steps", "refine")}
+            **{k: v for k, v in cfg.items() if k not in ("steps", "refine", "mask")}
         )
         grid = timestep_grid(steps, dn.num_train_timesteps, "linspace")
         start = time.perf_counter()
@@ -158,7 +169,8 @@ def eval_inject(
             traj = content_trajectory(dn, content, grid, refine=refine)
             x_T = ddim_invert(dn, style, grid, fixed_point_iters=refine).x_T
             gens = [torch.Generator().manual_seed(i) for i in range(pairs)]
-            out = inject_content(dn, x_T, traj, settings, generator=gens)
+            mask = _inject_mask(cfg.get("mask"), content, traj.h[grid[0]].shape[-1])
+            out = inject_content(dn, x_T, traj, settings, mask=mask, generator=gens)
         seconds = time.perf_counter() - start
         row: dict[str, Any] = {"config": {"steps": steps, "refine": refine, **cfg}}
         row.update(_inject_scores(_judge(clf, out), c_lab, s_lab))
