@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -11,3 +13,12 @@ def write_json(path: str | None, results: Any) -> None:
     if path:
         with open(path, "w") as fh:
             json.dump(results, fh, indent=2)
+
+
+def timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
+    """Seconds one call of ``fn`` takes, with the device synchronised on both sides."""
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start

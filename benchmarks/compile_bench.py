@@ -29,15 +29,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import write_json
-
-
-def _timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - start
+from benchmarks import timed, write_json
 
 
 def _interleaved(
@@ -49,7 +41,7 @@ def _interleaved(
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            times[name].append(_timed(fn, sync))
+            times[name].append(timed(fn, sync))
     return {k: statistics.median(v) for k, v in times.items()}
 
 

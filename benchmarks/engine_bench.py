@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +27,7 @@ import diffusers
 import torch
 from diffusers import UNet2DModel
 
-from benchmarks import write_json
+from benchmarks import timed, write_json
 from worker.engine import Denoiser, NoiseSchedule, asymmetric_step, ddim_step
 from worker.training.train_ddpm import build_unet
 
@@ -66,17 +65,9 @@ ARCHITECTURES: dict[str, Callable[[], UNet2DModel]] = {
 }
 
 
-def _time(fn: Callable[[], object], sync: Callable[[], None]) -> float:
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - start
-
-
 def _median_ms(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
     fn()  # warm-up
-    return 1e3 * statistics.median(_time(fn, sync) for _ in range(repeats))
+    return 1e3 * statistics.median(timed(fn, sync) for _ in range(repeats))
 
 
 def bench_model(
@@ -126,10 +117,10 @@ def bench_model(
         with den.hooks.edit_h("noop", lambda h, t: None):
             den.eps(x, 500)
         for _ in range(reps):
-            bare_t.append(_time(calls["bare"], sync))
-            adapter_t.append(_time(calls["adapter"], sync))
+            bare_t.append(timed(calls["bare"], sync))
+            adapter_t.append(timed(calls["adapter"], sync))
             with den.hooks.edit_h("noop", lambda h, t: None):
-                hooked_t.append(_time(calls["adapter"], sync))
+                hooked_t.append(timed(calls["adapter"], sync))
         ab_t, ab_s = schedule.ab(500), schedule.ab(480)
 
         def plain() -> None:
