@@ -308,6 +308,8 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             replies = pipe.execute()
         for i, run in enumerate(runs):
             score, (status, worker) = replies[2 * i], replies[2 * i + 1]
+            if run.fenced:  # the main thread is writing its outcome (and may have ended it)
+                continue
             if score is not None or status in (b"queued", b"deferred", b"scheduled"):
                 continue
             if status == b"started" and worker == self.name.encode():
@@ -566,7 +568,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
                 run.done = True
             log.warning(
                 "job %s: this worker lost its lease (paused or cut off for more than %s s) "
-                "and another worker has taken the job over; this run's outcome is dropped",
+                "and the job was taken over or has ended; this run's outcome is dropped",
                 run.job.id,
                 self.settings.lease_s,
             )
