@@ -37,6 +37,11 @@ def record_outcome(redis: Any, status: str) -> None:
     redis.hincrby(OUTCOMES_KEY, status, 1)
 
 
+def read_outcomes(redis: Any) -> dict[str, int]:
+    """Jobs by outcome so far (succeeded, failed, handed_back, lease_lost, ...)."""
+    return {_text(k): int(v) for k, v in redis.hgetall(OUTCOMES_KEY).items()}
+
+
 def record_observation(redis: Any, name: str, value: float) -> None:
     bounds = HISTOGRAMS[name]
     index = bisect.bisect_left(bounds, value)
@@ -64,8 +69,8 @@ class RedisCollector(Collector):
         outcomes = CounterMetricFamily(
             "editserve_jobs", "Jobs that ended, by outcome", labels=["status"]
         )
-        for status, count in self.redis.hgetall(OUTCOMES_KEY).items():
-            outcomes.add_metric([_text(status)], float(count))
+        for status, count in read_outcomes(self.redis).items():
+            outcomes.add_metric([status], float(count))
         yield outcomes
         for name, bounds in HISTOGRAMS.items():
             raw = {_text(k): float(v) for k, v in self.redis.hgetall(_hist_key(name)).items()}

@@ -22,6 +22,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from service.embedded import LocalStack, RedisProcess
+from service.metrics import read_outcomes
 from tests.e2e.conftest import E2E_MODEL
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -112,6 +113,11 @@ def test_jobs_survive_workers_stopped_and_killed_under_load(tmp_path: Path) -> N
         # attempts: only a SIGKILL spends one, for each job of the batch it killed
         spent = sum(3 - (j.retries_left or 0) for j in rq_jobs)
         assert spent <= 2 * 4, spent
+        # every job succeeded exactly once; no worker was cut off and came back, so the
+        # lease fence dropped or took back nothing
+        outcomes = read_outcomes(stack.redis)
+        assert outcomes.get("succeeded") == JOBS, outcomes
+        assert "lease_lost" not in outcomes and "reclaimed" not in outcomes, outcomes
         print(f"{JOBS} jobs, {killed} workers stopped or killed, "
               f"{handed_back} hand-backs, {spent} attempts spent")  # fmt: skip
     finally:

@@ -22,7 +22,7 @@ from service.assets import AssetIndex
 from service.contract import HEARTBEAT_KEY
 from service.embedded import LocalStack as Stack
 from service.embedded import spawn
-from service.metrics import OUTCOMES_KEY
+from service.metrics import read_outcomes
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -275,8 +275,7 @@ def test_sigterm_hands_a_long_batch_back_and_another_worker_starts_it_at_once(
 
 
 def _outcomes(stack: Stack) -> dict[str, int]:
-    raw: dict[bytes, bytes] = stack.redis.hgetall(OUTCOMES_KEY)  # type: ignore[assignment]
-    return {k.decode(): int(v) for k, v in raw.items()}
+    return read_outcomes(stack.redis)
 
 
 def test_a_worker_paused_past_its_lease_drops_its_run_and_the_job_succeeds_once(
