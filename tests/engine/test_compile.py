@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from worker.engine import Denoiser, load_denoiser
+from worker.engine import Conditioning, Denoiser, load_denoiser
 from worker.engine.errors import InputError
 from worker.runner import compile_buckets
 
@@ -76,3 +76,19 @@ def test_the_worker_compiles_power_of_two_buckets_up_to_its_largest_call() -> No
     assert compile_buckets(6, conditional=False) == [1, 2, 4, 6]
     assert compile_buckets(8, conditional=True) == [1, 2, 4, 8, 16]  # 2B rows under guidance
     assert compile_buckets(1, conditional=False) == [1]
+
+
+def test_a_guided_text_model_pads_its_prompt_embeddings_too(cond_dir: Path) -> None:
+    eager = load_denoiser(cond_dir, name="eager-cond", device="cpu", dtype="float32")
+    fast = load_denoiser(cond_dir, name="compiled-cond", device="cpu", dtype="float32")
+    fast.enable_compile([4])  # guided: 2 samples -> 4 rows ([uncond, cond]); 1 -> 2, padded
+    fast.warm_compiled()  # with the empty prompt's embeddings
+    emb = fast.encode_prompt(["a red circle", "a blue square"])
+    unc = fast.encode_prompt([""])
+    z = torch.randn(2, *fast.sample_shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        for rows in (2, 1):
+            c = Conditioning(emb[:rows], unc, guidance_scale=5.0)
+            want, got = eager.eps(z[:rows], 300, c), fast.eps(z[:rows], 300, c)
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert fast.compiled_calls == 3
