@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -40,3 +42,25 @@ def test_psnr_of_known_error() -> None:
     # mse 0.04 on a peak-to-peak range of 2: 10 log10(4 / 0.04) = 20 dB
     assert psnr(a, a + 0.2)[0] == pytest.approx(20.0, abs=1e-4)
     assert psnr(a, a)[0] == float("inf")
+
+
+def test_a_16_bit_grey_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    ramp = np.linspace(0, 65535, 16 * 16).reshape(16, 16).astype(np.uint16)
+    path = tmp_path / "ramp16.png"
+    Image.fromarray(ramp).save(path)
+    with Image.open(path) as im:
+        im.load()
+        assert im.mode.startswith("I")  # PIL opens it as 16-bit greyscale
+        x = to_tensor([fit_image(im, (16, 16))])
+    want = torch.from_numpy(np.rint(ramp / 257.0).astype(np.float32)) / 127.5 - 1.0
+    torch.testing.assert_close(x[0, 0], want)  # PIL's convert alone: everything >= 255 white
+    assert x.min() == -1.0 and x.max() == 1.0 and x[0, 0].median() < 0.1
+
+
+def test_transparency_is_flattened_onto_white() -> None:
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 255  # red everywhere, but only the left half is opaque
+    rgba[:, :4, 3] = 255
+    x = to_tensor([fit_image(Image.fromarray(rgba, "RGBA"), (8, 8))])
+    assert torch.all(x[0, :, :, :4] == torch.tensor([1.0, -1.0, -1.0])[:, None, None])
+    assert torch.all(x[0, :, :, 4:] == 1.0)  # transparent: white, not the hidden red

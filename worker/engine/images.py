@@ -9,6 +9,9 @@ How an image is fitted to the model's resolution is explicit (``fit``):
 ``resize``     resized to the model's size (aspect ratio not kept), bicubic
 ``crop``       scaled so the short side fits, then centre-cropped
 =============  =============================================================
+
+Before that, every image becomes 8 bits per channel without alpha: 16-bit greyscale
+scaled, transparency flattened onto white (``to_8bit``).
 """
 
 from __future__ import annotations
@@ -26,8 +29,32 @@ from worker.engine.errors import InputError
 FitMode = Literal["error", "resize", "crop"]
 
 
+_WIDE_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # how PIL opens 16-bit greyscale PNGs
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """8 bits per channel and no alpha, before anything else touches the pixels.
+
+    16-bit greyscale (PNG) is scaled to 8 bits (PIL's own ``convert`` clips it at 255,
+    which turns most of such an image white); transparent pixels are flattened onto
+    white (``convert("RGB")`` would keep whatever colour a fully transparent pixel holds).
+    """
+    if image.mode in _WIDE_GREY:
+        grey = np.asarray(image, dtype=np.float64) / 257.0
+        image = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), "L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba).convert("RGB")
+    return image
+
+
 def fit_image(image: Image.Image, size: tuple[int, int], fit: FitMode = "error") -> Image.Image:
-    """Bring ``image`` to ``size`` = (height, width) as ``fit`` says."""
+    """Bring ``image`` to 8 bits without alpha (``to_8bit``), then to ``size`` =
+    (height, width) as ``fit`` says."""
+    image = to_8bit(image)
     h, w = size
     if image.size == (w, h):
         return image
