@@ -16,6 +16,8 @@ from PIL import Image, UnidentifiedImageError
 
 from service.errors import ApiError
 
+_ORIENTATION = 0x0112  # the EXIF tag
+
 
 @dataclass(frozen=True)
 class ImageInfo:
@@ -61,4 +63,6 @@ def check_image(
             image.load()
         except (OSError, SyntaxError, ValueError) as exc:
             raise ApiError(422, "invalid_image", f"image data is corrupt: {exc}", "file") from exc
+        if image.getexif().get(_ORIENTATION) in (5, 6, 7, 8):  # viewed turned a quarter
+            width, height = height, width  # the size the worker sees (it applies the turn)
         return ImageInfo(format=str(image.format), width=width, height=height, mode=image.mode)

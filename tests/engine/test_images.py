@@ -64,3 +64,17 @@ def test_transparency_is_flattened_onto_white() -> None:
     x = to_tensor([fit_image(Image.fromarray(rgba, "RGBA"), (8, 8))])
     assert torch.all(x[0, :, :, :4] == torch.tensor([1.0, -1.0, -1.0])[:, None, None])
     assert torch.all(x[0, :, :, 4:] == 1.0)  # transparent: white, not the hidden red
+
+
+def test_a_jpeg_with_an_exif_rotation_is_turned_upright(tmp_path: Path) -> None:
+    pixels = np.zeros((8, 16, 3), np.uint8)  # stored 16 wide, 8 high
+    pixels[:, :8] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(pixels).save(path, exif=exif, quality=100)
+    with Image.open(path) as im:
+        im.load()
+        x = to_tensor([fit_image(im, (16, 8))])  # viewed: 8 wide, 16 high
+    assert x.shape == (1, 3, 16, 8)
+    assert x[0, :, :8].mean() > 0.9 and x[0, :, 8:].mean() < -0.9  # the white half on top

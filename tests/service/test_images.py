@@ -114,3 +114,13 @@ def test_unknown_route_has_the_error_shape(client: TestClient) -> None:
 
 def test_healthz(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_an_exif_rotated_jpeg_reports_the_size_it_is_viewed_at(client: TestClient) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 24 x 16, viewed turned a quarter: 16 x 24
+    buf = io.BytesIO()
+    Image.new("RGB", (24, 16)).save(buf, "JPEG", exif=exif)
+    r = client.post("/v1/images", files={"file": ("a.jpg", buf.getvalue(), "image/jpeg")})
+    assert r.status_code == 201, r.text
+    assert (r.json()["width"], r.json()["height"]) == (16, 24)

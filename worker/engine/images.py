@@ -10,8 +10,8 @@ How an image is fitted to the model's resolution is explicit (``fit``):
 ``crop``       scaled so the short side fits, then centre-cropped
 =============  =============================================================
 
-Before that, every image becomes 8 bits per channel without alpha: 16-bit greyscale
-scaled, transparency flattened onto white (``to_8bit``).
+Before that, every image is turned upright by its EXIF orientation and becomes 8 bits
+per channel without alpha: 16-bit greyscale scaled, transparency flattened onto white.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from worker.engine.errors import InputError
 
@@ -52,9 +52,9 @@ def to_8bit(image: Image.Image) -> Image.Image:
 
 
 def fit_image(image: Image.Image, size: tuple[int, int], fit: FitMode = "error") -> Image.Image:
-    """Bring ``image`` to 8 bits without alpha (``to_8bit``), then to ``size`` =
-    (height, width) as ``fit`` says."""
-    image = to_8bit(image)
+    """Bring ``image`` upright (its EXIF orientation), to 8 bits without alpha
+    (``to_8bit``), then to ``size`` = (height, width) as ``fit`` says."""
+    image = to_8bit(ImageOps.exif_transpose(image))  # a phone photo's EXIF rotation, applied
     h, w = size
     if image.size == (w, h):
         return image
