@@ -67,6 +67,8 @@ class JobPayload(BaseModel):
     max_attempts: int = 3
 
 
-def queue_name(model: str) -> str:
-    """One RQ queue per model: the workers that hold the model listen on it."""
-    return f"{QUEUE_PREFIX}:{model}"
+def queue_name(model: str, kind: JobKind = JobKind.EDIT) -> str:
+    """Two RQ queues per model, edits and fits; the workers that hold the model listen on
+    every edit queue before any fit queue, so a queued edit never waits behind a queued
+    fit (a fit can take minutes; an edit, a second). ``model`` has no ':' (settings)."""
+    return f"{QUEUE_PREFIX}:{model}" if kind == JobKind.EDIT else f"{QUEUE_PREFIX}:{model}:fits"

@@ -36,6 +36,7 @@ from service.contract import (
     MODELS_KEY,
     RETRYABLE,
     ErrorCode,
+    JobKind,
     JobPayload,
     JobStatus,
     queue_name,
@@ -114,15 +115,15 @@ class JobQueue:
         self.attempts = attempts
         self.job_timeout = job_timeout
 
-    def _queue(self, model: str) -> Queue:
-        return Queue(queue_name(model), connection=self.redis, serializer=JSONSerializer)
+    def _queue(self, model: str, kind: JobKind = JobKind.EDIT) -> Queue:
+        return Queue(queue_name(model, kind), connection=self.redis, serializer=JSONSerializer)
 
     @staticmethod
     def new_id() -> str:
         return uuid.uuid4().hex
 
     def submit(self, payload: JobPayload) -> Job:
-        return self._queue(payload.model).enqueue(
+        return self._queue(payload.model, payload.kind).enqueue(
             RUNNER,
             payload.model_dump(mode="json"),
             job_id=payload.id,
@@ -219,7 +220,8 @@ class JobQueue:
         """Queued jobs across every model's queue."""
         total = 0
         for model in self.models():
-            total += int(self.redis.llen(self._queue(model).key))
+            for kind in JobKind:
+                total += int(self.redis.llen(self._queue(model, kind).key))
         return total
 
     def live_workers(self, fresh_s: float) -> dict[str, float]:

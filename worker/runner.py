@@ -58,6 +58,7 @@ from service.contract import (
     JOB_EVENTS,
     MODELS_KEY,
     ErrorCode,
+    JobKind,
     JobPayload,
     queue_name,
 )
@@ -183,8 +184,10 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         blobs: BlobStore,
         connection: Redis,
     ) -> None:
+        # every model's edits before any model's fits: RQ dequeues in this order
         queues = [
-            Queue(queue_name(name), connection=connection, serializer=JSONSerializer)
+            Queue(queue_name(name, kind), connection=connection, serializer=JSONSerializer)
+            for kind in (JobKind.EDIT, JobKind.FIT)
             for name in registry.names
         ]
         super().__init__(

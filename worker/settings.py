@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -87,6 +88,8 @@ def parse_models(value: str) -> dict[str, str]:
         name, sep, path = item.partition("=")
         if not sep or not name.strip() or not path.strip():
             raise ValueError(f"models: expected name=path pairs, got {item!r}")
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", name.strip()):
+            raise ValueError(f"models: a name is letters, digits, '.', '_' or '-', got {name!r}")
         pairs[name.strip()] = path.strip()
     if not pairs:
         raise ValueError("models: at least one name=path pair is needed")

@@ -577,6 +577,31 @@ def test_fits_route_validates_against_fit_methods(stack: Stack) -> None:
         assert r.status_code == 422 and r.json()["error"]["field"] == field, (params, r.text)
 
 
+def test_a_queued_edit_runs_before_a_fit_queued_earlier(stack: Stack) -> None:
+    """Edits and fits have their own queues and workers take edits first: an edit
+    (a second) never waits behind a fit (minutes) that is still queued."""
+    api = stack.api_url
+    _two_workers(stack)
+    idle = stack.workers.pop("w2")
+    idle.terminate()  # one worker: it picks the next job once its blocker ends
+    idle.wait(timeout=15)
+    image = _upload(api)
+    blocker = _edit(api, image, steps=100).json()["id"]  # w1 is busy while both queue up
+    _wait(api, blocker, until=("running",))
+    params = {"name": "order", "kind": "pca", "samples": 16, "k": 2, "steps": 5}
+    fit = {"model": "shapes32", "method": "directions", "seed": 4, "params": params}
+    r = httpx.post(f"{api}/v1/fits", json=fit)
+    assert r.status_code == 202, r.text
+    fit_id = r.json()["id"]
+    edit_id = _edit(api, image, steps=5).json()["id"]
+    assert httpx.get(f"{api}/v1/jobs/{edit_id}").json()["status"] == "queued"
+    edit, fitted = _wait(api, edit_id), _wait(api, fit_id)
+    assert edit["status"] == fitted["status"] == "succeeded", (edit, fitted)
+    assert fitted["created_at"] < edit["created_at"]
+    assert edit["ended_at"] <= fitted["started_at"], (edit, fitted)  # the edit went first
+    _two_workers(stack)
+
+
 def test_fit_directions_then_edit_along_one_over_http(stack: Stack) -> None:
     api = stack.api_url
     body = {"model": "shapes32", "method": "directions", "seed": 3,
