@@ -184,12 +184,15 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         blobs: BlobStore,
         connection: Redis,
     ) -> None:
-        # every model's edits before any model's fits: RQ dequeues in this order
+        # every model's edits before any model's fits (RQ dequeues in this order), unless
+        # a fit is overdue (see _order_queues)
         queues = [
             Queue(queue_name(name, kind), connection=connection, serializer=JSONSerializer)
             for kind in (JobKind.EDIT, JobKind.FIT)
             for name in registry.names
         ]
+        self._edit_queues = queues[: len(registry.names)]
+        self._fit_queues = queues[len(registry.names) :]
         super().__init__(
             queues,
             name=settings.worker_name,
@@ -403,6 +406,34 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             self.connection.hdel(MODELS_KEY, self.name)
         finally:
             super().teardown()
+
+    # ------------------------------------------------------------------ ordering
+    def dequeue_job_and_maintain_ttl(self, timeout: Any, max_idle_time: Any = None) -> Any:
+        self._order_queues()
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def reorder_queues(self, reference_queue: Queue) -> None:
+        """Ours is set before each dequeue (``_order_queues``), not after."""
+
+    def _order_queues(self) -> None:
+        """Edits first; fits first while the oldest queued fit has waited ``fit_max_wait_s``."""
+        fits_first = False
+        try:
+            for queue in self._fit_queues:
+                head = self.connection.lindex(queue.key, 0)  # RQ pops the list's head
+                job = queue.fetch_job(head.decode()) if head else None
+                if job is not None and job.enqueued_at is not None:
+                    waited = time.time() - job.enqueued_at.timestamp()
+                    fits_first = fits_first or waited >= self.settings.fit_max_wait_s
+        except STORE_DOWN as exc:  # keep the last order; the dequeue waits for Redis
+            self._store_down(exc)
+            return
+        first, then = (
+            (self._fit_queues, self._edit_queues)
+            if fits_first
+            else (self._edit_queues, self._fit_queues)
+        )
+        self._ordered_queues = [*first, *then]
 
     # ------------------------------------------------------------------ batching
     def execute_job(self, job: Job, queue: Queue) -> None:

@@ -34,6 +34,12 @@ class WorkerSettings(BaseSettings):
         description="torch.compile each model's plain U-Net calls, padded to power-of-two "
         "batch buckets, compiled before the worker is ready (CUDA: with CUDA graphs)",
     )
+    fit_max_wait_s: float = Field(
+        60.0,
+        ge=0,
+        description="edits are taken before fits, unless the oldest queued fit has waited "
+        "this long (so a steady stream of edits cannot starve fits)",
+    )
     max_wait_ms: int = Field(25, ge=0, le=5000, description="how long to gather a batch")
     lease_s: int = Field(8, ge=2, description="a job whose worker is silent this long is lost")
     maintenance_s: int = Field(3, ge=1, description="how often lost jobs are looked for")

@@ -577,16 +577,19 @@ def test_fits_route_validates_against_fit_methods(stack: Stack) -> None:
         assert r.status_code == 422 and r.json()["error"]["field"] == field, (params, r.text)
 
 
-def test_a_queued_edit_runs_before_a_fit_queued_earlier(stack: Stack) -> None:
-    """Edits and fits have their own queues and workers take edits first: an edit
-    (a second) never waits behind a fit (minutes) that is still queued."""
+def _fit_and_edit_queued_behind_a_blocker(
+    stack: Stack, **worker_env: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One worker (started with ``worker_env``) busy with a 100-step edit while a fit
+    and then an edit queue up; both views once both ended."""
     api = stack.api_url
-    _two_workers(stack)
-    idle = stack.workers.pop("w2")
-    idle.terminate()  # one worker: it picks the next job once its blocker ends
-    idle.wait(timeout=15)
+    for name in list(stack.workers):
+        proc = stack.workers.pop(name)
+        proc.terminate()
+        proc.wait(timeout=15)
+    stack.start_worker("w1", **worker_env)
     image = _upload(api)
-    blocker = _edit(api, image, steps=100).json()["id"]  # w1 is busy while both queue up
+    blocker = _edit(api, image, steps=100).json()["id"]
     _wait(api, blocker, until=("running",))
     params = {"name": "order", "kind": "pca", "samples": 16, "k": 2, "steps": 5}
     fit = {"model": "shapes32", "method": "directions", "seed": 4, "params": params}
@@ -598,8 +601,24 @@ def test_a_queued_edit_runs_before_a_fit_queued_earlier(stack: Stack) -> None:
     edit, fitted = _wait(api, edit_id), _wait(api, fit_id)
     assert edit["status"] == fitted["status"] == "succeeded", (edit, fitted)
     assert fitted["created_at"] < edit["created_at"]
-    assert edit["ended_at"] <= fitted["started_at"], (edit, fitted)  # the edit went first
+    proc = stack.workers.pop("w1")
+    proc.terminate()
+    proc.wait(timeout=15)
     _two_workers(stack)
+    return edit, fitted
+
+
+def test_a_queued_edit_runs_before_a_fit_queued_earlier(stack: Stack) -> None:
+    """Edits and fits have their own queues and workers take edits first: an edit
+    (a second) does not wait behind a fit (minutes) that is still queued."""
+    edit, fitted = _fit_and_edit_queued_behind_a_blocker(stack)
+    assert edit["ended_at"] <= fitted["started_at"], (edit, fitted)  # the edit went first
+
+
+def test_an_overdue_fit_goes_before_queued_edits(stack: Stack) -> None:
+    """Fits are not starved: one that has waited ``fit_max_wait_s`` is taken first."""
+    edit, fitted = _fit_and_edit_queued_behind_a_blocker(stack, EDITSERVE_FIT_MAX_WAIT_S="1")
+    assert fitted["ended_at"] <= edit["started_at"], (edit, fitted)  # the fit went first
 
 
 def test_fit_directions_then_edit_along_one_over_http(stack: Stack) -> None:
