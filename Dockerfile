@@ -23,6 +23,11 @@ HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
 CMD ["editserve", "api", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM base AS worker
+# a C compiler: torch.compile (EDITSERVE_COMPILE) builds Triton's launchers and Inductor's kernels
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc g++ libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 # torch from PyPI on linux/x86_64 is the CUDA build; pin it for reproducible images.
 # The project itself is installed from source (".[worker]"): its ranges live in pyproject.toml.
 # hadolint ignore=DL3013

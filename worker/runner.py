@@ -758,7 +758,15 @@ def compile_model(denoiser: Any, max_batch: int) -> None:
     mode = "reduce-overhead" if denoiser.device.type == "cuda" else None
     denoiser.enable_compile(compile_buckets(max_batch, denoiser.conditional), mode=mode)
     start = time.perf_counter()
-    denoiser.warm_compiled()
+    try:
+        denoiser.warm_compiled()
+    except Exception:  # slower beats down: serve eagerly, and say why loudly
+        denoiser.disable_compile()
+        log.exception(
+            "model %s: torch.compile failed (it needs a C compiler); serving it eagerly",
+            denoiser.name,
+        )
+        return
     log.info(
         "model %s: compiled U-Net batches %s (%s) in %.1f s",
         denoiser.name,

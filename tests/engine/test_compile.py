@@ -11,7 +11,7 @@ import torch
 
 from worker.engine import Conditioning, Denoiser, load_denoiser
 from worker.engine.errors import InputError
-from worker.runner import compile_buckets
+from worker.runner import compile_buckets, compile_model
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +92,19 @@ def test_a_guided_text_model_pads_its_prompt_embeddings_too(cond_dir: Path) -> N
             want, got = eager.eps(z[:rows], 300, c), fast.eps(z[:rows], 300, c)
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     assert fast.compiled_calls == 3
+
+
+def test_a_worker_whose_compile_fails_serves_eagerly(
+    pixel_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    dn = load_denoiser(pixel_dir, name="no-compiler", device="cpu", dtype="float32")
+
+    def no_compiler() -> None:
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+    monkeypatch.setattr(dn, "warm_compiled", no_compiler)
+    compile_model(dn, max_batch=4)
+    assert dn.compile_buckets == [] and "serving it eagerly" in caplog.text
+    with torch.no_grad():
+        dn.eps(torch.randn(2, *dn.sample_shape), 500)
+    assert dn.compiled_calls == 0

@@ -258,6 +258,10 @@ class Denoiser:
         self._buckets = sorted(set(int(r) for r in rows))
         self._cudagraphs = mode == "reduce-overhead"
 
+    def disable_compile(self) -> None:
+        """Back to eager calls only."""
+        self._compiled, self._buckets, self._cudagraphs = None, [], False
+
     @property
     def compile_buckets(self) -> list[int]:
         return list(self._buckets)
