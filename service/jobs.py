@@ -44,6 +44,9 @@ from service.contract import (
 
 RUNNER = "worker.jobs.perform"  # the RQ job function (JSON args: the payload)
 
+# sorted set: every job of an owner ("-": no API keys), scored by submit time, for listing
+JOB_INDEX = "editserve:jobs:{owner}"
+
 # sorted set: an owner's jobs not yet seen ended, scored by when their place was taken
 OWNER_JOBS = "editserve:owner-jobs:{owner}"
 OWNER_RESERVE_GRACE_S = 60  # a place taken by a submit whose job is not (yet) in Redis
@@ -123,6 +126,13 @@ class JobQueue:
         return uuid.uuid4().hex
 
     def submit(self, payload: JobPayload) -> Job:
+        # indexed first: an index entry whose enqueue failed is dropped when listed,
+        # while a job queued without its entry would never be listed
+        index = JOB_INDEX.format(owner=payload.owner or "-")
+        with self.redis.pipeline() as pipe:
+            pipe.zadd(index, {payload.id: time.time()})
+            pipe.expire(index, self.result_ttl)
+            pipe.execute()
         return self._queue(payload.model, payload.kind).enqueue(
             RUNNER,
             payload.model_dump(mode="json"),
@@ -147,6 +157,45 @@ class JobQueue:
     def release_owner_place(self, owner: str, job_id: str) -> None:
         """Give a place back: the submit that took it did not enqueue its job."""
         self.redis.zrem(OWNER_JOBS.format(owner=owner), job_id)
+
+    def list_jobs(
+        self,
+        owner: str | None,
+        *,
+        limit: int,
+        before: float | None = None,
+        status: JobStatus | None = None,
+    ) -> tuple[list[Job], float | None]:
+        """``owner``'s jobs, newest first: up to ``limit`` submitted before ``before`` (a
+        submit time; None: now), of ``status`` if given; and the cursor of the next page
+        (None at the end). Entries older than the results' TTL, or whose job Redis no
+        longer holds, are dropped on the way."""
+        index = JOB_INDEX.format(owner=owner or "-")
+        self.redis.zremrangebyscore(index, "-inf", time.time() - self.result_ttl)
+        top: float | str = "+inf" if before is None else f"({before!r}"
+        found: list[Job] = []
+        chunk = max(limit, 50)
+        while len(found) < limit:
+            raw: Any = self.redis.zrevrangebyscore(
+                index, top, "-inf", start=0, num=chunk, withscores=True
+            )
+            rows: list[tuple[bytes, float]] = list(raw)
+            if not rows:
+                return found, None
+            ids = [_text(member) for member, _ in rows]
+            jobs = Job.fetch_many(ids, connection=self.redis, serializer=JSONSerializer)
+            gone = [job_id for job_id, job in zip(ids, jobs, strict=True) if job is None]
+            if gone:
+                self.redis.zrem(index, *gone)
+            for (_, score), job in zip(rows, jobs, strict=True):
+                if job is not None and (status is None or self.status(job) == status):
+                    found.append(job)
+                    if len(found) == limit:
+                        return found, float(score)
+            top = f"({float(rows[-1][1])!r}"
+            if len(rows) < chunk:
+                return found, None
+        return found, None
 
     def fetch(self, job_id: str) -> Job:
         try:

@@ -80,6 +80,41 @@ def _public(queue: JobQueue, job: Any) -> JobPublic:
     return JobPublic.model_validate(view)
 
 
+class JobPage(BaseModel):
+    jobs: list[JobPublic] = Field(description="newest first")
+    next: str | None = Field(
+        None,
+        description="pass as `before` for the next page (after a full page it may be empty); "
+        "null: no more",
+    )
+
+
+def _page(
+    queue: JobQueue, owner: str | None, limit: int, before: float | None, status: JobStatus | None
+) -> JobPage:
+    jobs, cursor = queue.list_jobs(owner, limit=limit, before=before, status=status)
+    return JobPage(
+        jobs=[_public(queue, job) for job in jobs],
+        next=None if cursor is None else repr(cursor),
+    )
+
+
+@router.get("", response_model=JobPage, responses=_ERRORS)
+async def list_jobs(
+    queue: QueueDep,
+    owner: OwnerDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="jobs per page")] = 20,
+    before: Annotated[
+        float | None, Query(ge=0, description="the `next` of the previous page")
+    ] = None,
+    status: Annotated[JobStatus | None, Query(description="only jobs in this state")] = None,
+) -> JobPage:
+    """The caller's jobs (with API keys: this key's; without: every job), newest first,
+    for a client that lost its job ids. Jobs are listed while Redis keeps them (7 days
+    after they end)."""
+    return await run_in_threadpool(_page, queue, owner, limit, before, status)
+
+
 @router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS)
 async def get_job(
     job_id: str,
