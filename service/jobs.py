@@ -129,8 +129,10 @@ class JobQueue:
         # indexed first: an index entry whose enqueue failed is dropped when listed,
         # while a job queued without its entry would never be listed
         index = JOB_INDEX.format(owner=payload.owner or "-")
+        now = time.time()
         with self.redis.pipeline() as pipe:
-            pipe.zadd(index, {payload.id: time.time()})
+            pipe.zremrangebyscore(index, "-inf", now - self.result_ttl)  # bounded by the TTL
+            pipe.zadd(index, {payload.id: now})
             pipe.expire(index, self.result_ttl)
             pipe.execute()
         return self._queue(payload.model, payload.kind).enqueue(
