@@ -4,13 +4,37 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
+from fastapi.testclient import TestClient
 from redis import Redis
 
+from service.app import create_app
 from service.contract import HEARTBEAT_KEY, MODELS_KEY
+from service.embedded import RedisProcess
+from service.settings import Settings
+
+PNG = next((Path(__file__).resolve().parents[2] / "examples").glob("*.png")).read_bytes()
 
 
 def announce_worker(redis: Redis, model: str = "shapes32") -> None:
     """A worker's presence, as it publishes it: the API then accepts jobs for ``model``."""
     redis.hset(HEARTBEAT_KEY, "w", time.time())
     redis.hset(MODELS_KEY, "w", json.dumps([{"name": model, "family": "pixel"}]))
+
+
+@contextmanager
+def api_on_redis(server: RedisProcess, blob_dir: Path, **settings: Any) -> Iterator[TestClient]:
+    """The app on an emptied real Redis with a worker announced but none running (jobs
+    stay queued); the Redis is emptied again afterwards."""
+    redis = Redis.from_url(server.url)
+    redis.flushdb()
+    announce_worker(redis)
+    app = create_app(Settings(blob_dir=blob_dir, redis_url=server.url, **settings), redis=redis)
+    try:
+        yield TestClient(app, raise_server_exceptions=False)
+    finally:
+        redis.flushdb()

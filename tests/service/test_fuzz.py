@@ -14,26 +14,18 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from redis import Redis
 
-from service.app import create_app
 from service.embedded import RedisProcess
-from service.settings import Settings
-from tests.service.conftest import announce_worker
+from tests.service.conftest import PNG, api_on_redis
 
-PNG = next((Path(__file__).resolve().parents[2] / "examples").glob("*.png")).read_bytes()
 PARAMS = ["steps", "g", "t_edit", "w", "refine", "scale", "d", "eta", "prompt", "fit",
           "asset", "kind", "samples", "k", "name", "factor", "value", "t_start"]  # fmt: skip
 
 
 @pytest.fixture
 def client(server: RedisProcess, tmp_path: Path) -> Iterator[TestClient]:
-    redis = Redis.from_url(server.url)
-    redis.flushdb()
-    announce_worker(redis)
-    app = create_app(Settings(blob_dir=tmp_path / "blobs", redis_url=server.url), redis=redis)
-    yield TestClient(app, raise_server_exceptions=False)
-    redis.flushdb()
+    with api_on_redis(server, tmp_path / "blobs") as c:
+        yield c
 
 
 JUNK: list[Any] = [None, -1, 0, 1, 1e308, -1e308, 3.5, "", "x" * 5000, [], {}, [1, 2],

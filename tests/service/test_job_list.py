@@ -9,24 +9,15 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
-from service.app import create_app
 from service.embedded import RedisProcess
 from service.jobs import JOB_INDEX
-from service.settings import Settings
-from tests.service.conftest import announce_worker
-
-PNG = next((Path(__file__).resolve().parents[2] / "examples").glob("*.png")).read_bytes()
+from tests.service.conftest import PNG, api_on_redis
 
 
 @pytest.fixture
 def client(server: RedisProcess, tmp_path: Path) -> Iterator[TestClient]:
-    redis = Redis.from_url(server.url)
-    redis.flushdb()
-    announce_worker(redis)  # no worker runs: jobs stay queued
-    settings = Settings(blob_dir=tmp_path / "blobs", redis_url=server.url,
-                        api_keys=("alice", "bob"))  # fmt: skip
-    yield TestClient(create_app(settings, redis=redis))
-    redis.flushdb()
+    with api_on_redis(server, tmp_path / "blobs", api_keys=("alice", "bob")) as c:
+        yield c
 
 
 def _submit(client: TestClient, key: str, n: int) -> list[str]:

@@ -13,24 +13,17 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from service.app import create_app
 from service.embedded import RedisProcess
 from service.jobs import OWNER_JOBS, OWNER_RESERVE_GRACE_S, JobQueue
-from service.settings import Settings
-from tests.service.conftest import announce_worker
-
-PNG = next((Path(__file__).resolve().parents[2] / "examples").glob("*.png")).read_bytes()
+from tests.service.conftest import PNG, api_on_redis
 
 
 @pytest.fixture
 def client(server: RedisProcess, tmp_path: Path) -> Iterator[TestClient]:
-    redis = Redis.from_url(server.url)
-    redis.flushdb()
-    announce_worker(redis)  # no worker runs: jobs stay queued
-    settings = Settings(blob_dir=tmp_path / "blobs", redis_url=server.url,
-                        api_keys=("alice", "bob"), owner_queue_cap=2)  # fmt: skip
-    yield TestClient(create_app(settings, redis=redis))
-    redis.flushdb()
+    with api_on_redis(
+        server, tmp_path / "blobs", api_keys=("alice", "bob"), owner_queue_cap=2
+    ) as c:
+        yield c
 
 
 def _edit(client: TestClient, key: str, image: str) -> tuple[int, dict[str, object]]:
