@@ -87,6 +87,7 @@ _STATUS = {
     RQStatus.CANCELED: JobStatus.CANCELED,
     RQStatus.STOPPED: JobStatus.CANCELED,
 }
+_FINAL = [rq.value for rq, ours in _STATUS.items() if ours.final]  # raw values, for Lua
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -118,7 +119,7 @@ class JobQueue:
         self.attempts = attempts
         self.job_timeout = job_timeout
 
-    def _queue(self, model: str, kind: JobKind = JobKind.EDIT) -> Queue:
+    def _queue(self, model: str, kind: JobKind) -> Queue:
         return Queue(queue_name(model, kind), connection=self.redis, serializer=JSONSerializer)
 
     @staticmethod
@@ -151,8 +152,7 @@ class JobQueue:
         """Take a place for ``job_id`` among ``owner``'s queued or running jobs, unless
         ``cap`` are taken. (taken?, places held by the owner now). Atomic: concurrent
         submits of one owner never take more than ``cap`` places."""
-        final = [rq.value for rq, ours in _STATUS.items() if ours.final]
-        args = [time.time(), cap, job_id, OWNER_RESERVE_GRACE_S, self.result_ttl, *final]
+        args = [time.time(), cap, job_id, OWNER_RESERVE_GRACE_S, self.result_ttl, *_FINAL]
         held = int(self._reserve(keys=[OWNER_JOBS.format(owner=owner)], args=args))
         return held > 0, abs(held)
 
@@ -170,14 +170,13 @@ class JobQueue:
     ) -> tuple[list[Job], float | None]:
         """``owner``'s jobs, newest first: up to ``limit`` submitted before ``before`` (a
         submit time; None: now), of ``status`` if given; and the cursor of the next page
-        (None at the end). Entries older than the results' TTL, or whose job Redis no
-        longer holds, are dropped on the way."""
+        (None at the end). Entries whose job Redis no longer holds are dropped on the way
+        (``submit`` drops those past the results' TTL)."""
         index = JOB_INDEX.format(owner=owner or "-")
-        self.redis.zremrangebyscore(index, "-inf", time.time() - self.result_ttl)
-        top: float | str = "+inf" if before is None else f"({before!r}"
+        top = "+inf" if before is None else f"({before!r}"  # "(": strictly before
         found: list[Job] = []
         chunk = max(limit, 50)
-        while len(found) < limit:
+        while True:
             raw: Any = self.redis.zrevrangebyscore(
                 index, top, "-inf", start=0, num=chunk, withscores=True
             )
@@ -197,7 +196,6 @@ class JobQueue:
             top = f"({float(rows[-1][1])!r}"
             if len(rows) < chunk:
                 return found, None
-        return found, None
 
     def fetch(self, job_id: str) -> Job:
         try:

@@ -65,7 +65,7 @@ from service.contract import (
 from service.method_specs import METHODS, batch_key
 from service.metrics import record_observation, record_outcome
 from service.retention import maybe_collect
-from worker.engine import ModelRegistry, ModelSpec
+from worker.engine import Denoiser, ModelRegistry, ModelSpec
 from worker.executor import JobFailed, JobOutput, PreparedJob, RunContext, prepare, run_batch
 from worker.inversion_cache import InversionCache
 from worker.settings import WorkerSettings
@@ -143,11 +143,15 @@ return 0
 FENCE_OURS, FENCE_RECLAIMED, FENCE_LOST = 1, 2, 0
 
 
+def fence_script(connection: Redis) -> Any:
+    """``_FENCE`` registered on ``connection`` (once per worker), for ``fence``."""
+    return connection.register_script(_FENCE)
+
+
 def fence(
-    connection: Redis, job: Job, execution: Execution, queue: Queue, lease_s: float, reclaim: bool
+    script: Any, job: Job, execution: Execution, queue: Queue, lease_s: float, reclaim: bool
 ) -> int:
     """One of ``FENCE_OURS``, ``FENCE_RECLAIMED``, ``FENCE_LOST`` (see ``_FENCE``)."""
-    script = connection.register_script(_FENCE)
     keys = [queue.started_job_registry.key, queue.key]
     args = [execution.composite_key, job.id, time.time() + lease_s, "1" if reclaim else "0"]
     return int(script(keys=keys, args=args))
@@ -223,6 +227,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             "if n == 1 then redis.call('RPUSH', KEYS[2], ARGV[1]) end "
             "return n"
         )
+        self._fence = fence_script(connection)
         self._lock = threading.Lock()
         self._stop_beat = threading.Event()
         self._shutdown_deadline: float | None = None  # time.monotonic(); set by a signal
@@ -310,16 +315,14 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         with self.connection.pipeline() as pipe:
             for run in runs:
                 pipe.zscore(run.job.started_job_registry.key, run.execution.composite_key)
-                pipe.hmget(run.job.key, "status", "worker_name")
+                pipe.hget(run.job.key, "status")
             replies = pipe.execute()
         for i, run in enumerate(runs):
-            score, (status, worker) = replies[2 * i], replies[2 * i + 1]
+            score, status = replies[2 * i], replies[2 * i + 1]
             if run.fenced:  # the main thread is writing its outcome (and may have ended it)
                 continue
             if score is not None or status in (b"queued", b"deferred", b"scheduled"):
                 continue
-            if status == b"started" and worker == self.name.encode():
-                continue  # a new execution of ours (cannot happen mid-batch; be safe)
             run.lost = run.done = True
             log.warning(
                 "job %s: this worker lost its lease (cut off for more than %s s) and the "
@@ -417,14 +420,10 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
 
     def _order_queues(self) -> None:
         """Edits first; fits first while the oldest queued fit has waited ``fit_max_wait_s``."""
-        fits_first = False
         try:
-            for queue in self._fit_queues:
-                head = self.connection.lindex(queue.key, 0)  # RQ pops the list's head
-                job = queue.fetch_job(head.decode()) if head else None
-                if job is not None and job.enqueued_at is not None:
-                    waited = time.time() - job.enqueued_at.timestamp()
-                    fits_first = fits_first or waited >= self.settings.fit_max_wait_s
+            fits_first = any(
+                self._waited_s(queue) >= self.settings.fit_max_wait_s for queue in self._fit_queues
+            )
         except STORE_DOWN as exc:  # keep the last order; the dequeue waits for Redis
             self._store_down(exc)
             return
@@ -434,6 +433,14 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             else (self._edit_queues, self._fit_queues)
         )
         self._ordered_queues = [*first, *then]
+
+    def _waited_s(self, queue: Queue) -> float:
+        """How long the job at the head of ``queue`` (the next RQ pops) has waited; 0 if none."""
+        head = self.connection.lindex(queue.key, 0)
+        job = queue.fetch_job(head.decode()) if head else None
+        if job is None or job.enqueued_at is None:
+            return 0.0
+        return time.time() - float(job.enqueued_at.timestamp())
 
     # ------------------------------------------------------------------ batching
     def execute_job(self, job: Job, queue: Queue) -> None:
@@ -594,9 +601,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             return True
         if run.lost:  # the heartbeat found it run elsewhere (and counted it)
             return False
-        verdict = fence(
-            self.connection, run.job, run.execution, queue, self.settings.lease_s, reclaim
-        )
+        verdict = fence(self._fence, run.job, run.execution, queue, self.settings.lease_s, reclaim)
         if verdict == FENCE_LOST:
             with self._lock:
                 run.done = True
@@ -752,7 +757,7 @@ def compile_buckets(max_batch: int, conditional: bool) -> list[int]:
     return sorted({1 << i for i in range(top.bit_length()) if 1 << i <= top} | {top})
 
 
-def compile_model(denoiser: Any, max_batch: int) -> None:
+def compile_model(denoiser: Denoiser, max_batch: int) -> None:
     """torch.compile the model's plain U-Net calls and compile every bucket before the
     worker says it is ready (CUDA: with CUDA graphs, ``reduce-overhead``)."""
     mode = "reduce-overhead" if denoiser.device.type == "cuda" else None

@@ -19,7 +19,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from service.embedded import RedisProcess
-from worker.runner import FENCE_LOST, FENCE_OURS, FENCE_RECLAIMED, fence
+from worker.runner import FENCE_LOST, FENCE_OURS, FENCE_RECLAIMED, fence, fence_script
 
 LEASE_S = 4
 
@@ -46,6 +46,10 @@ def _lease_runs_out(queue: Queue) -> None:
     queue.started_job_registry.cleanup(timestamp=time.time() + LEASE_S + 1)
 
 
+def _fence(job: Job, execution: Execution, queue: Queue, *, reclaim: bool) -> int:
+    return fence(fence_script(queue.connection), job, execution, queue, LEASE_S, reclaim)
+
+
 def _in_registry(queue: Queue, execution: Execution) -> bool:
     return (
         queue.connection.zscore(queue.started_job_registry.key, execution.composite_key) is not None
@@ -57,7 +61,7 @@ def test_a_worker_holding_its_lease_writes_and_the_lease_is_renewed(queue: Queue
     mine = _start(queue, job, "w1")
     key = queue.started_job_registry.key
     queue.connection.zadd(key, {mine.composite_key: time.time() + 0.5})  # nearly expired
-    assert fence(queue.connection, job, mine, queue, LEASE_S, reclaim=True) == FENCE_OURS
+    assert _fence(job, mine, queue, reclaim=True) == FENCE_OURS
     # renewed: a cleanup now cannot take the job between the check and the write
     assert queue.connection.zscore(key, mine.composite_key) > time.time() + LEASE_S - 1
     queue.started_job_registry.cleanup()
@@ -71,10 +75,10 @@ def test_a_lost_lease_on_a_job_still_queued_is_taken_back(queue: Queue) -> None:
     assert queue.get_job_ids() == [job.id]  # re-queued, an attempt spent
     assert not _in_registry(queue, mine)
     # a retryable failure or a hand-back does not take it back: the queue already has it
-    assert fence(queue.connection, job, mine, queue, LEASE_S, reclaim=False) == FENCE_LOST
+    assert _fence(job, mine, queue, reclaim=False) == FENCE_LOST
     assert queue.get_job_ids() == [job.id]
     # a finished run does: the job leaves the queue, so it does not run a second time
-    assert fence(queue.connection, job, mine, queue, LEASE_S, reclaim=True) == FENCE_RECLAIMED
+    assert _fence(job, mine, queue, reclaim=True) == FENCE_RECLAIMED
     assert queue.get_job_ids() == []
     assert _in_registry(queue, mine)
 
@@ -84,7 +88,7 @@ def test_a_lost_lease_on_a_job_another_worker_runs_is_not_written(queue: Queue) 
     mine = _start(queue, job, "w1")
     _lease_runs_out(queue)
     theirs = _start(queue, job, "w2")
-    assert fence(queue.connection, job, mine, queue, LEASE_S, reclaim=True) == FENCE_LOST
+    assert _fence(job, mine, queue, reclaim=True) == FENCE_LOST
     assert _in_registry(queue, theirs) and not _in_registry(queue, mine)
     assert queue.get_job_ids() == []
 
@@ -94,4 +98,4 @@ def test_a_lost_lease_on_a_job_that_failed_for_good_is_not_written(queue: Queue)
     mine = _start(queue, job, "w1")
     _lease_runs_out(queue)
     assert Job.fetch(job.id, connection=queue.connection).get_status() == JobStatus.FAILED
-    assert fence(queue.connection, job, mine, queue, LEASE_S, reclaim=True) == FENCE_LOST
+    assert _fence(job, mine, queue, reclaim=True) == FENCE_LOST
