@@ -17,6 +17,15 @@ HEARTBEAT_KEY = "editserve:workers:heartbeat"  # hash: worker name -> unix time 
 MODELS_KEY = "editserve:workers:models"  # hash: worker name -> JSON list of model descriptions
 CANCEL_KEY = "editserve:cancel:{id}"  # set by the API; a running job stops at its next step
 JOB_EVENTS = "editserve:job-events:{id}"  # pub/sub: the worker announces a job's end
+# sorted set: every accepted job not yet seen ended, by submit time; a worker's
+# maintenance queues again any that says queued while nothing holds it
+OPEN_JOBS_KEY = "editserve:open-jobs"
+
+
+def doorbell_key(queue_key: str) -> str:
+    """A list the API pushes a token to after each submit to ``queue_key`` (the RQ
+    queue's Redis key): idle workers block on it. It carries no job."""
+    return f"{queue_key}:doorbell"
 
 
 class JobStatus(StrEnum):

@@ -34,13 +34,17 @@ from service.contract import (
     HEARTBEAT_KEY,
     JOB_EVENTS,
     MODELS_KEY,
+    OPEN_JOBS_KEY,
     RETRYABLE,
     ErrorCode,
     JobKind,
     JobPayload,
     JobStatus,
+    doorbell_key,
     queue_name,
 )
+
+DOORBELL_DEPTH = 64  # tokens kept per queue; more would only wake workers for nothing
 
 RUNNER = "worker.jobs.perform"  # the RQ job function (JSON args: the payload)
 
@@ -135,8 +139,11 @@ class JobQueue:
             pipe.zremrangebyscore(index, "-inf", now - self.result_ttl)  # bounded by the TTL
             pipe.zadd(index, {payload.id: now})
             pipe.expire(index, self.result_ttl)
+            pipe.zremrangebyscore(OPEN_JOBS_KEY, "-inf", now - self.result_ttl)
+            pipe.zadd(OPEN_JOBS_KEY, {payload.id: now})
             pipe.execute()
-        return self._queue(payload.model, payload.kind).enqueue(
+        queue = self._queue(payload.model, payload.kind)
+        job = queue.enqueue(
             RUNNER,
             payload.model_dump(mode="json"),
             job_id=payload.id,
@@ -147,6 +154,13 @@ class JobQueue:
             description=f"{payload.method} on {payload.model}",
             meta={"owner": payload.owner, "kind": payload.kind.value},
         )
+        bell = doorbell_key(queue.key)
+        with self.redis.pipeline() as pipe:  # wake an idle worker
+            pipe.lpush(bell, 1)
+            pipe.ltrim(bell, 0, DOORBELL_DEPTH - 1)
+            pipe.expire(bell, 3600)
+            pipe.execute()
+        return job
 
     def reserve_owner_place(self, owner: str, job_id: str, cap: int) -> tuple[bool, int]:
         """Take a place for ``job_id`` among ``owner``'s queued or running jobs, unless

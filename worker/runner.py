@@ -65,6 +65,7 @@ from service.contract import (
 from service.method_specs import METHODS, batch_key
 from service.metrics import record_observation, record_outcome
 from service.retention import maybe_collect
+from worker.dequeue import ClaimingQueue, recover_claims, recover_stranded, start_claimed
 from worker.engine import Denoiser, ModelRegistry, ModelSpec
 from worker.executor import JobFailed, JobOutput, PreparedJob, RunContext, prepare, run_batch
 from worker.inversion_cache import InversionCache
@@ -191,7 +192,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         # every model's edits before any model's fits (RQ dequeues in this order), unless
         # a fit is overdue (see _order_queues)
         queues = [
-            Queue(queue_name(name, kind), connection=connection, serializer=JSONSerializer)
+            ClaimingQueue(queue_name(name, kind), connection=connection, serializer=JSONSerializer)
             for kind in (JobKind.EDIT, JobKind.FIT)
             for name in registry.names
         ]
@@ -202,6 +203,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             name=settings.worker_name,
             connection=connection,
             serializer=JSONSerializer,
+            queue_class=ClaimingQueue,  # a dequeued job waits in an intermediate list
             maintenance_interval=settings.maintenance_s,
             # RQ blocks in dequeue for worker_ttl - 15 s; 1 s keeps maintenance on time
             worker_ttl=16,
@@ -234,6 +236,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         self._signals = 0
         self._first_signal = float("-inf")
         self._store_down_logged = float("-inf")
+        self._sweep_offset = 0  # where the next stranded-job sweep starts (dequeue)
 
     # ------------------------------------------------------------------ liveness
     def register_birth(self) -> None:
@@ -360,7 +363,19 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             self._store_down(exc)
 
     def run_maintenance_tasks(self) -> None:
-        """RQ's (lost jobs back to the queue), then blob retention when it is due."""
+        """Claims that never started and stranded jobs back to their queue (``dequeue``),
+        RQ's (expired leases back to the queue), then blob retention when it is due."""
+        queues = [*self._edit_queues, *self._fit_queues]
+        try:
+            recover_claims(self.connection, queues, self.settings.lease_s)
+            _, self._sweep_offset = recover_stranded(
+                self.connection, queues, self.settings.lease_s, offset=self._sweep_offset
+            )
+        except STORE_DOWN as exc:
+            self._store_down(exc)
+            return
+        except Exception:  # a recovery bug must not stop the worker; the next pass retries
+            log.exception("claim or stranded-job recovery failed")
         try:
             super().run_maintenance_tasks()
         except STORE_DOWN as exc:
@@ -486,10 +501,18 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
     def _run_batch(self, jobs: list[Job], queue: Queue) -> None:
         runs: list[RunningJob] = []
         for job in jobs:
+            # into the started registry (with a lease), then out of the intermediate list
+            # where the dequeue or the claim put it: always in one recoverable place
             execution = self.prepare_execution(job)
-            # out of RQ's intermediate queue, where a dequeue or a claim put it
-            self.prepare_job_execution(job, remove_from_intermediate_queue=True)
+            if not start_claimed(self.connection, job, queue):
+                # given back to its queue while this worker was cut off: not ours now
+                self._cleanup_execution(job, execution)
+                log.warning("job %s: given back to its queue before it started; let go", job.id)
+                continue
+            self.prepare_job_execution(job, remove_from_intermediate_queue=False)
             runs.append(RunningJob(job=job, execution=execution, payload=payload_of(job)))
+        if not runs:
+            return
         with self._lock:
             self._running.update({r.job.id: r for r in runs})
         try:
@@ -658,9 +681,13 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         record_outcome(self.connection, "handed_back")
 
     def _cleanup(self, run: RunningJob, queue: Queue) -> None:
+        self._cleanup_execution(run.job, run.execution)
+
+    def _cleanup_execution(self, job: Job, execution: Execution) -> None:
         with self.connection.pipeline() as pipe:
-            run.execution.delete(job=run.job, pipeline=pipe)
+            execution.delete(job=job, pipeline=pipe)
             pipe.execute()
+        self.executions.pop(execution.id, None)
 
     # ------------------------------------------------------------------ outcomes
     def _announce(self, run: RunningJob, status: str) -> None:
