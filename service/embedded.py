@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from redis import Redis
@@ -202,8 +203,109 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(sig, previous)
 
 
-def run_stack(host: str, port: int, data_dir: Path, env_overrides: dict[str, str]) -> int:
-    """Start Redis, the worker and the API; block until Ctrl-C or a child dies."""
+@dataclass
+class Supervised:
+    """One child of the embedded stack, restarted with backoff when it exits.
+
+    A child that ran for ``healthy_s`` before it exited counts as a fresh failure; one
+    that keeps dying sooner doubles its wait (1 s up to ``max_backoff_s``), and after
+    ``give_up_after`` quick deaths in a row the supervisor gives up and says why.
+    """
+
+    name: str
+    start: Any  # () -> a started child with poll()/terminate()/wait()/kill()
+    proc: Any = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+    healthy_s: float = 30.0
+    max_backoff_s: float = 30.0
+    give_up_after: int = 8
+    restarts: int = 0
+
+    def launch(self) -> None:
+        self.proc = self.start()
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def check(self, now: float) -> str | None:
+        """Restart the child if it is due; the reason to give up, if it is time to."""
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                self.restarts += 1
+                print(f"editserve: restarting the {self.name} (restart {self.restarts})",
+                      flush=True)  # fmt: skip
+                try:
+                    self.launch()
+                except Exception as exc:  # e.g. redis-server did not answer
+                    return self._died(now, f"could not start: {exc}")
+            return None
+        code = self.proc.poll()  # reaps it: no zombie is left behind
+        if code is None:
+            return None
+        return self._died(now, f"exited with {code}")
+
+    def _died(self, now: float, what: str) -> str | None:
+        quick = now - self.started_at < self.healthy_s
+        self.failures = self.failures + 1 if quick else 1
+        if self.failures >= self.give_up_after:
+            return (
+                f"the {self.name} {what}, {self.failures} times in a row, each within "
+                f"{self.healthy_s:.0f} s of its start"
+            )
+        wait = min(self.max_backoff_s, 2.0 ** (self.failures - 1))
+        self.restart_at = now + wait
+        print(f"editserve: the {self.name} {what}; restarting it in {wait:.0f} s",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+
+    def reap(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class _RedisChild:
+    """``RedisProcess`` in the shape ``Supervised`` drives: restarted on its own port, data
+    directory and AOF, so the API and the worker reconnect to the same URL and data."""
+
+    def __init__(self, server: RedisProcess) -> None:
+        self.server = server
+
+    def poll(self) -> int | None:
+        return None if self.server.proc is None else self.server.proc.poll()
+
+    def terminate(self) -> None:
+        if self.server.proc is not None:
+            self.server.proc.terminate()
+
+    def wait(self, timeout: float | None = None) -> int:
+        assert self.server.proc is not None
+        return self.server.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.server.proc is not None:
+            self.server.proc.kill()
+
+
+def run_stack(
+    host: str, port: int, data_dir: Path, env_overrides: dict[str, str], poll_s: float = 0.5
+) -> int:
+    """Start Redis, the worker and the API, and keep them up until Ctrl-C or SIGTERM.
+
+    A child that exits is restarted with backoff while the others keep serving: the
+    API answers 503 while Redis is away and queues again once it is back; a restarted
+    Redis reads its AOF, so no accepted job is lost. ``serve`` exits only when told to
+    (0), or when a child keeps dying and its restarts give up (1, with the reason).
+    """
     redis = RedisProcess(data_dir / "redis").start()
     env = {
         **os.environ,
@@ -212,32 +314,32 @@ def run_stack(host: str, port: int, data_dir: Path, env_overrides: dict[str, str
         **env_overrides,
     }
     python = sys.executable
-    children: list[subprocess.Popen[bytes]] = []
+    api_args = [python, "-m", "service.cli", "api", "--host", host, "--port", str(port)]
+    children = [
+        Supervised("redis-server", lambda: _RedisChild(redis.start())),
+        Supervised("worker", lambda: spawn([python, "-m", "service.cli", "worker"], env)),
+        Supervised("API", lambda: spawn(api_args, env)),
+    ]
+    children[0].proc, children[0].started_at = _RedisChild(redis), time.monotonic()
     print(f"editserve: redis {redis.url} (AOF in {data_dir / 'redis'})", flush=True)
     try:
         with _signals_raise():
-            children.append(spawn([python, "-m", "service.cli", "worker"], env))
-            children.append(
-                spawn(
-                    [python, "-m", "service.cli", "api", "--host", host, "--port", str(port)], env
-                )
-            )
+            for child in children[1:]:
+                child.launch()
             print(f"editserve: API on http://{host}:{port}  (Ctrl-C stops everything)", flush=True)
-            while all(child.poll() is None for child in children):
-                time.sleep(0.5)
-            failed = [c.args for c in children if c.returncode not in (None, 0)]
-            print(f"editserve: a process exited: {failed}; stopping", file=sys.stderr)
-            return 1
+            while True:
+                time.sleep(poll_s)
+                now = time.monotonic()
+                for child in children:
+                    reason = child.check(now)
+                    if reason is not None:
+                        print(f"editserve: giving up: {reason}; stopping", file=sys.stderr)
+                        return 1
     except KeyboardInterrupt:
         print("\neditserve: stopping", flush=True)
         return 0
     finally:
         for child in reversed(children):
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        redis.stop()
+            child.stop()
+        for child in reversed(children):
+            child.reap()
