@@ -8,6 +8,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from service.blobs import LocalBlobStore
 from service.errors import install_error_handlers
+from service.limits import BodyLimitMiddleware
 from service.routes import assets, catalog, edits, health, images, jobs
 from service.settings import Settings, get_settings
 
@@ -27,6 +28,12 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     # long-polls wait on pub/sub without holding a thread
     app.state.redis_async = AsyncRedis.from_url(settings.redis_url) if settings.redis_url else None
     install_error_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_json_bytes=settings.max_json_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_json_depth=settings.max_json_depth,
+    )
     routers = (health, images, edits, jobs, assets, catalog)
     for router in (module.router for module in routers):
         app.include_router(router)

@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         16 * 1024 * 1024, gt=0, description="413 above this, read from the header"
     )
+    max_json_bytes: int = Field(
+        1024 * 1024, gt=0, description="413 for any other request body over this"
+    )
+    max_json_depth: int = Field(32, ge=4, description="422 for a JSON body nested deeper than this")
     allowed_formats: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
     api_keys: tuple[str, ...] = Field((), description="empty = no auth (embedded default)")
     queue_depth_cap: int = Field(1000, gt=0, description="429 when this many jobs are queued")

@@ -43,6 +43,13 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return body
 
 
+def _b64decode(encoded: str) -> bytes:
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError(422, "invalid_request", f"data is not valid base64: {exc}", "data") from exc
+
+
 async def _image_bytes(request: Request, limit: int) -> bytes:
     content_type = request.headers.get("content-type", "")
     body = await _read_limited(request, limit * 4 // 3 + _FRAMING)
@@ -60,15 +67,11 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
                 raise TypeError
             if encoded.startswith("data:"):  # data URLs: data:image/png;base64,....
                 encoded = encoded.split(",", 1)[1]
-            return base64.b64decode(encoded, validate=True)
-        except (json.JSONDecodeError, KeyError, TypeError, IndexError):
+            return _b64decode(encoded)
+        except (ValueError, KeyError, TypeError, IndexError, RecursionError):
             raise ApiError(
                 422, "invalid_request", 'JSON body must be {"data": "<base64 image>"}', "data"
             ) from None
-        except binascii.Error as exc:
-            raise ApiError(
-                422, "invalid_request", f"data is not valid base64: {exc}", "data"
-            ) from exc
     raise ApiError(
         415,
         "unsupported_media_type",
