@@ -9,7 +9,7 @@ no new route.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -262,6 +262,8 @@ class MethodSpec:
     image_list_params: tuple[str, ...] = ()  # params holding lists of uploaded image ids
     # (params, given input roles) -> the role this request lacks, if any
     required_input: Callable[[Any, set[str]], str | None] | None = None
+    # params naming assets (an id, or a list of ids) -> the fit method that makes them
+    asset_params: dict[str, str] = field(default_factory=dict)
 
     def defaults(self) -> dict[str, Any]:
         return {
@@ -323,6 +325,7 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             name="directions",
             kind=JobKind.FIT,
+            asset_params={"project_out": "directions"},
             summary="Fit h-space directions (PCA, supervised or Jacobian) into a named asset.",
             params=DirectionFitParams,
             inputs=(),
@@ -337,6 +340,7 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             name="direction",
             kind=JobKind.EDIT,
+            asset_params={"asset": "directions"},
             summary="Move an image along a fitted h-space direction (an asset from a fit).",
             params=DirectionEditParams,
             inputs=("image",),
@@ -355,6 +359,7 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             name="boundary-edit",
             kind=JobKind.EDIT,
+            asset_params={"asset": "boundary"},
             summary="Move an image across a fitted boundary in one step at t0, then denoise.",
             params=BoundaryEditParams,
             inputs=("image",),
@@ -373,6 +378,7 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             name="mix",
             kind=JobKind.EDIT,
+            asset_params={"asset": "lam"},
             summary="Apply learned prompt-mixing weights to a new seed or a real image.",
             params=MixParams,
             inputs=(),
@@ -391,6 +397,7 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             name="style-generate",
             kind=JobKind.EDIT,
+            asset_params={"asset": "style-noise"},
             summary="Generate in a style: sampling starts from its fitted noise distribution.",
             params=StyleGenerateParams,
             inputs=(),

@@ -28,6 +28,7 @@ from rq.serializers import JSONSerializer
 
 from service.assets import AssetIndex
 from service.blobs import is_content_id
+from service.ownership import forget_image
 
 log = logging.getLogger("editserve.retention")
 
@@ -129,6 +130,7 @@ def collect_garbage(
         report.deleted_bytes += stat.st_size
         if not dry_run:
             path.unlink(missing_ok=True)
+            forget_image(redis, path.name)
     inversions = Path(blob_root) / INVERSIONS
     if inversions.is_dir():
         for path in inversions.glob("*/*.safetensors"):

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(32, ge=4, description="422 for a JSON body nested deeper than this")
     allowed_formats: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
     api_keys: tuple[str, ...] = Field((), description="empty = no auth (embedded default)")
+    share_uploads: bool = Field(
+        False,
+        description="with API keys: let every key name every upload (default: only the "
+        "keys that uploaded an image may edit it)",
+    )
     queue_depth_cap: int = Field(1000, gt=0, description="429 when this many jobs are queued")
     owner_queue_cap: int = Field(
         0,

@@ -11,11 +11,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from service.assets import AssetIndex
 from service.blobs import is_content_id
 from service.contract import JobKind, JobPayload
 from service.deps import BlobsDep, OwnerDep, QueueDep, RedisDep, SettingsDep
 from service.errors import ApiError, ErrorResponse
 from service.method_specs import METHODS, first_error
+from service.ownership import owns_image
 
 router = APIRouter(prefix="/v1", tags=["edits"])
 
@@ -46,11 +48,57 @@ class JobAccepted(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (401, 409, 422, 429, 503)
+    code: {"model": ErrorResponse} for code in (401, 404, 409, 413, 422, 429, 503)
 }
 
 
-def _validate(body: JobCreate, kind: JobKind, queue: Any, blobs: Any) -> dict[str, Any]:
+def _check_references(
+    spec: Any, body: JobCreate, params: dict[str, Any], owner: str | None, ctx: Any
+) -> None:
+    """Every image and asset the request names exists and is the caller's to use (404
+    otherwise, as for an id that does not exist); an asset is of the right method and
+    model (422)."""
+    references = [(f"inputs.{role}", blob_id) for role, blob_id in body.inputs.items()]
+    for name in spec.image_list_params:
+        references += [(f"params.{name}[{i}]", b) for i, b in enumerate(params.get(name, []))]
+    scope = None if ctx.settings.share_uploads else owner  # the key whose uploads count
+    for where, blob_id in references:
+        if (
+            not is_content_id(blob_id)
+            or not ctx.blobs.exists(blob_id)
+            or (scope is not None and not owns_image(ctx.redis, blob_id, scope))
+        ):
+            raise ApiError(404, "not_found", f"{where}: no uploaded image {blob_id!r}", where)
+    for name, fit_method in spec.asset_params.items():
+        value = params.get(name)
+        ids = value if isinstance(value, list) else [] if value is None else [value]
+        for i, asset_id in enumerate(ids):
+            where = f"params.{name}" + (f"[{i}]" if isinstance(value, list) else "")
+            record = AssetIndex(ctx.redis).get(asset_id)
+            if record is None or record.get("owner") not in (None, owner):
+                raise ApiError(404, "not_found", f"{where}: no asset {asset_id!r}", where)
+            if record.get("method") != fit_method:
+                raise ApiError(
+                    422,
+                    "invalid_request",
+                    f"{where}: asset {asset_id!r} is a {record.get('method')} asset; "
+                    f"{body.method} needs a {fit_method} asset",
+                    where,
+                )
+            if record.get("model") != body.model:
+                raise ApiError(
+                    422,
+                    "invalid_request",
+                    f"{where}: asset {asset_id!r} was fitted on model {record.get('model')}, "
+                    f"not {body.model}",
+                    where,
+                )
+    for _, blob_id in references:
+        ctx.blobs.touch(blob_id)  # named now: retention keeps it at least gc_min_age_s from here
+
+
+def _validate(body: JobCreate, kind: JobKind, ctx: Any, owner: str | None) -> dict[str, Any]:
+    queue = ctx.queue
     spec = METHODS.get(body.method)
     if spec is None or spec.kind != kind:
         known = ", ".join(n for n, s in METHODS.items() if s.kind == kind) or "none"
@@ -91,14 +139,7 @@ def _validate(body: JobCreate, kind: JobKind, queue: Any, blobs: Any) -> dict[st
     missing = spec.missing_input(spec.params.model_validate(params), set(body.inputs))
     if missing is not None:
         raise ApiError(422, "invalid_request", f"inputs.{missing}: missing", f"inputs.{missing}")
-    references = [(f"inputs.{role}", blob_id) for role, blob_id in body.inputs.items()]
-    for name in spec.image_list_params:
-        references += [(f"params.{name}[{i}]", b) for i, b in enumerate(params.get(name, []))]
-    for where, blob_id in references:
-        if not is_content_id(blob_id) or not blobs.exists(blob_id):
-            raise ApiError(422, "invalid_request", f"{where}: no uploaded image {blob_id!r}", where)
-    for _, blob_id in references:
-        blobs.touch(blob_id)  # named now: retention keeps it at least gc_min_age_s from here
+    _check_references(spec, body, params, owner, ctx)
     return params
 
 
@@ -131,7 +172,7 @@ def submit_job(
                 )
             response.headers["Idempotent-Replayed"] = "true"
             return JobAccepted.model_validate(record["response"])
-    params = _validate(body, kind, queue, blobs)
+    params = _validate(body, kind, _Refs(settings, queue, blobs, redis), owner)
     depth = queue.depth()
     if depth >= settings.queue_depth_cap:
         raise ApiError(
@@ -198,6 +239,14 @@ def submit_job(
         raise
     response.headers["Location"] = accepted.links.self
     return accepted
+
+
+@dataclass
+class _Refs:
+    settings: Any
+    queue: Any
+    blobs: Any
+    redis: Any
 
 
 @dataclass

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from service.deps import BlobsDep, OwnerDep, SettingsDep
+from service.deps import BlobsDep, OwnerDep, SettingsDep, get_redis
 from service.errors import ApiError, ErrorResponse
+from service.ownership import record_upload
 from service.uploads import check_image
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -115,9 +116,12 @@ _UPLOAD_BODY = {
     },
 )
 async def upload_image(
-    request: Request, settings: SettingsDep, blobs: BlobsDep, _owner: OwnerDep
+    request: Request, settings: SettingsDep, blobs: BlobsDep, owner: OwnerDep
 ) -> ImagePublic:
-    """Upload an image (multipart `file` or base64 JSON `data`); returns its content id."""
+    """Upload an image (multipart `file` or base64 JSON `data`); returns its content id.
+
+    With API keys, the image is the uploading key's: other keys cannot name it (unless
+    the deployment sets `share_uploads`)."""
     data = await _image_bytes(request, settings.max_upload_bytes)
     info = check_image(
         data,
@@ -126,6 +130,8 @@ async def upload_image(
         formats=settings.allowed_formats,
     )
     blob_id = blobs.put(data)
+    if owner is not None and not settings.share_uploads:
+        record_upload(get_redis(request), blob_id, owner)
     return ImagePublic(
         id=blob_id, width=info.width, height=info.height, format=info.format, bytes=len(data)
     )

@@ -118,7 +118,6 @@ def test_idempotent_replay_and_conflict(stack: Stack) -> None:
         ({"params": {"steps": 5, "inversion": "magic"}}, "params.inversion"),
         ({"params": {"colour": "red"}}, "params.colour"),
         ({"inputs": {}}, "inputs.image"),
-        ({"inputs": {"image": "0" * 64}}, "inputs.image"),
         ({"seed": -1}, "seed"),
     ],
 )
@@ -134,6 +133,12 @@ def test_bad_edit_requests_name_the_field(stack: Stack, patch: dict[str, Any], f
     r = httpx.post(f"{api}/v1/edits", json=body)
     assert r.status_code == 422, r.text
     assert r.json()["error"]["field"] == field
+
+
+def test_an_image_never_uploaded_is_a_404_naming_the_input(stack: Stack) -> None:
+    body = {"model": "shapes32", "method": "reconstruct", "inputs": {"image": "0" * 64}}
+    r = httpx.post(f"{stack.api_url}/v1/edits", json=body)
+    assert r.status_code == 404 and r.json()["error"]["field"] == "inputs.image", r.text
 
 
 def test_a_job_that_cannot_succeed_fails_alone(stack: Stack) -> None:
@@ -569,12 +574,14 @@ def test_fits_route_validates_against_fit_methods(stack: Stack) -> None:
         ({"name": "x", "kind": "jacobian"}, {}, "inputs.image"),
         ({"name": "x", "kind": "supervised", "positives": ["0" * 64]}, {}, "params.negatives"),
         ({"name": "x", "kind": "supervised"}, {}, "params.factor"),
-        ({"name": "x", "kind": "supervised", "positives": ["0" * 64], "negatives": ["1" * 64]},
-         {}, "params.positives[0]"),
         ({"name": "x"}, {"style": "0" * 64}, "inputs.style"),
     ]:  # fmt: skip
         r = httpx.post(f"{api}/v1/fits", json={**fit, "params": params, "inputs": inputs})
         assert r.status_code == 422 and r.json()["error"]["field"] == field, (params, r.text)
+    never_uploaded = {"name": "x", "kind": "supervised", "positives": ["0" * 64],
+                      "negatives": ["1" * 64]}  # fmt: skip
+    r = httpx.post(f"{api}/v1/fits", json={**fit, "params": never_uploaded})
+    assert r.status_code == 404 and r.json()["error"]["field"] == "params.positives[0]", r.text
 
 
 def _fit_and_edit_queued_behind_a_blocker(
@@ -647,9 +654,8 @@ def test_fit_directions_then_edit_along_one_over_http(stack: Stack) -> None:
     assert edits[0.0] != edits[20.0]
     bad = {"model": "shapes32", "method": "direction", "inputs": {"image": image},
            "params": {"asset": "f" * 32}}  # fmt: skip
-    job = _wait(api, httpx.post(f"{api}/v1/edits", json=bad).json()["id"])
-    assert job["status"] == "failed" and "no directions asset" in job["error"]["message"]
-    assert job["error"]["code"] == "invalid_input" and not job["error"]["retryable"]
+    r = httpx.post(f"{api}/v1/edits", json=bad)  # refused at submit, not failed in the worker
+    assert r.status_code == 404 and r.json()["error"]["field"] == "params.asset", r.text
 
 
 @pytest.mark.parametrize(
