@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
+from worker.training.domains import domain
 from worker.training.loop import add_common_arguments, train_noise_model
-from worker.training.shapes import generate
 
 
 def build_unet() -> UNet2DModel:
@@ -41,27 +41,30 @@ def build_unet() -> UNet2DModel:
     )
 
 
-def batch_images(seed: int, step: int, batch: int) -> torch.Tensor:
-    images, _ = generate(seed * 1_000_003 + step, batch)
+def batch_images(seed: int, step: int, batch: int, domain_name: str = "quadrants") -> torch.Tensor:
+    images, _ = domain(domain_name).generate(seed * 1_000_003 + step, batch)
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def export(ema: UNet2DModel, out: Path, meta: dict[str, object]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     copy.deepcopy(ema).to(torch.float16).save_pretrained(out, safe_serialization=True)
-    DDPMScheduler(beta_schedule="linear", num_train_timesteps=1000).save_config(out)
+    DDPMScheduler(beta_schedule="linear", num_train_timesteps=1000, clip_sample=False).save_config(
+        out
+    )
     (out / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def train(args: argparse.Namespace) -> None:
     def batch(step: int, _gen: torch.Generator) -> tuple[torch.Tensor, dict[str, object]]:
-        return batch_images(args.seed, step, args.batch), {}
+        return batch_images(args.seed, step, args.batch, args.domain), {}
 
     unet = build_unet()
     if args.init:  # fine-tune from exported weights (a fresh run only; a checkpoint wins)
         unet = UNet2DModel.from_pretrained(args.init, torch_dtype=torch.float32)
     ema, meta = train_noise_model(args, unet, batch)
     meta["init"] = args.init
+    meta["domain"] = args.domain
     export(ema, Path(args.out), meta)
     print(json.dumps(meta))
 
@@ -72,6 +75,7 @@ def main() -> None:
     )
     add_common_arguments(p, out="models/shapes32-ddpm", work_dir="var/train/shapes32-ddpm")
     p.add_argument("--init", default="", help="start from these exported weights")
+    p.add_argument("--domain", default="quadrants", help="the generator: quadrants or aligned")
     train(p.parse_args())
 
 

@@ -108,9 +108,9 @@ def encode_captions(captions: list[str]) -> torch.Tensor:
 def export(ema: Any, out: Path, meta: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     copy.deepcopy(ema).to(torch.float16).save_pretrained(out / "unet", safe_serialization=True)
-    DDPMScheduler(beta_schedule="linear", num_train_timesteps=1000).save_pretrained(
-        out / "scheduler"
-    )
+    DDPMScheduler(
+        beta_schedule="linear", num_train_timesteps=1000, clip_sample=False
+    ).save_pretrained(out / "scheduler")
     index = {
         "_class_name": "EditservePixelTextPipeline",
         "unet": ["diffusers", "UNet2DConditionModel"],
