@@ -4,6 +4,13 @@ Fresh generator images every step; light corruptions (Gaussian noise, blur,
 colour jitter) so it also reads the imperfect images a small diffusion model makes.
 Reports per-factor accuracy on fresh, held-out generator images.
 
+With ``--invalid`` the classifier gets one more head, ``valid`` (invalid, valid),
+trained on a share of broken images mixed into every batch: blank and flat
+fields, saturated images, heavy or pure noise, half-drawn images (half of the
+picture replaced by a flat field or by noise) and cross-faded pairs. A judge can
+then say "this is not a valid image" instead of naming the nearest factors of a
+blank output with high confidence; the factor heads are not trained on those rows.
+
     python -m worker.training.train_classifier --out models/shapes32-classifier
 """
 
@@ -20,15 +27,52 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from worker.engine.classifier import AttributeClassifier
-from worker.training.shapes import FACTORS, generate, label_array
+from worker.training.domains import domain
 
 HELD_OUT_SEED = 2_000_000_000  # far from every training seed
 
 
-def batch(seed: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = generate(seed, count)
+VALIDITY = ("invalid", "valid")
+
+
+def batch(
+    seed: int, count: int, domain_name: str = "quadrants"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = domain(domain_name)
+    images, labels = gen.generate(seed, count)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    return x, torch.from_numpy(label_array(labels))
+    return x, torch.from_numpy(gen.label_array(labels))
+
+
+def invalid_images(valid: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Broken images made from a batch of valid ones (same shape, in [-1, 1]).
+
+    Kinds, one per row in turn: a flat field of any colour; saturation (every channel
+    pushed to +-1); heavy noise on the image (std 0.5-1.5); pure noise; half-drawn (a
+    random half replaced by a flat field); a 50/50 cross-fade of two images.
+    """
+    b, c, hgt, wid = valid.shape
+    out = valid.clone()
+    flat = torch.rand(b, c, 1, 1, generator=gen) * 2 - 1
+    for i in range(b):
+        kind = i % 6
+        if kind == 0:
+            out[i] = flat[i].expand(c, hgt, wid)
+        elif kind == 1:
+            out[i] = torch.sign(valid[i] + 0.3 * torch.randn(c, hgt, wid, generator=gen))
+        elif kind == 2:
+            std = 0.5 + float(torch.rand((), generator=gen))
+            out[i] = valid[i] + std * torch.randn(c, hgt, wid, generator=gen)
+        elif kind == 3:
+            out[i] = torch.randn(c, hgt, wid, generator=gen) * 0.8
+        elif kind == 4:
+            half = int(torch.randint(0, 4, (), generator=gen))
+            region = [slice(None)] * 3
+            region[1 + half // 2] = slice(0, hgt // 2) if half % 2 == 0 else slice(hgt // 2, None)
+            out[i][tuple(region)] = flat[i].view(c, 1, 1)
+        else:
+            out[i] = 0.5 * valid[i] + 0.5 * valid[(i + 1) % b].flip(-1)
+    return out.clamp(-1.2, 1.2)
 
 
 def corrupt(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -44,12 +88,21 @@ def corrupt(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x.clamp(-1.2, 1.2)
 
 
-def evaluate(model: AttributeClassifier, count: int = 2048) -> dict[str, float]:
-    x, y = batch(HELD_OUT_SEED, count)
+def evaluate(
+    model: AttributeClassifier, count: int = 2048, domain_name: str = "quadrants"
+) -> dict[str, float]:
+    x, y = batch(HELD_OUT_SEED, count, domain_name)
     pred = model.predict(x)
-    return {
-        name: float((pred[name][0] == y[:, i]).float().mean()) for i, name in enumerate(FACTORS)
+    factors = domain(domain_name).FACTORS
+    accuracy = {
+        name: float((pred[name][0] == y[:, i]).float().mean()) for i, name in enumerate(factors)
     }
+    if "valid" in pred:
+        broken = invalid_images(x[:600], torch.Generator().manual_seed(HELD_OUT_SEED))
+        bad = model.predict(broken)["valid"]
+        accuracy["valid_on_valid"] = float((pred["valid"][0] == 1).float().mean())
+        accuracy["invalid_on_invalid"] = float((bad[0] == 0).float().mean())
+    return accuracy
 
 
 def main() -> None:
@@ -60,21 +113,38 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--domain", default="quadrants", help="the generator: quadrants or aligned")
+    p.add_argument(
+        "--invalid", type=float, default=0.0, help="share of each batch made of broken images"
+    )
     args = p.parse_args()
+    factors = domain(args.domain).FACTORS
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(args.seed)
-    model = AttributeClassifier({k: list(v) for k, v in FACTORS.items()})
+    heads = {k: list(v) for k, v in factors.items()}
+    if args.invalid:
+        heads["valid"] = list(VALIDITY)
+    model = AttributeClassifier(heads)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps)
     start = time.monotonic()
     bar = tqdm(range(args.steps), desc="classifier", unit="step")
     losses: list[float] = []
     for step in bar:
-        x, y = batch(1_000_000 + args.seed * 100_000 + step, args.batch)
-        logits = model(corrupt(x, gen))
-        loss = sum(F.cross_entropy(logits[n], y[:, i]) for i, n in enumerate(FACTORS))
-        assert isinstance(loss, torch.Tensor)
+        x, y = batch(1_000_000 + args.seed * 100_000 + step, args.batch, args.domain)
+        x = corrupt(x, gen)
+        n_bad = round(args.invalid * args.batch)
+        if n_bad:
+            x = torch.cat([x, invalid_images(x[:n_bad], gen)])
+        logits = model(x)
+        good = slice(0, args.batch)
+        loss = sum(
+            F.cross_entropy(logits[n][good], y[:, i]) for i, n in enumerate(factors)
+        ) + torch.zeros(())
+        if n_bad:
+            validity = torch.cat([torch.ones(args.batch), torch.zeros(n_bad)]).long()
+            loss = loss + F.cross_entropy(logits["valid"], validity)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
@@ -83,7 +153,7 @@ def main() -> None:
         if step % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
     model.eval()
-    accuracy = evaluate(model)
+    accuracy = evaluate(model, domain_name=args.domain)
     model.save(Path(args.out))
     meta = {
         "steps": args.steps,
@@ -91,6 +161,8 @@ def main() -> None:
         "train_minutes": round((time.monotonic() - start) / 60, 1),
         "held_out_accuracy": {k: round(v, 4) for k, v in accuracy.items()},
         "parameters": sum(p.numel() for p in model.parameters()),
+        "domain": args.domain,
+        "invalid_share": args.invalid,
     }
     (Path(args.out) / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(json.dumps(meta))
