@@ -73,5 +73,5 @@ def test_invalid_images_are_broken_in_each_way() -> None:
     bad = invalid_images(x, torch.Generator().manual_seed(0))
     assert bad.shape == x.shape
     assert bad[0].flatten(1).std(1).max() == 0  # a flat field
-    assert set(bad[1].unique().tolist()) <= {-1.0, 1.0}  # saturated
+    assert bool((bad[1].abs() == 1).all())  # saturated
     assert (bad[3] - x[3]).abs().mean() > 0.3  # noise
