@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler
@@ -31,10 +32,23 @@ def test_leading_grid_is_diffusers_set_timesteps() -> None:
     assert timestep_grid(50, 1000, "leading") == sorted(ref.timesteps.tolist())
 
 
+def _reference_grid(n: int, t_max: int) -> list[int]:
+    """Asyrp / BoundaryDiffusion: ``seq = np.linspace(0, 1, n) * t0; [int(s + 1e-6) ...]``,
+    without the repeats it has when n > t_max + 1 (our grids strictly increase)."""
+    return sorted({int(s + 1e-6) for s in np.linspace(0, 1, n) * t_max})
+
+
 def test_linspace_grid_is_the_reference_grid() -> None:
     grid = timestep_grid(40, 1000, "linspace", t_max=500)
     assert grid[0] == 0 and grid[-1] == 500 and len(grid) == 40
-    assert grid == [int(i / 39 * 500) for i in range(40)]
+    for n in (10, 20, 25, 40, 50, 100):
+        for t_max in range(20, 1000, 20):  # every mixing step B's search can pick, and more
+            assert timestep_grid(n, 1000, "linspace", t_max=t_max) == _reference_grid(n, t_max)
+
+
+def test_a_1000_step_linspace_grid_has_every_timestep() -> None:
+    # int(i / 999 * 999) truncated 63, 126, 252, 504 and 509 to their predecessors
+    assert timestep_grid(1000, 1000, "linspace") == list(range(1000))
 
 
 def test_leading_grid_cut_at_t_max() -> None:

@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 
 from worker.engine.errors import InputError
@@ -88,7 +89,9 @@ def timestep_grid(
 
     - ``leading``: diffusers' ``set_timesteps`` grid, ``arange(n) * (T // n)`` (0, 20, ..., 980).
     - ``linspace``: the reference grid of Asyrp/DiffStyle/BoundaryDiffusion,
-      ``int(linspace(0, 1, n) * t_max)`` (0, ..., t_max), t_max defaulting to T - 1.
+      ``[int(s + 1e-6) for s in linspace(0, 1, n) * t_max]`` (0, ..., t_max), t_max
+      defaulting to T - 1. The 1e-6 matters: without it 62.99999... truncates to 62, and
+      1000 steps over [0, 999] lost 63, 126, 252, 504 and 509 as duplicates.
 
     With ``t_max`` given, a leading grid is cut to the steps <= t_max (sampling from an
     intermediate timestep); a linspace grid is spread over [0, t_max].
@@ -108,7 +111,8 @@ def timestep_grid(
         if num_steps == 1:
             grid = [top]
         else:
-            grid = sorted({int(i / (num_steps - 1) * top) for i in range(num_steps)})
+            points = np.linspace(0, 1, num_steps) * top
+            grid = sorted({int(s + 1e-6) for s in points.tolist()})
     else:
         raise InputError(f"grid: unknown kind {kind!r}; expected leading or linspace")
     if not grid:
