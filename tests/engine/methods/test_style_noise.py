@@ -72,3 +72,21 @@ def test_refusals_name_the_field() -> None:
         fit_style_noise(_styles(), dct_k=9)
     with pytest.raises(InputError, match="form"):
         initial_noise(fit_style_noise(_styles()), 1, 0.5, "other")  # type: ignore[arg-type]
+
+
+def test_with_dct_the_samples_keep_the_datas_variance_not_twice_it() -> None:
+    """Data whose variance is mostly per-image brightness (a low frequency) and a little
+    texture: the samples' per-element and within-image variances match the data's. When
+    mu and sigma were fitted on the whole z, the brightness variance was drawn twice
+    (sample variance ~2x the data's, within-image variance ~40x)."""
+    g = torch.Generator().manual_seed(3)
+    n = 400
+    brightness = 1.9 * torch.randn(n, 3, 1, 1, generator=g)
+    z = brightness + 0.3 * torch.randn(n, 3, 8, 8, generator=g)
+    style = fit_style_noise(z, dct_k=2, shrink=0.0)
+    x = sample_style(style, 4000, torch.Generator().manual_seed(4))
+    data_var, sample_var = float(z.var(0).mean()), float(x.var(0).mean())
+    assert abs(sample_var / data_var - 1) < 0.1, (sample_var, data_var)
+    data_within = float(z.flatten(2).var(-1).mean())
+    sample_within = float(x.flatten(2).var(-1).mean())
+    assert abs(sample_within / data_within - 1) < 0.15, (sample_within, data_within)
