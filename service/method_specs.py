@@ -95,6 +95,16 @@ class DirectionFitParams(MethodParams):
     positives: list[str] = Field(default_factory=list, max_length=512, description="image ids")
     negatives: list[str] = Field(default_factory=list, max_length=512, description="image ids")
     iters: int = Field(50, ge=1, le=500, description="power iterations (jacobian)")
+    jacobian_apply: Literal["per_step", "one_step"] = Field(
+        "per_step",
+        description="jacobian: store each step's own directions (signs aligned to the top "
+        "step's), or one step's directions at every step, scaled by each step's singular "
+        "values (the reference's edits)",
+    )
+    jacobian_t: int | None = Field(
+        None, ge=0, le=999, description="jacobian, one_step: the step whose directions "
+        "apply everywhere (a timestep of the grid; default: the top step)",
+    )  # fmt: skip
     refine: Refine = Field(
         1, description="fixed-point iterations per DDIM inversion step of the inverted images "
         "(labelled supervised, jacobian); use the edits' value, so the fit sees the same "

@@ -34,7 +34,7 @@ from worker.engine.methods.boundaries import (
 from worker.engine.methods.directions import (
     collect_h,
     edit_with_direction,
-    jacobian_directions,
+    jacobian_fit,
     pca_fit,
     supervised_directions,
 )
@@ -461,17 +461,19 @@ def run_direction_fit(
             dirs, counts = _supervised_by_classifier(p, h, images, ctx)
             metrics.update(counts)
         else:  # jacobian, of one image at every step of its inversion
+            if p.jacobian_t is not None and p.jacobian_t not in grid:
+                raise JobFailed(
+                    ErrorCode.INVALID_INPUT,
+                    f"params.jacobian_t: {p.jacobian_t} is not a step of this {p.steps}-step "
+                    f"{p.grid} grid; its steps: {grid}",
+                )
             x0 = denoiser.encode(job.images["image"])
             traj = ddim_invert(denoiser, x0, grid, fixed_point_iters=p.refine)
-            dirs, sigmas = {}, {}
-            gen = torch.Generator().manual_seed(job.payload.seed)
-            for i, (t, x_t) in enumerate(zip(grid, traj.xs, strict=True)):
-                u, sigma = jacobian_directions(
-                    denoiser, x_t, t, k=p.k, iters=p.iters, generator=gen
-                )
-                dirs[t] = u * sigma.view(-1, *([1] * (u.ndim - 1)))  # scaled by sigma_t
-                sigmas[t] = sigma
-                progress(i + 1, len(grid))
+            dirs, sigmas = jacobian_fit(
+                denoiser, traj.xs, grid, k=p.k, iters=p.iters, apply=p.jacobian_apply,
+                at_t=p.jacobian_t, generator=torch.Generator().manual_seed(job.payload.seed),
+                progress=progress,
+            )  # fmt: skip
             metrics["sigma_top_step"] = [round(float(v), 4) for v in sigmas[grid[-1]]]
         # every other asset's directions removed at once: projecting against one asset
         # after another leaves the result orthogonal to the last only

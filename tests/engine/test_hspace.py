@@ -110,3 +110,15 @@ def test_power_iteration_on_a_known_matrix() -> None:
     torch.testing.assert_close(sigmas, s[:3].float(), rtol=1e-3, atol=1e-3)
     overlap = (directions.double() @ v[:, :3]).abs()
     torch.testing.assert_close(overlap, torch.eye(3, dtype=torch.float64), atol=1e-3, rtol=0)
+
+
+def test_align_signs_compares_every_step_with_the_first() -> None:
+    """A drifting direction: each step is close to the previous one but the last is
+    opposed to the first. The reference aligns to step 0; a chain to the previous step
+    keeps the drift's sign."""
+    angles = torch.linspace(0, 2.6, 8)  # radians, from step 0 on
+    steps = [torch.stack([torch.cos(a), torch.sin(a)]).view(1, 2) for a in angles]
+    first = align_signs(steps)
+    assert all(float((d * first[0]).sum()) >= 0 for d in first)
+    chained = align_signs(steps, to="previous")
+    assert float((chained[-1] * chained[0]).sum()) < 0

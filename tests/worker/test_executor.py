@@ -386,3 +386,30 @@ def pixel_model_for_refusal(tmp_path: Path) -> Denoiser:
     from worker.engine import load_denoiser
 
     return load_denoiser(save_pixel_model(tmp_path / "px"), device="cpu", dtype="float32")
+
+
+def test_jacobian_directions_agree_in_sign_across_steps(pixel: Denoiser, tmp_path: Path) -> None:
+    """Each step's power iteration starts at a random vector, so its u comes with an
+    arbitrary sign; stored unaligned, a direction's per-step contributions cancel
+    (8 seeds gave signs [1, -1, 1, 1, 1, 1, -1, -1]). Every step must agree with the top's."""
+    store = LocalBlobStore(tmp_path)
+    ctx = RunContext(blobs=store, assets=_Assets())
+    image = {"image": _blob(store, 4)}
+    out = _fit(pixel, store, ctx, kind="jacobian", k=1, iters=8, steps=8, inputs=image)
+    assert out.asset is not None
+    grid = json.loads(out.asset.meta["grid"])
+    top = out.asset.tensors[f"t{grid[-1]}"].flatten()
+    dots = [float(out.asset.tensors[f"t{t}"].flatten() @ top) for t in grid]
+    assert all(d > 0 for d in dots), dots
+
+    one = _fit(pixel, store, ctx, kind="jacobian", k=1, iters=8, steps=8, inputs=image,
+               jacobian_apply="one_step", jacobian_t=grid[3])  # fmt: skip
+    assert one.asset is not None
+    source = one.asset.tensors[f"t{grid[3]}"].flatten()
+    for t in grid:  # one step's unit vector everywhere, scaled by each step's sigma
+        d = one.asset.tensors[f"t{t}"].flatten()
+        cos = float(d @ source) / float(d.norm() * source.norm())
+        assert cos > 0.999, (t, cos)
+    with pytest.raises(JobFailed, match=r"params\.jacobian_t: 7 is not a step"):
+        _fit(pixel, store, ctx, kind="jacobian", k=1, iters=2, steps=8, inputs=image,
+             jacobian_apply="one_step", jacobian_t=7)  # fmt: skip

@@ -16,6 +16,7 @@ row of the batch, never across the batch.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 
@@ -104,13 +105,21 @@ def pca_directions(samples: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.T
     return vh[:k].reshape(k, *samples.shape[1:]).to(samples.dtype), std.to(samples.dtype)
 
 
-def align_signs(directions: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Flip each step's components so each agrees in sign with the previous step's."""
+def align_signs(
+    directions: list[torch.Tensor], to: Literal["first", "previous"] = "first"
+) -> list[torch.Tensor]:
+    """Flip each step's components so each agrees in sign with the first step's (the
+    reference's rule, Haas et al.) or with the previous step's.
+
+    A power iteration or an eigensolver returns each vector up to its sign; unaligned,
+    the per-step contributions of one direction cancel. Aligning to the previous step
+    chains the comparison, so on a trajectory whose directions drift, late steps can
+    end up opposed to the first; aligning to the first compares every step with one.
+    """
     out = [directions[0]]
     for d in directions[1:]:
-        prev = _flat(out[-1])
-        cur = _flat(d)
-        sign = torch.sign((prev * cur).sum(1))
+        ref = _flat(out[0] if to == "first" else out[-1])
+        sign = torch.sign((ref * _flat(d)).sum(1))
         sign[sign == 0] = 1
         out.append(d * _per_sample(sign, d))
     return out

@@ -17,6 +17,7 @@ Directions, one per grid step:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -116,6 +117,51 @@ def jacobian_directions(
         generator=generator,
     )  # fmt: skip
     return u.reshape(k, *h0.shape[1:]), sigma
+
+
+def jacobian_fit(
+    denoiser: Denoiser,
+    xs: list[torch.Tensor],
+    grid: list[int],
+    *,
+    k: int,
+    iters: int,
+    apply: Literal["per_step", "one_step"] = "per_step",
+    at_t: int | None = None,
+    generator: torch.Generator | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """Jacobian directions of one image along its trajectory ``xs`` (x_t at each grid t).
+
+    At every step, the top-k (u_t, sigma_t) by power iteration; each u_t's sign is
+    arbitrary (a random start), so the signs are aligned to the top step's before
+    anything is stored. Then, per step, the stored direction is
+    - ``per_step``: u_t * sigma_t, each step's own vectors;
+    - ``one_step``: u_{at_t} * sigma_t, one step's vectors at every step, scaled by each
+      step's singular values (the reference's README edits); ``at_t`` defaults to the
+      top step.
+    Returns ({t: (k, *h)}, {t: sigma (k,)}).
+    """
+    if at_t is not None and at_t not in grid:
+        raise InputError(f"jacobian_t: {at_t} is not a step of this grid; steps: {grid}")
+    us: dict[int, torch.Tensor] = {}
+    sigmas: dict[int, torch.Tensor] = {}
+    for i, (t, x_t) in enumerate(zip(grid, xs, strict=True)):
+        us[t], sigmas[t] = jacobian_directions(
+            denoiser, x_t, t, k=k, iters=iters, generator=generator
+        )
+        if progress is not None:
+            progress(i + 1, len(grid))
+    top_down = sorted(grid, reverse=True)
+    aligned = dict(zip(top_down, align_signs([us[t] for t in top_down]), strict=True))
+    source = at_t if at_t is not None else top_down[0]
+
+    def scaled(u: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return u * sigma.view(-1, *([1] * (u.ndim - 1)))
+
+    if apply == "one_step":
+        return {t: scaled(aligned[source], sigmas[t]) for t in grid}, sigmas
+    return {t: scaled(aligned[t], sigmas[t]) for t in grid}, sigmas
 
 
 def edit_with_direction(
