@@ -315,7 +315,10 @@ class Denoiser:
         if h is not None:
             if h.shape != state.h.shape:
                 raise InputError(f"h: expected shape {tuple(state.h.shape)}, got {tuple(h.shape)}")
-            h = h.to(device=self.device, dtype=state.h.dtype)
+            # in h's own memory layout (the mid block answers channels-last on some CPUs):
+            # an edit computed through a flatten comes back contiguous, and the up path
+            # would take other kernels, so an unchanged h' gave other bits than h
+            h = torch.empty_like(state.h).copy_(h)
         self.clock.t = state.t
         out = unet_split.up(self.unet, state.unet_state, h)
         return self._to_eps(out, state.x_t, state.t, state.cond)
@@ -323,7 +326,11 @@ class Denoiser:
     def _inputs(
         self, x_t: torch.Tensor, cond: Conditioning | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x_in = x_t.to(device=self.device, dtype=self.dtype)
+        # one memory layout in, one out: a conv kernel can answer a contiguous input in
+        # channels-last on some CPUs (seen with AVX2 kernels), and a channels-last input
+        # takes other kernels with another summation order, so the same x_t gave other
+        # bits depending on how it was made (a fresh inversion against a cached one)
+        x_in = x_t.to(device=self.device, dtype=self.dtype).contiguous()
         if cond is None:
             return x_in, None
         enc = cond.embeddings.to(device=self.device, dtype=self.dtype)
@@ -336,7 +343,7 @@ class Denoiser:
     def _to_eps(
         self, out: torch.Tensor, x_t: torch.Tensor, t: int, cond: Conditioning | None
     ) -> torch.Tensor:
-        out = out.float()
+        out = out.float().contiguous()
         if cond is not None and cond.guided:
             uncond, text = out.chunk(2)
             out = uncond + cond.guidance_scale * (text - uncond)
