@@ -72,6 +72,11 @@ class InjectParams(MethodParams):
     clip_x0: bool = Field(
         False, description="pixel models: clamp x0_hat of the edited eps to [-1, 1]"
     )
+    replace_steps: int = Field(
+        50, ge=1, le=1000, description="injections at this many evenly spaced steps of the "
+        "generation (every step when steps is no more); the rest are plain DDIM steps, as in "
+        "the reference (1000 steps, 50 replace steps)",
+    )  # fmt: skip
     refine: Refine = 1
     fit: FitField = "error"
 
@@ -329,6 +334,7 @@ METHODS: dict[str, MethodSpec] = {
                 "lam",
                 "t_damp",
                 "clip_x0",
+                "replace_steps",
                 "refine",
             ),
         ),

@@ -81,10 +81,7 @@ def inject_command(args: argparse.Namespace) -> int:
         content = load_images([Path(args.content)], (h, w), c, params.fit)
         style = load_images([Path(args.style)], (h, w), c, params.fit)
         grid = timestep_grid(params.steps, denoiser.num_train_timesteps, params.grid)
-        settings = InjectionSettings(
-            g=params.g, t_edit=params.t_edit, t_boost=params.t_boost, w=params.w,
-            lam=params.lam, t_damp=params.t_damp, clip_x0=params.clip_x0,
-        )  # fmt: skip
+        settings = InjectionSettings.from_params(params)
         with tqdm(total=3 * len(grid) - 2, desc="inject", unit="step", file=sys.stderr) as bar:
 
             def tick(_i: int, _n: int) -> None:

@@ -299,15 +299,7 @@ def _run_inject(
     assert c_inv.zs is not None
     trajectory = ContentTrajectory(grid=grid, h=dict(zip(grid, c_inv.zs, strict=True)))
     x_T = Inversion.stack(s_rows).x_T
-    settings = InjectionSettings(
-        g=p.g,
-        t_edit=p.t_edit,
-        t_boost=p.t_boost,
-        w=p.w,
-        lam=p.lam,
-        t_damp=p.t_damp,
-        clip_x0=p.clip_x0,
-    )
+    settings = InjectionSettings.from_params(p)
     generators = [torch.Generator().manual_seed(job.payload.seed) for job in jobs]
     x0 = inject_content(denoiser, x_T, trajectory, settings, generator=generators, progress=tick)
     return [

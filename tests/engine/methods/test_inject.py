@@ -104,3 +104,66 @@ def test_clip_x0_bounds_the_edited_prediction(pixel: Denoiser) -> None:
     t = GRID[-1]
     eps = pixel.eps(x_T, t)
     assert predict_x0(x_T, eps, pixel.schedule.ab(t)).abs().max() > 1.0
+
+
+def test_replace_steps_are_evenly_spaced_and_do_not_grow_with_steps() -> None:
+    from worker.engine.methods.inject import replace_step_indices
+
+    assert replace_step_indices(50, 50) == set(range(50))
+    assert replace_step_indices(20, 50) == set(range(20))
+    picked = replace_step_indices(1000, 50)
+    assert len(picked) == 50 and 0 in picked and sorted(picked)[1] == 20
+
+
+def test_only_replace_steps_inject_and_boost(
+    pixel: Denoiser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reference injects at 50 of its 1000 generation steps; here every step with
+    t >= t_edit injected, so 1000 steps injected about 600 times and the boost drew
+    noise at every step below t_boost."""
+    import worker.engine.methods.inject as module
+
+    grid = timestep_grid(40, 1000, "linspace")
+    content = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    traj = content_trajectory(pixel, content, grid)
+    calls = {"inject": 0, "noise": 0}
+    real_inject, real_noise = module.inject, pixel.noise  # type: ignore[attr-defined]
+
+    def counting_inject(*args: object, **kwargs: object) -> torch.Tensor:
+        calls["inject"] += 1
+        return real_inject(*args, **kwargs)  # type: ignore[arg-type]
+
+    def counting_noise(*args: object, **kwargs: object) -> torch.Tensor:
+        calls["noise"] += 1
+        return real_noise(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "inject", counting_inject)
+    monkeypatch.setattr(pixel, "noise", counting_noise)
+    settings = InjectionSettings(g=0.5, t_edit=0, t_boost=500, lam=1.0, replace_steps=8)
+    assert traj.x_T is not None
+    out = inject_content(pixel, traj.x_T, traj, settings, generator=torch.Generator())
+    assert torch.isfinite(out).all()
+    assert calls["inject"] == 8
+    replaced = sorted(grid, reverse=True)
+    boosted = [replaced[k] for k in module.replace_step_indices(40, 8) if 0 < replaced[k] <= 500]
+    assert calls["noise"] == len(boosted)
+
+
+def test_calibration_keeps_p_tildes_mean_and_is_never_damped(pixel: Denoiser) -> None:
+    from worker.engine.methods.inject import restandardise
+
+    g = torch.Generator().manual_seed(2)
+    p, p_tilde = torch.randn(2, 3, 4, 4, generator=g), 3 + 2 * torch.randn(2, 3, 4, 4, generator=g)
+    out = restandardise(p_tilde, p)
+    dims = (1, 2, 3)
+    torch.testing.assert_close(out.mean(dims), p_tilde.mean(dims))  # P~'s own mean
+    torch.testing.assert_close(out.std(dims), p.std(dims))
+    # every step calibrates (t_edit 0), so damping, which a calibrated step replaces,
+    # must change nothing
+    content, x_T = _setup(pixel)
+    traj = content_trajectory(pixel, content, GRID)
+    calibrated = InjectionSettings(g=0.5, t_edit=0, t_boost=0, w=1.0, lam=1.0, t_damp=0)
+    damped = InjectionSettings(g=0.5, t_edit=0, t_boost=0, w=1.0, lam=0.9, t_damp=0)
+    assert torch.equal(
+        inject_content(pixel, x_T, traj, calibrated), inject_content(pixel, x_T, traj, damped)
+    )

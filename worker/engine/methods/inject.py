@@ -4,20 +4,28 @@ The content of image C in the style of image S, feed-forward, on a frozen
 unconditional model (METHODS.md, section A):
 
 1. DDIM-invert C and S over the grid; keep S's x_T and C's h_t at every grid step.
-2. Generate from S's x_T. At each step with t >= t_edit, h' = slerp(h, norm(h_c), g)
-   (h the trajectory's own h, so the injection compounds), then the asymmetric step:
-   x0_hat from eps~ (h'), the direction from eps (h).
+2. Generate from S's x_T. At each *replace step* with t >= t_edit,
+   h' = slerp(h, norm(h_c), g) (h the trajectory's own h, so the injection compounds),
+   then the asymmetric step: x0_hat from eps~ (h'), the direction from eps (h).
+   The replace steps are ``replace_steps`` evenly spaced steps of the generation grid
+   (every step when the grid has no more): the reference generates over 1000 steps
+   and injects at 50; the other steps are plain DDIM. So the number of injections,
+   and the boost's total noise, do not grow with ``steps``.
 3. Skip calibration with strength w > 0: P = x0_hat(eps), P~ = x0_hat(eps~)
-   re-standardised to P's per-sample mean and std,
-   dx = sqrt(ab_t)(P~ - P) + w sqrt(1 - ab_t)(eps~ - eps); x_t <- x_t + dx, then a
-   plain U-Net call and a standard DDIM step.
-4. Early-step damping for t >= t_damp: x_s = sqrt(ab_s) x0_hat + lam sqrt(1 - ab_s) eps.
-5. Quality boost: eta = 1 on steps with t <= t_boost.
-6. An optional mask (at h's resolution) limits the injection to a region.
+   re-standardised to P's per-sample std around P~'s own mean (the reference's
+   ``denoising_step``), dx = sqrt(ab_t)(P~ - P) + w sqrt(1 - ab_t)(eps~ - eps);
+   x_t <- x_t + dx, then a plain U-Net call and a standard DDIM step, which replaces
+   the damped one (no damping on top of a calibrated step).
+4. Early-step damping on replace steps with t >= t_damp:
+   x_s = sqrt(ab_s) x0_hat + lam sqrt(1 - ab_s) eps.
+5. Quality boost: eta = 1 on replace steps with t <= t_boost.
+6. An optional mask (at h's resolution) limits the injection to a region; inside it
+   h' is the slerp, outside h is kept.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -51,6 +59,13 @@ class InjectionSettings:
     lam: float = _DEFAULTS.lam  # early-step damping (1.0 for out-of-domain styles)
     t_damp: int = _DEFAULTS.t_damp  # damping at t >= t_damp
     clip_x0: bool = _DEFAULTS.clip_x0  # pixel models: x0_hat of the edited eps into [-1, 1]
+    replace_steps: int = _DEFAULTS.replace_steps  # injections spread over the grid
+
+    @classmethod
+    def from_params(cls, params: InjectParams) -> InjectionSettings:
+        """The engine's settings from the API's parameters (the fields they share)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in params.model_dump().items() if k in names})
 
     def check(self, num_train_timesteps: int) -> None:
         T = num_train_timesteps
@@ -64,6 +79,16 @@ class InjectionSettings:
             raise InputError(f"w: must be >= 0, got {self.w}")
         if not 0.0 < self.lam <= 1.0:
             raise InputError(f"lam: must lie in (0, 1], got {self.lam}")
+        if self.replace_steps < 1:
+            raise InputError(f"replace_steps: must be >= 1, got {self.replace_steps}")
+
+
+def replace_step_indices(n: int, replace_steps: int) -> set[int]:
+    """Which of n generation steps (0 = the top step) are replace steps: ``replace_steps``
+    evenly spaced ones, the top step first, or all n when there are no more."""
+    if replace_steps >= n:
+        return set(range(n))
+    return {k * n // replace_steps for k in range(replace_steps)}
 
 
 @dataclass
@@ -95,11 +120,12 @@ def content_trajectory(
     return ContentTrajectory(grid=grid, h=hs, x_T=traj.x_T)
 
 
-def _restandardise(p_tilde: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+def restandardise(p_tilde: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """P~ rescaled to P's per-sample std around P~'s own mean (the reference's rule)."""
     dims = tuple(range(1, p.ndim))
-    mu, sd = p.mean(dims, keepdim=True), p.std(dims, keepdim=True)
+    sd = p.std(dims, keepdim=True)
     mu_t, sd_t = p_tilde.mean(dims, keepdim=True), p_tilde.std(dims, keepdim=True)
-    return (p_tilde - mu_t) / sd_t.clamp_min(1e-8) * sd + mu
+    return mu_t + (p_tilde - mu_t) * (sd / sd_t.clamp_min(1e-8))
 
 
 def inject_content(
@@ -117,11 +143,14 @@ def inject_content(
     grid = content.grid
     x = x_T_style.to(device=denoiser.device, dtype=torch.float32)
     n = len(grid)
-    for step in reverse_steps(grid, denoiser.schedule):
+    replace = replace_step_indices(n, settings.replace_steps)
+    for k, step in enumerate(reverse_steps(grid, denoiser.schedule)):
         i, t, ab_t, ab_s = step.i, step.t, step.ab_t, step.ab_s
-        eta = 1.0 if 0 < t <= settings.t_boost else 0.0
+        replacing = k in replace
+        eta = 1.0 if replacing and 0 < t <= settings.t_boost else 0.0
+        calibrated = False
         with torch.no_grad():
-            if t >= settings.t_edit:
+            if replacing and t >= settings.t_edit:
                 h_c = content.h[t].to(device=denoiser.device)
                 state = denoiser.down_mid(x, t)
                 h_edit = inject(state.h.float(), h_c, settings.g, mask)
@@ -129,11 +158,11 @@ def inject_content(
                 eps_edit = denoiser.up(state, h=h_edit)
                 if settings.w > 0:  # skip calibration, then a plain step from the moved x_t
                     p = predict_x0(x, eps, ab_t)
-                    p_tilde = _restandardise(predict_x0(x, eps_edit, ab_t), p)
+                    p_tilde = restandardise(predict_x0(x, eps_edit, ab_t), p)
                     x = x + math.sqrt(ab_t) * (p_tilde - p)
                     x = x + settings.w * math.sqrt(1 - ab_t) * (eps_edit - eps)
                     eps = denoiser.eps(x, t)
-                    eps_x0 = None
+                    eps_x0, calibrated = None, True
                 else:
                     eps_x0 = eps_edit
                     if settings.clip_x0 and denoiser.family == "pixel":
@@ -149,7 +178,8 @@ def inject_content(
             if ddim_sigma(ab_t, ab_s, eta) > 0
             else None
         )
-        if t >= settings.t_damp and settings.lam != 1.0:
+        damped = replacing and not calibrated and t >= settings.t_damp and settings.lam != 1.0
+        if damped:
             x0 = predict_x0(x, eps if eps_x0 is None else eps_x0, ab_t)
             x = math.sqrt(ab_s) * x0 + settings.lam * math.sqrt(1 - ab_s) * eps
         else:
