@@ -185,10 +185,26 @@ class BoundaryEditParams(MethodParams):
         None,
         ge=-1000.0,
         le=1000.0,
-        description="d for h; None: the same multiple of h's typical distance as d is of x's",
+        description="d for h (needs move_h); None: from distance, by h_scaling",
+    )
+    h_scaling: Literal["same", "ratio"] | None = Field(
+        None,
+        description="without h_distance (needs move_h): h moves to the same d as x (same, "
+        "the reference's, and what None means), or "
+        "to the same multiple of h's typical distance as d is of x's (ratio: d times the "
+        "fit's median |distance| of h over that of x)",
     )
     eta: float = Field(1.0, ge=0.0, le=1.0, description="sampling eta from t0")
     fit: FitField = "error"
+
+    @model_validator(mode="after")
+    def _h_needs_move_h(self) -> BoundaryEditParams:
+        if not self.move_h and (
+            self.h_distance is not None or "h_scaling" in self.model_fields_set
+        ):
+            name = "h_distance" if self.h_distance is not None else "h_scaling"
+            raise ValueError(f"{name}: applies only with move_h true")
+        return self
 
 
 class LamFitParams(MethodParams):
@@ -379,7 +395,7 @@ METHODS: dict[str, MethodSpec] = {
             summary="Move an image across a fitted boundary in one step at t0, then denoise.",
             params=BoundaryEditParams,
             inputs=("image",),
-            batch_fields=("asset", "distance", "move_h", "h_distance", "eta"),
+            batch_fields=("asset", "distance", "move_h", "h_distance", "h_scaling", "eta"),
         ),
         MethodSpec(
             name="lam",

@@ -589,6 +589,9 @@ def run_boundary_fit(
             "t0_searched": search is not None,
             "accuracy_x": round(bx.accuracy, 3),
             "accuracy_h": round(bh.accuracy, 3),
+            "balanced_accuracy_x": round(bx.balanced_accuracy, 3),
+            "balanced_accuracy_h": round(bh.balanced_accuracy, 3),
+            "majority_baseline": round(bx.majority_baseline, 3),
             "train_accuracy_x": round(bx.train_accuracy, 3),
             "positives": int(labels.sum()),
             "negatives": int((1 - labels).sum()),
@@ -630,8 +633,13 @@ def run_boundary_edit(
     x_t0, _, _ = invert_to(denoiser, x0, grid[-1], len(grid), int(meta.get("refine", "0")))
     progress(len(grid) - 1, 2 * len(grid) - 1)
     before = bx.distance(x_t0)
-    h_distance = p.h_distance
-    if h_distance is None and "scale_x" in meta:  # the same multiple of h's typical distance
+    h_distance = p.h_distance  # None: the same d as x (h_scaling "same", the reference)
+    if h_distance is None and p.h_scaling == "ratio":
+        if "scale_x" not in meta:
+            raise JobFailed(
+                ErrorCode.INVALID_INPUT,
+                "params.h_scaling: this boundary asset predates the ratio; give h_distance",
+            )
         h_distance = p.distance * float(meta["scale_h"]) / float(meta["scale_x"])
     generators = [torch.Generator().manual_seed(job.payload.seed) for job in jobs]
     out = edit_across(

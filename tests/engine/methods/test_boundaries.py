@@ -81,3 +81,32 @@ def test_edit_across_on_a_tiny_model(pixel: Denoiser) -> None:
     assert pixel.hooks.active == []
     with pytest.raises(InputError, match="boundary: fitted on x of shape"):
         edit_across(pixel, h[:1], grid, bx, 0.0)
+
+
+def test_the_intercept_is_unpenalised_so_the_distance_means_what_it_says() -> None:
+    """Two classes split at x_0 = 50, far from the origin. LinearSVC penalised its
+    intercept like a weight: the hyperplane's offset came out near 0 (b / ||w|| of
+    0.000-0.003 on the shipped model) and the signed distance was off by ~50."""
+    g = torch.Generator().manual_seed(1)
+    n = 120
+    labels = torch.arange(n) % 2
+    x = 0.3 * torch.randn(n, 2, 2, 2, generator=g)
+    x[:, 0, 0, 0] = 50.0 + (2 * labels - 1) * (1.0 + torch.rand(n, generator=g))
+    b = fit_boundary(x, labels)
+    assert b.accuracy == 1.0
+    assert abs(b.offset + 50.0 * float(b.normal.reshape(-1)[0])) < 0.5, b.offset
+    # a point on the split is at distance ~0
+    mid = torch.zeros(1, 2, 2, 2)
+    mid[0, 0, 0, 0] = 50.0
+    assert abs(float(b.distance(mid))) < 0.5
+
+
+def test_unbalanced_classes_report_balanced_accuracy_and_the_majority_baseline() -> None:
+    g = torch.Generator().manual_seed(2)
+    n = 200
+    labels = (torch.rand(n, generator=g) < 0.25).long()  # 1 in 4 positive, as red of 4 colours
+    x = torch.randn(n, 3, 4, 4, generator=g)
+    x[:, 0, 0, 0] += 3.0 * (2 * labels - 1)
+    b = fit_boundary(x, labels, held_out=0.3)
+    assert 0.6 < b.majority_baseline < 0.9
+    assert b.balanced_accuracy > 0.9 and b.accuracy > b.majority_baseline

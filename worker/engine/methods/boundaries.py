@@ -4,9 +4,12 @@ METHODS.md, section B:
 
 1. Invert labelled images with DDIM to the mixing step t0 (grid
    ``linspace(0, 1, n) * t0``); features: x_t0 (flattened) and h at t0.
-2. Fit a linear SVM (scikit-learn) on each; report held-out accuracy. We keep the
-   intercept: the signed distance is ``(w . z + b) / ||w||`` (the reference code
-   drops b, putting every hyperplane through the origin).
+2. Fit a linear SVM on each (scikit-learn's ``SVC(kernel="linear")``, as the
+   reference does: libsvm leaves the intercept unpenalised, where liblinear's
+   ``LinearSVC`` penalises it like a weight and pulls every hyperplane towards the
+   origin), with classes weighted to balance; report held-out accuracy, balanced
+   accuracy and the majority baseline. We keep the intercept: the signed distance is
+   ``(w . z + b) / ||w||`` (the reference code drops b).
 3. Edit: invert the image to t0, move x_t0 to the signed distance d,
    ``z' = z + (d - dist(z)) n``, and h at the first denoising step likewise
    (one-step edit), then denoise from t0 with a given eta.
@@ -38,6 +41,8 @@ class Boundary:
     offset: float
     accuracy: float  # held out
     train_accuracy: float
+    balanced_accuracy: float = float("nan")  # held out: the mean of the per-class recalls
+    majority_baseline: float = float("nan")  # held out: always answering the larger class
 
     def distance(self, z: torch.Tensor) -> torch.Tensor:
         """Signed distance of each row of z (B, *shape) to the hyperplane."""
@@ -58,8 +63,9 @@ def fit_boundary(
     c: float = 1.0,
     seed: int = 0,
 ) -> Boundary:
-    """A linear SVM on (N, *shape) features with binary labels; accuracy on a held-out split."""
-    from sklearn.svm import LinearSVC
+    """A linear SVM on (N, *shape) features with binary labels, classes balanced; accuracy,
+    balanced accuracy and the majority baseline on a held-out split."""
+    from sklearn.svm import SVC
 
     y = labels.reshape(-1).long().numpy()
     if set(np.unique(y).tolist()) != {0, 1}:
@@ -71,16 +77,25 @@ def fit_boundary(
     test, train = order[:n_test], order[n_test:]
     if len(set(y[train].tolist())) < 2:
         raise InputError("labels: the training split lacks one class; give more examples")
-    svm = LinearSVC(C=c, max_iter=20_000, dual="auto", random_state=seed)
+    svm = SVC(kernel="linear", C=c, class_weight="balanced")
     svm.fit(x[train], y[train])
-    w, b = svm.coef_.reshape(-1), float(svm.intercept_[0])
+    w, b = np.asarray(svm.coef_).reshape(-1), float(svm.intercept_[0])
     norm = float(np.linalg.norm(w))
-    accuracy = float((svm.predict(x[test]) == y[test]).mean()) if n_test else float("nan")
+    if n_test:
+        hit = svm.predict(x[test]) == y[test]
+        accuracy = float(hit.mean())
+        recalls = [float(hit[y[test] == k].mean()) for k in (0, 1) if (y[test] == k).any()]
+        balanced = float(np.mean(recalls))
+        majority = float(max((y[test] == 1).mean(), (y[test] == 0).mean()))
+    else:
+        accuracy = balanced = majority = float("nan")
     return Boundary(
         normal=torch.from_numpy(w / norm).float().reshape(features.shape[1:]),
         offset=b / norm,
         accuracy=accuracy,
         train_accuracy=float((svm.predict(x[train]) == y[train]).mean()),
+        balanced_accuracy=balanced,
+        majority_baseline=majority,
     )
 
 
