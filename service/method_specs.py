@@ -43,9 +43,34 @@ class MethodParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    def inapplicable(self, conditional: bool) -> tuple[str, str] | None:
+        """(field, why) of a value the request set that this combination would ignore.
+
+        Checked on the request as the caller wrote it (``model_fields_set``), so it runs
+        where the request comes in (the API, the local CLI), not on the stored params,
+        which carry every default. ``conditional``: whether the model takes a prompt.
+        """
+        given = self.model_fields_set
+        if not conditional:
+            for name in ("prompt", "guidance_scale"):
+                if name in given:
+                    return name, "the model is unconditional; it takes no prompt"
+        for name, applies, why in self._applicability():
+            if name in given and not applies:
+                return name, why
+        return None
+
+    def _applicability(self) -> list[tuple[str, bool, str]]:
+        """(field, whether it applies here, why not) for the fields some settings ignore."""
+        return []
+
 
 class ReconstructParams(MethodParams):
     """Invert the image and sample it back; the round trip every edit stands on."""
+
+    def _applicability(self) -> list[tuple[str, bool, str]]:
+        ddim = self.inversion == "ddim"
+        return [("refine", ddim, "refines DDIM inversion steps; edit-friendly inversion is exact")]
 
     steps: int = Field(50, ge=1, le=1000, description="inversion and sampling steps")
     inversion: Literal["ddim", "ddpm"] = Field(
@@ -60,6 +85,10 @@ class ReconstructParams(MethodParams):
 class InjectParams(MethodParams):
     """Method A (DiffStyle / InjectFusion): the content image's h injected into the style
     image's generation. Defaults from the reference scripts; timesteps in the model's scale."""
+
+    def _applicability(self) -> list[tuple[str, bool, str]]:
+        return [("clip_x0", self.w == 0, "clamps the asymmetric step's x0_hat; a calibrated "
+                 "step (w > 0) takes a plain DDIM step instead")]  # fmt: skip
 
     steps: int = Field(50, ge=2, le=1000, description="inversion and generation steps")
     grid: Literal["leading", "linspace"] = Field("linspace", description="timestep grid")
@@ -83,6 +112,21 @@ class InjectParams(MethodParams):
 
 class DirectionFitParams(MethodParams):
     """Method E fit (Haas et al.): h-space directions, one per sampling step, as an asset."""
+
+    def _applicability(self) -> list[tuple[str, bool, str]]:
+        jacobian, pca = self.kind == "jacobian", self.kind == "pca"
+        labelled = self.kind == "supervised" and bool(self.positives)
+        return [
+            ("k", jacobian or pca, "a supervised direction is one mean difference"),
+            ("iters", jacobian, "power iterations are for kind jacobian"),
+            ("jacobian_apply", jacobian, "for kind jacobian"),
+            ("jacobian_t", jacobian and self.jacobian_apply == "one_step",
+             "for kind jacobian with jacobian_apply one_step"),
+            ("samples", not jacobian and not labelled,
+             "generated samples are for pca and classifier-labelled supervision"),
+            ("top_k", self.kind == "supervised" and not labelled,
+             "for classifier-labelled supervision (factor/value)"),
+        ]  # fmt: skip
 
     name: AssetName
     kind: Literal["pca", "supervised", "jacobian"] = Field(

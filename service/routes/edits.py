@@ -123,10 +123,17 @@ def _validate(body: JobCreate, kind: JobKind, ctx: Any, owner: str | None) -> di
             "model",
         )
     try:
-        params = spec.params.model_validate(body.params).model_dump(mode="json")
+        parsed = spec.params.model_validate(body.params)
     except ValidationError as exc:
         where, msg = first_error(exc)
         raise ApiError(422, "invalid_request", f"{where}: {msg}", where) from exc
+    ignored = parsed.inapplicable(conditional=bool(models[body.model].get("conditional")))
+    if ignored is not None:  # a value the request set that this combination would ignore
+        name, why = ignored
+        raise ApiError(
+            422, "invalid_request", f"params.{name}: not used here: {why}", f"params.{name}"
+        )
+    params = parsed.model_dump(mode="json")
     roles = (*spec.inputs, *spec.optional_inputs)
     for role in body.inputs:
         if role not in roles:

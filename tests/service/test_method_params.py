@@ -27,3 +27,52 @@ def test_boundary_edit_defaults_move_h_to_the_same_distance() -> None:
     assert p.move_h is True and p.h_scaling is None  # type: ignore[attr-defined]
     dumped = p.model_dump(mode="json")  # what the worker validates again
     METHODS["boundary-edit"].params.model_validate(dumped)
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "conditional", "field"),
+    [
+        ("reconstruct", {"inversion": "ddpm", "refine": 2}, False, "refine"),
+        ("reconstruct", {"prompt": "a red circle"}, False, "prompt"),
+        ("style-generate", {"asset": "a", "guidance_scale": 3}, False, "guidance_scale"),
+        ("inject", {"w": 1.0, "clip_x0": True}, False, "clip_x0"),
+        (
+            "directions",
+            {"name": "d", "kind": "supervised", "factor": "colour", "value": "red", "k": 3},
+            False,
+            "k",
+        ),
+        ("directions", {"name": "d", "kind": "pca", "iters": 10}, False, "iters"),
+        ("directions", {"name": "d", "kind": "jacobian", "jacobian_t": 500}, False, "jacobian_t"),
+    ],
+)
+def test_values_a_combination_would_ignore_are_named(
+    method: str, params: dict[str, object], conditional: bool, field: str
+) -> None:
+    parsed = METHODS[method].params.model_validate(params)
+    found = parsed.inapplicable(conditional=conditional)
+    assert found is not None and found[0] == field, found
+
+
+def test_the_same_values_where_they_apply_pass() -> None:
+    ok = [
+        ("reconstruct", {"inversion": "ddim", "refine": 2}, False),
+        ("reconstruct", {"prompt": "a red circle"}, True),
+        ("inject", {"w": 0.0, "clip_x0": True}, False),
+        (
+            "directions",
+            {
+                "name": "d",
+                "kind": "jacobian",
+                "iters": 10,
+                "k": 2,
+                "jacobian_apply": "one_step",
+                "jacobian_t": 500,
+            },
+            False,
+        ),
+    ]
+    for method, params, conditional in ok:
+        parsed = METHODS[method].params.model_validate(params)
+        assert parsed.inapplicable(conditional=conditional) is None, (method, params)
+    # the stored params carry every default; the worker never calls this on them
