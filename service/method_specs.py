@@ -182,11 +182,20 @@ class DirectionFitParams(MethodParams):
 class DirectionEditParams(MethodParams):
     """Method E edit: h_t <- h_t + scale * dh_t at steps t >= t_edit, on an inverted image."""
 
+    def _applicability(self) -> list[tuple[str, bool, str]]:
+        return [("refine", self.inversion == "ddim", "refines DDIM inversion steps; "
+                 "edit-friendly inversion is exact")]  # fmt: skip
+
     asset: str = Field(min_length=1, max_length=64, description="a directions asset id")
     component: int = Field(0, ge=0, le=49, description="which direction of the asset")
     scale: float = Field(1.0, ge=-1000.0, le=1000.0, description="s in h + s * dh")
     t_edit: int = Field(0, ge=0, le=1000, description="edit at t >= t_edit")
     asymmetric: bool = Field(False, description="Asyrp's asymmetric step instead of symmetric")
+    inversion: Literal["ddim", "ddpm"] = Field(
+        "ddim",
+        description="how the image is inverted: ddim (deterministic), or ddpm, edit-friendly "
+        "(the reference's for real images: exact at scale 0; seeded by the job's seed)",
+    )
     refine: Refine = 1
     fit: FitField = "error"
 
@@ -420,7 +429,15 @@ METHODS: dict[str, MethodSpec] = {
             summary="Move an image along a fitted h-space direction (an asset from a fit).",
             params=DirectionEditParams,
             inputs=("image",),
-            batch_fields=("asset", "component", "scale", "t_edit", "asymmetric", "refine"),
+            batch_fields=(
+                "asset",
+                "component",
+                "scale",
+                "t_edit",
+                "asymmetric",
+                "inversion",
+                "refine",
+            ),
         ),
         MethodSpec(
             name="boundary",

@@ -55,7 +55,7 @@ from worker.engine.methods.mixing import (
 )
 from worker.engine.methods.style_noise import StyleNoise, fit_style_noise, initial_noise
 from worker.engine.reconstruct import Inversion, invert, regenerate
-from worker.engine.sampling import ddim_invert, ddim_sample
+from worker.engine.sampling import ddim_invert, ddim_sample, ddpm_invert
 from worker.engine.schedule import timestep_grid
 from worker.inversion_cache import InversionCache, InversionKey
 
@@ -526,11 +526,17 @@ def run_direction_edit(
         progress(done, 2 * n - 1)
 
     x0 = denoiser.encode(torch.cat([job.images["image"] for job in jobs]))
-    x_T = ddim_invert(denoiser, x0, grid, fixed_point_iters=p.refine, progress=tick).x_T
+    noises, eta = None, 0.0
+    if p.inversion == "ddpm":  # edit-friendly: the reference's inversion of real images
+        generators = [torch.Generator().manual_seed(job.payload.seed) for job in jobs]
+        maps = ddpm_invert(denoiser, x0, grid, generator=generators, progress=tick)
+        x_T, noises, eta = maps.x_T, maps.zs, maps.eta
+    else:
+        x_T = ddim_invert(denoiser, x0, grid, fixed_point_iters=p.refine, progress=tick).x_T
     chosen = {t: d[p.component] for t, d in dirs.items()}
     out = edit_with_direction(
         denoiser, x_T, grid, chosen, p.scale, t_edit=p.t_edit, asymmetric=p.asymmetric,
-        progress=tick,
+        eta=eta, noises=noises, progress=tick,
     )  # fmt: skip
     return [JobOutput(images=[_png(im)]) for im in to_pil(denoiser.decode(out))]
 

@@ -413,3 +413,27 @@ def test_jacobian_directions_agree_in_sign_across_steps(pixel: Denoiser, tmp_pat
     with pytest.raises(JobFailed, match=r"params\.jacobian_t: 7 is not a step"):
         _fit(pixel, store, ctx, kind="jacobian", k=1, iters=2, steps=8, inputs=image,
              jacobian_apply="one_step", jacobian_t=7)  # fmt: skip
+
+
+def test_a_direction_edit_through_edit_friendly_inversion_is_exact_at_scale_zero(
+    pixel: Denoiser, tmp_path: Path
+) -> None:
+    """inversion ddpm (the reference's for real images): the stored noise maps replay the
+    image exactly at scale 0, where DDIM inversion only approximates it."""
+    store = LocalBlobStore(tmp_path)
+    assets = _Assets()
+    ctx = RunContext(blobs=store, assets=assets)
+    pca = _fit(pixel, store, ctx, kind="pca", samples=16, k=2)
+    asset = assets.add(store, pca, "tiny-pixel")
+    image = _blob(store, 5)
+    original = np.asarray(Image.open(io.BytesIO(store.get(image))).convert("RGB"), float)
+
+    def edit(**params: object) -> np.ndarray:
+        payload = _payload("direction", {"image": image}, asset=asset, **params)
+        png = _one(pixel, payload, store, ctx).images[0]
+        return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), float)
+
+    exact = edit(scale=0.0, inversion="ddpm")
+    assert np.abs(exact - original).max() <= 1  # one 8-bit step of rounding
+    assert np.abs(edit(scale=0.0, inversion="ddim", refine=0) - original).max() > 1
+    assert np.abs(edit(scale=5.0, inversion="ddpm") - exact).max() > 1

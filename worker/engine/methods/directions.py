@@ -175,9 +175,14 @@ def edit_with_direction(
     asymmetric: bool = False,
     eta: float = 0.0,
     generator: Generators = None,
+    noises: list[torch.Tensor] | None = None,
     progress: ProgressFn | None = None,
 ) -> torch.Tensor:
-    """Sample from x_T with h_t <- h_t + scale * dh_t at steps with t >= t_edit; x_0 (fp32)."""
+    """Sample from x_T with h_t <- h_t + scale * dh_t at steps with t >= t_edit; x_0 (fp32).
+
+    ``noises`` (one map per step, top first, with ``eta``) replay an edit-friendly DDPM
+    inversion: at scale 0 the image comes back exactly, as the reference edits real
+    images."""
     missing = [t for t in grid if t >= t_edit and t not in directions]
     if missing:
         raise InputError(f"directions: no direction for steps {missing[:5]}")
@@ -194,11 +199,11 @@ def edit_with_direction(
                 eps, eps_x0 = (denoiser.up(state), eps_edit) if asymmetric else (eps_edit, None)
             else:
                 eps, eps_x0 = denoiser.eps(x, t), None
-        noise = (
-            denoiser.noise(x.shape, generator, x.device)
-            if ddim_sigma(ab_t, ab_s, eta) > 0
-            else None
-        )
+        noise = None
+        if noises is not None:
+            noise = noises[i].to(x.device)
+        elif ddim_sigma(ab_t, ab_s, eta) > 0:
+            noise = denoiser.noise(x.shape, generator, x.device)
         x, _ = ddim_step(x, eps, ab_t, ab_s, eta=eta, noise=noise, eps_x0=eps_x0)
         if progress is not None:
             progress(i + 1, n)
