@@ -252,11 +252,9 @@ class BoundaryEditParams(MethodParams):
 
     @model_validator(mode="after")
     def _h_needs_move_h(self) -> BoundaryEditParams:
-        if not self.move_h and (
-            self.h_distance is not None or "h_scaling" in self.model_fields_set
-        ):
-            name = "h_distance" if self.h_distance is not None else "h_scaling"
-            raise ValueError(f"{name}: applies only with move_h true")
+        for name in ("h_distance", "h_scaling"):
+            if not self.move_h and getattr(self, name) is not None:
+                raise ValueError(f"{name}: applies only with move_h true")
         return self
 
 

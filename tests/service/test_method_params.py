@@ -76,3 +76,16 @@ def test_the_same_values_where_they_apply_pass() -> None:
         parsed = METHODS[method].params.model_validate(params)
         assert parsed.inapplicable(conditional=conditional) is None, (method, params)
     # the stored params carry every default; the worker never calls this on them
+
+
+def test_stored_params_validate_again_in_the_worker() -> None:
+    """The API stores every field, defaults included; the worker validates them again.
+    A check on which fields were given would refuse every stored request."""
+    for method, params in [
+        ("boundary-edit", {"asset": "a", "distance": 1, "move_h": False}),
+        ("directions", {"name": "d", "kind": "supervised", "factor": "colour", "value": "red"}),
+        ("reconstruct", {"inversion": "ddpm"}),
+        ("inject", {"w": 1.0}),
+    ]:
+        spec = METHODS[method].params
+        spec.model_validate(spec.model_validate(params).model_dump(mode="json"))
