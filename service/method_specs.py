@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from service.contract import JobKind
 
@@ -496,6 +496,33 @@ METHODS: dict[str, MethodSpec] = {
         ),
     )
 }
+
+
+def check_editing_defaults(defaults: dict[str, dict[str, Any]]) -> None:
+    """A model's per-method editing defaults are known methods' optional parameters,
+    each within its field's type and range; ValueError naming the first that is not."""
+    for method, values in defaults.items():
+        spec = METHODS.get(method)
+        if spec is None:
+            raise ValueError(f"editing defaults: unknown method {method!r}")
+        for name, value in values.items():
+            info = spec.params.model_fields.get(name)
+            if info is None or info.is_required():
+                raise ValueError(f"editing defaults: {method} has no optional parameter {name!r}")
+            try:
+                # the field's own type and constraints (ge, le, ...), as the model checks them
+                adapter: TypeAdapter[Any] = TypeAdapter(Annotated[info.annotation, info])  # type: ignore[arg-type]
+                adapter.validate_python(value)
+            except ValidationError as exc:
+                msg = exc.errors()[0]["msg"]
+                raise ValueError(f"editing defaults: {method}.{name}: {msg}") from None
+
+
+def with_model_defaults(
+    method: str, params: dict[str, Any], defaults: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The request's params over the model's editing defaults for ``method``."""
+    return {**defaults.get(method, {}), **params}
 
 
 def first_error(exc: ValidationError) -> tuple[str, str]:

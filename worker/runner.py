@@ -62,7 +62,7 @@ from service.contract import (
     JobPayload,
     queue_name,
 )
-from service.method_specs import METHODS, batch_key
+from service.method_specs import METHODS, batch_key, check_editing_defaults
 from service.metrics import record_observation, record_outcome
 from service.retention import maybe_collect
 from worker.dequeue import ClaimingQueue, recover_claims, recover_stranded, start_claimed
@@ -815,6 +815,11 @@ def build_worker(settings: WorkerSettings, connection: Redis | None = None) -> B
     ]
     registry = ModelRegistry(specs)
     registry.load_all()  # resident before the first job; a bad model stops the start
+    for name in registry.names:  # a model's measured defaults must be values its methods take
+        try:
+            check_editing_defaults(registry.get(name).editing_defaults)
+        except ValueError as exc:
+            raise SystemExit(f"model {name}: {exc}") from None
     if settings.compile:
         for name in registry.names:
             compile_model(registry.get(name), settings.max_batch)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-from pydantic import BaseModel
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 
 from service.deps import QueueDep, SettingsDep
+from service.jobs import JobQueue
 from service.method_specs import METHODS
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
@@ -25,6 +26,11 @@ class ModelPublic(BaseModel):
     dtype: str
     device: str
     workers: int
+    editing_defaults: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per method, the defaults measured on this model; they replace the "
+        "method's own defaults, and a request's values replace both",
+    )
 
 
 class MethodPublic(BaseModel):
@@ -34,7 +40,11 @@ class MethodPublic(BaseModel):
     inputs: list[str]
     families: list[str]
     params_schema: dict[str, Any]
-    defaults: dict[str, Any]
+    defaults: dict[str, Any] = Field(description="the method's documented (reference) defaults")
+    model_defaults: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per model a live worker holds, the defaults measured on it for this method",
+    )
 
 
 @router.get("/models", response_model=list[ModelPublic])
@@ -45,6 +55,16 @@ def list_models(queue: QueueDep, settings: SettingsDep) -> list[ModelPublic]:
 
 
 @router.get("/methods", response_model=list[MethodPublic])
-def list_methods() -> list[MethodPublic]:
-    """Every method with its parameter JSON schema and defaults."""
-    return [MethodPublic.model_validate(spec.describe()) for spec in METHODS.values()]
+def list_methods(request: Request, settings: SettingsDep) -> list[MethodPublic]:
+    """Every method with its parameter JSON schema, its defaults, and each live model's."""
+    redis = request.app.state.redis  # without one (no Redis configured): no live models
+    models = {} if redis is None else JobQueue(redis).model_descriptions(settings.worker_fresh_s)
+    out = []
+    for spec in METHODS.values():
+        per_model = {
+            name: model["editing_defaults"][spec.name]
+            for name, model in sorted(models.items())
+            if spec.name in (model.get("editing_defaults") or {})
+        }
+        out.append(MethodPublic.model_validate({**spec.describe(), "model_defaults": per_model}))
+    return out

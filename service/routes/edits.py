@@ -16,7 +16,7 @@ from service.blobs import is_content_id
 from service.contract import JobKind, JobPayload
 from service.deps import BlobsDep, OwnerDep, QueueDep, RedisDep, SettingsDep
 from service.errors import ApiError, ErrorResponse
-from service.method_specs import METHODS, first_error
+from service.method_specs import METHODS, first_error, with_model_defaults
 from service.ownership import owns_image
 
 router = APIRouter(prefix="/v1", tags=["edits"])
@@ -122,8 +122,14 @@ def _validate(body: JobCreate, kind: JobKind, ctx: Any, owner: str | None) -> di
             f"{body.method} needs a {' or '.join(spec.families)} model; {body.model} is {family}",
             "model",
         )
+    # the request's own values first (their errors and what they would leave unused),
+    # then over the model's measured editing defaults: what the worker runs
+    model_defaults = models[body.model].get("editing_defaults") or {}
     try:
         parsed = spec.params.model_validate(body.params)
+        merged = spec.params.model_validate(
+            with_model_defaults(body.method, body.params, model_defaults)
+        )
     except ValidationError as exc:
         where, msg = first_error(exc)
         raise ApiError(422, "invalid_request", f"{where}: {msg}", where) from exc
@@ -133,7 +139,7 @@ def _validate(body: JobCreate, kind: JobKind, ctx: Any, owner: str | None) -> di
         raise ApiError(
             422, "invalid_request", f"params.{name}: not used here: {why}", f"params.{name}"
         )
-    params = parsed.model_dump(mode="json")
+    params = merged.model_dump(mode="json")
     roles = (*spec.inputs, *spec.optional_inputs)
     for role in body.inputs:
         if role not in roles:

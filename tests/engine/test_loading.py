@@ -129,3 +129,20 @@ def test_pixel_text_pipeline_with_a_packaged_encoder(tmp_path: Path) -> None:
     (tmp_path / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(ModelLoadError, match="pip install no-such-package-here"):
         load_denoiser(tmp_path)
+
+
+def test_a_folders_editing_defaults_are_read_and_a_bad_file_refused(
+    pixel_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "with-defaults"
+    shutil.copytree(pixel_dir, folder)
+    assert load_denoiser(folder, device="cpu").editing_defaults == {}
+    (folder / "editing_defaults.json").write_text(
+        json.dumps({"methods": {"inject": {"g": 0.5}}, "measured": {"g": "a note"}})
+    )
+    dn = load_denoiser(folder, device="cpu")
+    assert dn.editing_defaults == {"inject": {"g": 0.5}}
+    assert dn.describe()["editing_defaults"] == {"inject": {"g": 0.5}}
+    (folder / "editing_defaults.json").write_text(json.dumps({"methods": {"inject": 0.5}}))
+    with pytest.raises(ModelLoadError, match="'methods' must map method names to objects"):
+        load_denoiser(folder, device="cpu")

@@ -97,6 +97,8 @@ class Denoiser:
         self.tokenizer = tokenizer
         self.max_prompt_length = max_prompt_length
         self.noise_offset = float(noise_offset)
+        # per-method defaults measured on this model (the folder's editing_defaults.json)
+        self.editing_defaults: dict[str, dict[str, object]] = {}
         self.clock = StepClock()
         self.hooks = HookManager(unet, self.clock)
         self._compiled: Any = None  # see enable_compile
@@ -178,6 +180,7 @@ class Denoiser:
             "prediction_type": self.prediction_type,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
+            "editing_defaults": self.editing_defaults,
         }
 
     @property

@@ -131,10 +131,38 @@ def load_denoiser(
         log.info("float32 on CUDA: TF32 convolutions and matmuls turned off in this process")
     label = name or folder.name
     if (folder / "model_index.json").is_file():
-        return _load_pipeline(folder, label, dev, dt)
-    if (folder / "config.json").is_file():
-        return _load_single_unet(folder, label, dev, dt)
-    raise ModelLoadError(
+        denoiser = _load_pipeline(folder, label, dev, dt)
+    elif (folder / "config.json").is_file():
+        denoiser = _load_single_unet(folder, label, dev, dt)
+    else:
+        raise _not_a_model(folder)
+    denoiser.editing_defaults = read_editing_defaults(folder)
+    return denoiser
+
+
+EDITING_DEFAULTS = "editing_defaults.json"
+
+
+def read_editing_defaults(folder: Path) -> dict[str, dict[str, object]]:
+    """The folder's per-method editing defaults (``editing_defaults.json``): values
+    measured on this model that replace the methods' documented defaults; {} if none.
+
+    ``{"methods": {"lam": {"guidance_scale": 3.0}, ...}, ...}``; other top-level keys
+    (where the figures come from) are for readers. The worker checks the values
+    against the methods' parameter models before it serves the model.
+    """
+    path = folder / EDITING_DEFAULTS
+    if not path.is_file():
+        return {}
+    data = _read_json(path)
+    methods = data.get("methods", {})
+    if not isinstance(methods, dict) or not all(isinstance(v, dict) for v in methods.values()):
+        raise ModelLoadError(f"model: {path}: 'methods' must map method names to objects")
+    return {str(k): dict(v) for k, v in methods.items()}
+
+
+def _not_a_model(folder: Path) -> ModelLoadError:
+    return ModelLoadError(
         f"model: {folder} is not a diffusers model folder; expected config.json "
         "(a UNet2DModel) or model_index.json (a pipeline) with *.safetensors weights"
     )

@@ -1,0 +1,72 @@
+"""Per-model editing defaults: checked, merged under the request's values, published."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from service.contract import HEARTBEAT_KEY, MODELS_KEY
+from service.embedded import RedisProcess
+from service.method_specs import check_editing_defaults
+from tests.service.conftest import PNG, api_on_redis
+
+TEXT = {"name": "text", "family": "pixel", "conditional": True, "image_size": [32, 32],
+        "channels": 3, "h_shape": [128, 4, 4], "num_train_timesteps": 1000,
+        "prediction_type": "epsilon", "dtype": "float32", "device": "cpu",
+        "editing_defaults": {"reconstruct": {"steps": 20}}}  # fmt: skip
+
+
+def test_defaults_must_be_optional_parameters_within_range() -> None:
+    check_editing_defaults({"lam": {"guidance_scale": 3.0}, "inject": {"g": 0.5}})
+    for bad, match in [
+        ({"nope": {}}, "unknown method"),
+        ({"inject": {"colour": 1}}, "no optional parameter 'colour'"),
+        ({"direction": {"asset": "a"}}, "no optional parameter 'asset'"),  # required
+        ({"inject": {"g": 2.0}}, r"inject\.g: Input should be less than or equal to 1"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            check_editing_defaults(bad)  # type: ignore[arg-type]
+
+
+def test_the_models_defaults_apply_and_the_requests_values_win(
+    server: RedisProcess, tmp_path: Path
+) -> None:
+    with api_on_redis(server, tmp_path / "blobs") as client:
+        redis = Redis.from_url(server.url)
+        redis.hdel(MODELS_KEY, "w")  # the fixture's bare announcement: only ours is listed
+        redis.hset(HEARTBEAT_KEY, "w2", time.time())
+        redis.hset(MODELS_KEY, "w2", json.dumps([TEXT]))
+        image = client.post("/v1/images", files={"file": ("a.png", PNG)}).json()["id"]
+        queue = Queue("editserve:text", connection=redis, serializer=JSONSerializer)
+
+        def stored(params: dict[str, object]) -> dict[str, object]:
+            body = {"model": "text", "method": "reconstruct", "inputs": {"image": image},
+                    "params": params}  # fmt: skip
+            r = client.post("/v1/edits", json=body)
+            assert r.status_code == 202, r.text
+            job = queue.fetch_job(r.json()["id"])
+            assert job is not None
+            return dict(job.args[0]["params"])
+
+        assert stored({})["steps"] == 20  # the model's measured default
+        assert stored({"steps": 7})["steps"] == 7  # the request's value wins
+        models = {m["name"]: m for m in client.get("/v1/models").json()}
+        assert models["text"]["editing_defaults"] == {"reconstruct": {"steps": 20}}
+        methods = {m["name"]: m for m in client.get("/v1/methods").json()}
+        assert methods["reconstruct"]["model_defaults"] == {"text": {"steps": 20}}
+        assert methods["reconstruct"]["defaults"]["steps"] == 50  # the documented default
+
+
+def test_the_shipped_text_models_defaults_are_valid() -> None:
+    from worker.engine.loading import read_editing_defaults
+
+    folder = Path(__file__).resolve().parents[2] / "models" / "shapes32-text"
+    defaults = read_editing_defaults(folder)
+    check_editing_defaults(defaults)
+    assert defaults["lam"]["guidance_scale"] == 3.0
