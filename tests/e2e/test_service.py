@@ -250,7 +250,9 @@ def test_sigterm_hands_a_long_batch_back_and_another_worker_starts_it_at_once(
     """A deploy's SIGTERM: no lease to wait out, no attempt spent, the worker exits 0."""
     api = stack.api_url
     _two_workers(stack)
-    job_id = _edit(api, _upload(api), steps=400).json()["id"]  # ~20 s, grace 5 s
+    # 1000 steps: ~10 s of sampling even when an earlier test left its inversion cached
+    # (400 steps from the cache took 4.2 s, inside the 5 s grace: it finished, rightly)
+    job_id = _edit(api, _upload(api), steps=1000).json()["id"]
     rq_job = _running_job(stack, job_id)
     victim_name, retries_before = rq_job.worker_name, rq_job.retries_left
     victim = stack.workers.pop(victim_name)
