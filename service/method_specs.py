@@ -126,6 +126,7 @@ class DirectionFitParams(MethodParams):
              "generated samples are for pca and classifier-labelled supervision"),
             ("top_k", self.kind == "supervised" and not labelled,
              "for classifier-labelled supervision (factor/value)"),
+            ("project_out_solve", bool(self.project_out), "for project_out"),
         ]  # fmt: skip
 
     name: AssetName
@@ -161,6 +162,11 @@ class DirectionFitParams(MethodParams):
     )  # fmt: skip
     project_out: list[str] = Field(
         default_factory=list, max_length=32, description="asset ids whose directions to remove"
+    )
+    project_out_solve: Literal["per_step", "joint"] = Field(
+        "per_step",
+        description="removing project_out's directions: at each step on its own (orthogonal "
+        "at every step), or one solve over all steps flattened (the reference's)",
     )
 
     @model_validator(mode="after")

@@ -22,7 +22,7 @@ from service.blobs import BlobStore
 from service.contract import ErrorCode, JobPayload
 from service.method_specs import METHODS, MethodParams, first_error
 from worker.engine import Conditioning, Denoiser, EngineError
-from worker.engine.hspace import project_out
+from worker.engine.hspace import project_out, project_out_joint
 from worker.engine.images import FitMode, fit_image, psnr, to_pil, to_tensor
 from worker.engine.methods.boundaries import (
     Boundary,
@@ -481,7 +481,9 @@ def run_direction_fit(
                 )
             for t in grid:
                 removed[t].append(others[t].float())
-        if p.project_out:
+        if p.project_out and p.project_out_solve == "joint":  # the reference's
+            dirs = project_out_joint(dirs, {t: torch.cat(removed[t]) for t in grid})
+        elif p.project_out:
             dirs = {
                 t: torch.stack([project_out(d, torch.cat(removed[t])) for d in dirs[t]])
                 for t in grid

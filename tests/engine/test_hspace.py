@@ -122,3 +122,20 @@ def test_align_signs_compares_every_step_with_the_first() -> None:
     assert all(float((d * first[0]).sum()) >= 0 for d in first)
     chained = align_signs(steps, to="previous")
     assert float((chained[-1] * chained[0]).sum()) < 0
+
+
+def test_the_joint_solve_is_orthogonal_over_all_steps_and_the_per_step_one_at_each() -> None:
+    from worker.engine.hspace import project_out, project_out_joint
+
+    g = torch.Generator().manual_seed(4)
+    dirs = {t: torch.randn(2, 3, 2, 2, generator=g) for t in (0, 10, 20)}
+    others = {t: torch.randn(1, 3, 2, 2, generator=g) for t in (0, 10, 20)}
+    joint = project_out_joint(dirs, others)
+    whole = torch.stack([joint[t].reshape(2, -1) @ others[t].reshape(1, -1).T for t in dirs]).sum(0)
+    assert whole.abs().max() < 1e-4  # orthogonal as one long vector
+    per_step_dots = [float((joint[t].reshape(2, -1) @ others[t].reshape(-1)).abs().max())
+                     for t in dirs]  # fmt: skip
+    assert max(per_step_dots) > 1e-3  # but not at each step
+    for t in dirs:
+        clean = torch.stack([project_out(d, others[t]) for d in dirs[t]])
+        assert float((clean.reshape(2, -1) @ others[t].reshape(-1)).abs().max()) < 1e-4

@@ -90,6 +90,28 @@ def project_out(n: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     return (v - N.T @ coeffs).reshape(n.shape).to(n.dtype)
 
 
+def project_out_joint(
+    dirs: dict[int, torch.Tensor], others: dict[int, torch.Tensor]
+) -> dict[int, torch.Tensor]:
+    """The reference's disentangling: one solve over every step at once.
+
+    Each direction is the concatenation of its per-step vectors (all steps flattened
+    into one long vector), and so is each direction to remove; ``project_out`` then
+    runs once on those. The result is orthogonal to every other direction as a whole,
+    not at each step (``project_out`` per step is the stricter, per-step variant).
+    ``dirs``: {t: (k, *h)}; ``others``: {t: (K, *h)}, the same steps.
+    """
+    steps = sorted(dirs)
+    k = next(iter(dirs.values())).shape[0]
+    flat = torch.cat([dirs[t].reshape(k, -1) for t in steps], dim=1)
+    count = next(iter(others.values())).shape[0]
+    removed = torch.cat([others[t].reshape(count, -1) for t in steps], dim=1)
+    clean = torch.stack([project_out(row, removed) for row in flat])
+    sizes = [dirs[t][0].numel() for t in steps]
+    parts = torch.split(clean, sizes, dim=1)
+    return {t: part.reshape(dirs[t].shape) for t, part in zip(steps, parts, strict=True)}
+
+
 def pca_directions(samples: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k principal directions of (N, *shape) samples and their standard deviations.
 
