@@ -275,6 +275,12 @@ class LamFitParams(MethodParams):
     lr: float = Field(0.05, gt=0.0, le=1.0, description="Adam learning rate")
     content_weight: float = Field(0.05, ge=0.0, le=100.0, description="content term weight")
     guidance_scale: float = Field(1.0, ge=1.0, le=30.0, description="classifier-free guidance")
+    sampler: Literal["ddim", "plms"] = Field(
+        "ddim",
+        description="the sampler lam is learned through (and that mix then uses): DDIM, or "
+        "PLMS as the reference's Stable Diffusion sampler (one more U-Net call at the first "
+        "step)",
+    )
     noisy_share: float = Field(0.4, ge=0.0, le=1.0, description="init: lam = 1 on this share")
     scorer: Literal["classifier", "clip"] = Field(
         "classifier",

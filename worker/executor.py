@@ -47,6 +47,7 @@ from worker.engine.methods.inject import (
 from worker.engine.methods.mixing import (
     ClassifierScorer,
     Corrections,
+    Sampler,
     Scorer,
     optimise_lam,
     real_image_corrections,
@@ -697,6 +698,7 @@ def _mix_start(
     guidance: float,
     correct_share: float = 2 / 3,
     refine: int = 0,
+    sampler: Sampler = "ddim",
 ) -> tuple[torch.Tensor, Corrections | None]:
     """x_T of the job's seed, or of its real image (inverted, with per-step corrections)."""
     gen = torch.Generator().manual_seed(job.payload.seed)
@@ -704,7 +706,8 @@ def _mix_start(
         return denoiser.noise((1, *denoiser.sample_shape), gen, torch.device("cpu")), None
     corrections = real_image_corrections(
         denoiser, denoiser.encode(job.images["image"]), grid, c_n, uncond=uncond,
-        guidance=guidance, correct_share=correct_share, refine=refine, generator=gen,
+        guidance=guidance, correct_share=correct_share, refine=refine, sampler=sampler,
+        generator=gen,
     )  # fmt: skip
     return corrections.x_T, corrections
 
@@ -722,13 +725,14 @@ def run_lam_fit(
         c_n = denoiser.encode_prompt([p.neutral])
         uncond = denoiser.encode_prompt([""]) if p.guidance_scale != 1.0 else None
         x_T, corrections = _mix_start(
-            denoiser, job, grid, c_n, uncond, p.guidance_scale, refine=p.refine
-        )
+            denoiser, job, grid, c_n, uncond, p.guidance_scale, refine=p.refine,
+            sampler=p.sampler,
+        )  # fmt: skip
         fit = optimise_lam(
             denoiser, x_T, grid, p.neutral, p.target, _scorer(ctx, p.scorer),
             lam0=reference_init(len(grid), p.noisy_share), epochs=p.epochs, lr=p.lr,
             content_weight=p.content_weight, guidance=p.guidance_scale,
-            corrections=corrections, progress=progress,
+            corrections=corrections, sampler=p.sampler, progress=progress,
         )  # fmt: skip
         metrics = {
             "loss_first": round(fit.losses[0], 4),
@@ -742,6 +746,7 @@ def run_lam_fit(
             "neutral": p.neutral,
             "target": p.target,
             "guidance_scale": repr(p.guidance_scale),
+            "sampler": p.sampler,
         }
         asset = AssetOutput(p.name, {"lam": fit.lam}, meta, p.model_dump(mode="json"), metrics)
         assert fit.edited is not None
@@ -759,16 +764,18 @@ def run_mix(
     _, tensors, meta = _load_asset(ctx, p.asset, "lam", "params.asset", jobs, denoiser.name)
     grid = [int(t) for t in json.loads(meta["grid"])]
     guidance = float(meta.get("guidance_scale", "1.0"))
+    sampler: Sampler = "plms" if meta.get("sampler") == "plms" else "ddim"  # lam is per sampler
     c_n = denoiser.encode_prompt([meta["neutral"]])
     c_t = denoiser.encode_prompt([meta["target"]])
     uncond = denoiser.encode_prompt([""]) if guidance != 1.0 else None
     outputs = []
     for k, job in enumerate(jobs):  # corrections are per image: one run per job
         x_T, corrections = _mix_start(
-            denoiser, job, grid, c_n, uncond, guidance, p.correct_share, p.refine
+            denoiser, job, grid, c_n, uncond, guidance, p.correct_share, p.refine, sampler
         )
         x0 = sample_mixed(denoiser, x_T, grid, c_n, c_t, tensors["lam"], uncond=uncond,
-                          guidance=guidance, corrections=corrections)  # fmt: skip
+                          guidance=guidance, corrections=corrections,
+                          sampler=sampler)  # fmt: skip
         outputs.append(JobOutput(images=[_png(im) for im in to_pil(denoiser.decode(x0))]))
         progress(k + 1, len(jobs))
     return outputs

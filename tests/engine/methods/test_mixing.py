@@ -98,3 +98,51 @@ def test_clip_scorer_from_a_local_folder(tmp_path: Path, cond: Denoiser) -> None
     fit = optimise_lam(cond, _x_T(cond, 1), timestep_grid(3, 1000), NEUTRAL, TARGET, scorer,
                        epochs=2)  # fmt: skip
     assert not torch.equal(fit.lam, reference_init(3)) and all(map(math.isfinite, fit.losses))
+
+
+def test_plms_is_the_reference_multistep_and_differs_from_ddim(cond: Denoiser) -> None:
+    """PLMS (the reference's sampler): the first step averages eps at x_t and at its DDIM
+    estimate of x_s, later steps are Adams-Bashforth over the eps history. Written out
+    here step by step for lam = 1 (the neutral prompt), against sample_mixed."""
+    from worker.engine.sampling import ddim_step, reverse_steps
+
+    grid = timestep_grid(6, 1000)
+    x_T = _x_T(cond)
+    c_n, c_t = cond.encode_prompt([NEUTRAL] * 2), cond.encode_prompt([TARGET] * 2)
+    cn = cond.conditioning([NEUTRAL] * 2)
+    with torch.no_grad():
+        plms = sample_mixed(cond, x_T, grid, c_n, c_t, torch.ones(6), sampler="plms")
+        ddim = sample_mixed(cond, x_T, grid, c_n, c_t, torch.ones(6))
+        x, old = x_T.clone(), list[torch.Tensor]()
+        for step in reverse_steps(grid, cond.schedule):
+            e_t = cond.eps(x, step.t, cn)
+            if not old:
+                x_next = ddim_step(x, e_t, step.ab_t, step.ab_s)[0]
+                e = (e_t + cond.eps(x_next, step.s, cn)) / 2
+            elif len(old) == 1:
+                e = (3 * e_t - old[-1]) / 2
+            elif len(old) == 2:
+                e = (23 * e_t - 16 * old[-1] + 5 * old[-2]) / 12
+            else:
+                e = (55 * e_t - 59 * old[-1] + 37 * old[-2] - 9 * old[-3]) / 24
+            x = ddim_step(x, e, step.ab_t, step.ab_s)[0]
+            old.append(e_t)
+    torch.testing.assert_close(plms, x, rtol=0, atol=1e-5)
+    assert (plms - ddim).abs().max() > 1e-3
+    lam = reference_init(6).requires_grad_(True)  # and it is differentiable, checkpointed
+    out = sample_mixed(cond, x_T, grid, c_n, c_t, lam, sampler="plms", checkpointed=True)
+    out.square().mean().backward()  # type: ignore[no-untyped-call]
+    assert lam.grad is not None and lam.grad.abs().sum() > 0
+
+
+def test_plms_corrections_bring_the_neutral_run_back_to_the_real_image(cond: Denoiser) -> None:
+    grid = timestep_grid(5, 1000)
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.randn(1, *cond.sample_shape, generator=g)
+    c_n, c_t = cond.encode_prompt([NEUTRAL]), cond.encode_prompt([TARGET])
+    corr = real_image_corrections(cond, x0, grid, c_n, correct_share=1.0, sampler="plms",
+                                  generator=g)  # fmt: skip
+    with torch.no_grad():
+        back = sample_mixed(cond, corr.x_T, grid, c_n, c_t, torch.ones(5), corrections=corr,
+                            sampler="plms")  # fmt: skip
+    assert torch.allclose(back, x0, atol=1e-4)

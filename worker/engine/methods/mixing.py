@@ -25,8 +25,9 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -161,19 +162,59 @@ class Corrections:
     apply_steps: int  # added on the first (noisiest) this many steps
 
 
+Sampler = Literal["ddim", "plms"]
+
+
+def _eps(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    t: int,
+    emb: torch.Tensor,
+    uncond: torch.Tensor | None,
+    guidance: float,
+) -> torch.Tensor:
+    return denoiser.eps(x, t, Conditioning(emb, uncond, guidance))
+
+
+def plms_eps(e_t: torch.Tensor, old: Sequence[torch.Tensor]) -> torch.Tensor:
+    """PLMS (Liu et al. 2022, as the reference's Stable Diffusion sampler): the eps of a
+    step from this step's and up to three earlier steps' predictions (Adams-Bashforth
+    of orders 2, 3 and 4; the first step's pair is handled by the caller)."""
+    if len(old) == 1:
+        return (3 * e_t - old[-1]) / 2
+    if len(old) == 2:
+        return (23 * e_t - 16 * old[-1] + 5 * old[-2]) / 12
+    return (55 * e_t - 59 * old[-1] + 37 * old[-2] - 9 * old[-3]) / 24
+
+
 def _step(
     denoiser: Denoiser,
     x: torch.Tensor,
     t: int,
+    s: int,
     ab_t: float,
     ab_s: float,
     emb: torch.Tensor,
     uncond: torch.Tensor | None,
     guidance: float,
-) -> torch.Tensor:
-    cond = Conditioning(emb, uncond, guidance)
-    eps = denoiser.eps(x, t, cond)
-    return ddim_step(x, eps, ab_t, ab_s)[0]
+    *old: torch.Tensor,
+    plms: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One deterministic step t -> s; (x_s, this step's eps for the PLMS history).
+
+    DDIM uses eps(x_t, t). PLMS's first step averages eps(x_t, t) with eps at the DDIM
+    estimate of x_s (one more U-Net call); later steps combine the history."""
+    e_t = _eps(denoiser, x, t, emb, uncond, guidance)
+    if not plms:
+        return ddim_step(x, e_t, ab_t, ab_s)[0], e_t
+    if old:
+        e = plms_eps(e_t, old[-3:])
+    elif s >= 0:
+        x_next = ddim_step(x, e_t, ab_t, ab_s)[0]
+        e = (e_t + _eps(denoiser, x_next, s, emb, uncond, guidance)) / 2
+    else:  # a one-step grid: nothing to pair with
+        e = e_t
+    return ddim_step(x, e, ab_t, ab_s)[0], e_t
 
 
 def sample_mixed(
@@ -188,18 +229,27 @@ def sample_mixed(
     guidance: float = 1.0,
     corrections: Corrections | None = None,
     checkpointed: bool = False,
+    sampler: Sampler = "ddim",
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Deterministic DDIM (eta = 0) with condition ``lam_i c_n + (1 - lam_i) c_t`` at step i."""
+    """Deterministic sampling (DDIM, or PLMS as the reference) with condition
+    ``lam_i c_n + (1 - lam_i) c_t`` at step i."""
     n = len(grid)
     if lam.shape != (n,):
         raise InputError(f"lam: expected {n} values (one per step), got {tuple(lam.shape)}")
     x = x_T.to(device=denoiser.device, dtype=torch.float32)
     c_n, c_t = c_n.to(x.device), c_t.to(x.device)
+    old: list[torch.Tensor] = []
+    plms = sampler == "plms"
     for step in reverse_steps(grid, denoiser.schedule):
         emb = lam[step.i] * c_n + (1 - lam[step.i]) * c_t
-        args = (denoiser, x, step.t, step.ab_t, step.ab_s, emb, uncond, guidance)
-        x = checkpoint(_step, *args, use_reentrant=False) if checkpointed else _step(*args)
+        run = partial(
+            _step, denoiser, x, step.t, step.s, step.ab_t, step.ab_s, emb, uncond, guidance,
+            plms=plms,
+        )  # fmt: skip
+        # checkpointed: the step's activations are recomputed in the backward pass
+        x, e_t = checkpoint(run, *old, use_reentrant=False) if checkpointed else run(*old)
+        old = [*old[-2:], e_t] if plms else []
         if corrections is not None and step.i < corrections.apply_steps:
             x = x + corrections.n[step.i].to(x.device)
         if progress is not None:
@@ -217,16 +267,24 @@ def real_image_corrections(
     guidance: float = 1.0,
     correct_share: float = 2 / 3,
     refine: int = 0,
+    sampler: Sampler = "ddim",
     generator: torch.Generator | None = None,
 ) -> Corrections:
-    """Invert x0 with the neutral prompt; record ``n_t = q_sample(x0, t_prev) - step result``."""
+    """Invert x0 with the neutral prompt; record ``n_t = q_sample(x0, t_prev) - step result``
+    (the step of ``sampler``, with the history of the corrected run for PLMS)."""
     cond = Conditioning(c_n, uncond if guidance != 1.0 else None, guidance)
+    plms = sampler == "plms"
     with torch.no_grad():
         x_T = ddim_invert(denoiser, x0, grid, cond=cond, fixed_point_iters=refine).x_T
         x = x_T.to(device=denoiser.device, dtype=torch.float32)
         ns = []
+        old: list[torch.Tensor] = []
         for step in reverse_steps(grid, denoiser.schedule):
-            y = _step(denoiser, x, step.t, step.ab_t, step.ab_s, c_n, cond.uncond, guidance)
+            y, e_t = _step(
+                denoiser, x, step.t, step.s, step.ab_t, step.ab_s, c_n, cond.uncond, guidance,
+                *old, plms=plms,
+            )  # fmt: skip
+            old = [*old[-2:], e_t] if plms else []
             noise = denoiser.noise(x0.shape, generator, y.device)
             target = math.sqrt(step.ab_s) * x0 + math.sqrt(1 - step.ab_s) * noise
             if step.s < 0:
@@ -259,6 +317,7 @@ def optimise_lam(
     guidance: float = 1.0,
     corrections: Corrections | None = None,
     checkpointed: bool = True,
+    sampler: Sampler = "ddim",
     progress: Callable[[int, int], None] | None = None,
 ) -> LamFit:
     """Adam on lam through full sampling runs (checkpointed); lam is not clamped.
@@ -283,6 +342,7 @@ def optimise_lam(
                 uncond=uncond,
                 guidance=guidance,
                 corrections=corrections,
+                sampler=sampler,
             )
         )
         e_orig = scorer.image_embed(original)
@@ -294,7 +354,7 @@ def optimise_lam(
         with torch.enable_grad():
             x0 = sample_mixed(
                 denoiser, x_T, grid, c_n, c_t, lam, uncond=uncond, guidance=guidance,
-                corrections=corrections, checkpointed=checkpointed,
+                corrections=corrections, checkpointed=checkpointed, sampler=sampler,
             )  # fmt: skip
             edited = _decode_differentiable(denoiser, x0)
             e_edit = scorer.image_embed(edited)
