@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import write_json
-from worker.engine import Denoiser, ddim_invert, ddim_sample, load_denoiser
+from worker.engine import Denoiser, ddim_invert, ddim_sample, ddpm_invert, load_denoiser
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.hspace import inject as hspace_inject
 from worker.engine.hspace import project_out
@@ -347,13 +347,16 @@ def _edit_rows(
     v: int,
     scales: list[float],
     t_edit: int,
+    noises: list[torch.Tensor] | None = None,
 ) -> list[dict[str, Any]]:
-    """Success (factor j takes value v) and preservation (every other factor kept) per scale."""
+    """Success (factor j takes value v) and preservation (every other factor kept) per
+    scale; ``noises`` replay an edit-friendly inversion (eta 1)."""
     others = [k for k in range(len(FACTORS)) if k != j]
     rows: list[dict[str, Any]] = []
+    eta = 0.0 if noises is None else 1.0
     for s in scales:
         with torch.no_grad():
-            out = edit_with_direction(dn, x_T, grid, dirs, s, t_edit=t_edit)
+            out = edit_with_direction(dn, x_T, grid, dirs, s, t_edit=t_edit, eta=eta, noises=noises)
         p = _judge(clf, out)
         success = float((p[:, j] == v).mean())
         kept = float(np.all(p[:, others] == y[:, others], axis=1).mean())
@@ -376,6 +379,7 @@ def eval_supervised(
     refine: int = 1,
     disentangle: bool = False,
     source: str = "supervised",
+    inversion: str = "ddim",
 ) -> dict[str, Any]:
     """Each target's direction on held-out images that lack the value; with ``disentangle``,
     also the direction with the other four targets' directions projected out, at the same
@@ -393,10 +397,15 @@ def eval_supervised(
         pick = np.flatnonzero(y_all[:, j] != v)[:count]
         x0 = _to_tensor(images[pick])
         y = y_all[pick]
+        noises = None
         with torch.no_grad():
-            x_T = ddim_invert(dn, x0, grid, fixed_point_iters=refine).x_T
-        entry: dict[str, Any] = {"positives": n_pos, "negatives": n_neg}
-        entry["rows"] = _edit_rows(dn, clf, x_T, y, grid, dirs, j, v, scales, t_edit)
+            if inversion == "ddpm":  # edit-friendly, the reference's for real images
+                maps = ddpm_invert(dn, x0, grid, generator=torch.Generator().manual_seed(0))
+                x_T, noises = maps.x_T, maps.zs
+            else:
+                x_T = ddim_invert(dn, x0, grid, fixed_point_iters=refine).x_T
+        entry: dict[str, Any] = {"positives": n_pos, "negatives": n_neg, "inversion": inversion}
+        entry["rows"] = _edit_rows(dn, clf, x_T, y, grid, dirs, j, v, scales, t_edit, noises)
         print(f"{source} {key}:", json.dumps(entry["rows"]), flush=True)
         if disentangle:
             clean = _disentangled(targets, key)
@@ -410,7 +419,9 @@ def eval_supervised(
                 )
             )
             entry["disentangled_cos_to_raw"] = round(cos, 3)
-            entry["disentangled"] = _edit_rows(dn, clf, x_T, y, grid, clean, j, v, scales, t_edit)
+            entry["disentangled"] = _edit_rows(
+                dn, clf, x_T, y, grid, clean, j, v, scales, t_edit, noises
+            )
             rows = json.dumps(entry["disentangled"])
             print(f"{source} disentangled {key} (cos {cos:.2f}):", rows, flush=True)
         results[key] = entry
@@ -637,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--e-t-edit", type=int, default=0, help="E supervised: edit only steps with t >= this"
     )
+    p.add_argument("--inversions", nargs="+", choices=["ddim", "ddpm"], default=["ddim"],
+                   help="E supervised: how held-out images are inverted, side by side")  # fmt: skip
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--json", dest="json_out")
     args = p.parse_args(argv)
@@ -655,10 +668,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"collected h of {args.samples} samples in {time.perf_counter() - start:.0f} s")
         if "supervised" in args.only or "disentangle" in args.only:
             targets = _supervised_targets(pred, h, grid, top_k=args.samples // 8)
-            results["supervised"] = eval_supervised(
-                dn, clf, targets, grid, args.count, scales=args.scales, t_edit=args.e_t_edit,
-                refine=args.refine, disentangle="disentangle" in args.only,
-            )  # fmt: skip
+            for inversion in args.inversions:
+                key = "supervised" if inversion == "ddim" else f"supervised_{inversion}"
+                results[key] = eval_supervised(
+                    dn, clf, targets, grid, args.count, scales=args.scales,
+                    t_edit=args.e_t_edit, refine=args.refine,
+                    disentangle="disentangle" in args.only, inversion=inversion,
+                )  # fmt: skip
         if "pca" in args.only:
             results["pca"] = eval_pca(dn, clf, h, grid, k=5, count=args.count, scale=5.0)
     if "conditioned" in args.only:

@@ -54,6 +54,7 @@ from worker.engine.classifier import AttributeClassifier
 from worker.engine.methods.boundaries import edit_across, find_mixing_step, fit_boundary, invert_to
 from worker.engine.methods.mixing import (
     ClassifierScorer,
+    Sampler,
     optimise_lam,
     reference_init,
     sample_mixed,
@@ -190,11 +191,14 @@ def _mixed_labels(
     lam: torch.Tensor,
     uncond: torch.Tensor | None,
     guidance: float,
+    sampler: Sampler = "ddim",
 ) -> np.ndarray:
     """(N, factors) classifier labels of the images sampled with ``lam``."""
     c_n, c_t = (dn.encode_prompt([prompt] * len(x_T)) for prompt in prompts)
     with torch.no_grad():
-        x0 = sample_mixed(dn, x_T, grid, c_n, c_t, lam, uncond=uncond, guidance=guidance)
+        x0 = sample_mixed(
+            dn, x_T, grid, c_n, c_t, lam, uncond=uncond, guidance=guidance, sampler=sampler
+        )
     pred = clf.predict(dn.decode(x0).clamp(-1, 1))
     return np.stack([pred[name][0].numpy() for name in FACTORS], axis=1)
 
@@ -207,21 +211,25 @@ def eval_mixing(
     guidance: float,
     learn: int = 4,
     others: int = 32,
+    sampler: Sampler = "ddim",
+    memory: bool = True,
 ) -> dict[str, Any]:
-    """Learn lam on ``learn`` seeds per task; apply it to those and to ``others`` new seeds."""
+    """Learn lam on ``learn`` seeds per task; apply it to those and to ``others`` new seeds
+    (through ``sampler``)."""
     grid = timestep_grid(steps, dn.num_train_timesteps)
     n = len(grid)
     scorer = ClassifierScorer(clf)
     uncond = dn.encode_prompt([""]) if guidance != 1.0 else None
     cols = list(FACTORS)
-    out: dict[str, Any] = {"steps": steps, "epochs": epochs, "guidance": guidance, "tasks": {}}
+    out: dict[str, Any] = {"steps": steps, "epochs": epochs, "guidance": guidance,
+                           "sampler": sampler, "tasks": {}}  # fmt: skip
     x_learn = dn.noise((learn, *dn.sample_shape), torch.Generator().manual_seed(11))
     x_other = dn.noise((others, *dn.sample_shape), torch.Generator().manual_seed(12))
     for neutral, target, factor, value in MIX_TASKS:
         j, v = cols.index(factor), FACTORS[factor].index(value)
         start = time.perf_counter()
         fit = optimise_lam(dn, x_learn, grid, neutral, target, scorer, epochs=epochs,
-                           guidance=guidance)  # fmt: skip
+                           guidance=guidance, sampler=sampler)  # fmt: skip
         fit_s = time.perf_counter() - start
         row: dict[str, Any] = {
             "neutral": neutral,
@@ -238,16 +246,20 @@ def eval_mixing(
         rest = [k for k in range(len(cols)) if k != j]
         for seeds, x_T in (("learn_seeds", x_learn), ("other_seeds", x_other)):
             orig = _mixed_labels(dn, clf, x_T, grid, (neutral, target), torch.ones(n), uncond,
-                                 guidance)  # fmt: skip
+                                 guidance, sampler)  # fmt: skip
             row[seeds] = {"neutral_has_value": round(float((orig[:, j] == v).mean()), 3)}
             for name, lam in lams.items():
-                p = _mixed_labels(dn, clf, x_T, grid, (neutral, target), lam, uncond, guidance)
+                p = _mixed_labels(
+                    dn, clf, x_T, grid, (neutral, target), lam, uncond, guidance, sampler
+                )
                 row[seeds][name] = {
                     "success": round(float((p[:, j] == v).mean()), 3),
                     "preservation": round(float(np.all(p[:, rest] == orig[:, rest], 1).mean()), 3),
                 }
         out["tasks"][f"{factor}={value}"] = row
         print("mix:", json.dumps(row), flush=True)
+    if not memory:
+        return out
     # memory of one optimisation (1 epoch, the learn seeds), with and without checkpointing
     neutral, target = MIX_TASKS[0][:2]
     mem = {}
@@ -339,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", choices=["b", "c", "d"], default=["b", "d"])
     p.add_argument("--mix-steps", type=int, default=50, help="C: sampling steps (one lam each)")
     p.add_argument("--mix-epochs", type=int, default=10)
+    p.add_argument("--mix-others", type=int, default=32, help="C: new seeds to apply lam to")
+    p.add_argument("--samplers", nargs="+", choices=["ddim", "plms"], default=["ddim"],
+                   help="C: learn and apply lam through each sampler, side by side")  # fmt: skip
     p.add_argument("--guidance", type=float, default=3.0, help="text model's guidance scale")
     p.add_argument(
         "--b-factors",
@@ -381,7 +396,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--only c needs --text-model")
     tm = load_denoiser(args.text_model, device="cpu", dtype="float32") if args.text_model else None
     if tm is not None and "c" in args.only:
-        results["c"] = eval_mixing(tm, clf, args.mix_steps, args.mix_epochs, args.guidance)
+        results["c"] = [
+            eval_mixing(tm, clf, args.mix_steps, args.mix_epochs, args.guidance,
+                        others=args.mix_others, sampler=sampler, memory=i == 0)
+            for i, sampler in enumerate(args.samplers)
+        ]  # fmt: skip
     if tm is not None and "d" in args.only:
         rng = np.random.default_rng(9)
         for colour, background in (("red", "white"), ("yellow", "black")):
