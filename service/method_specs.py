@@ -287,6 +287,12 @@ class LamFitParams(MethodParams):
         description="image-text scorer of the loss: the worker's attribute classifier, or "
         "CLIP from the worker's local folder (EDITSERVE_CLIP)",
     )
+    content: Literal["scorer", "vgg"] = Field(
+        "scorer",
+        description="the loss's content term: the scorer's own (pixel MSE for the "
+        "classifier, CLIP features for clip), or VGG16 perceptual features as the reference "
+        "(the worker's local weights, EDITSERVE_VGG)",
+    )
     refine: Refine = 1
     fit: FitField = "error"
 

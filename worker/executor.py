@@ -49,6 +49,8 @@ from worker.engine.methods.mixing import (
     Corrections,
     Sampler,
     Scorer,
+    VggPerceptual,
+    WithContent,
     optimise_lam,
     real_image_corrections,
     reference_init,
@@ -113,6 +115,7 @@ class RunContext:
     assets: Any = None  # service.assets.AssetIndex (Redis); None where there is none
     classifier: Any = None  # worker.engine.classifier.AttributeClassifier
     clip: Any = None  # worker.engine.methods.mixing.ClipScorer, where configured
+    vgg: VggPerceptual | None = None  # method C's perceptual content term, where configured
 
 
 def prepare(payload: JobPayload, denoiser: Denoiser, blobs: BlobStore) -> PreparedJob:
@@ -672,7 +675,19 @@ def _text_model(denoiser: Denoiser) -> None:
         )
 
 
-def _scorer(ctx: RunContext, name: str) -> Scorer:
+def _scorer(ctx: RunContext, name: str, content: str = "scorer") -> Scorer:
+    scorer = _image_text_scorer(ctx, name)
+    if content == "vgg":
+        if ctx.vgg is None:
+            raise JobFailed(
+                ErrorCode.INVALID_INPUT,
+                "params.content: this worker has no VGG16 weights (EDITSERVE_VGG); use 'scorer'",
+            )
+        return WithContent(scorer, ctx.vgg)
+    return scorer
+
+
+def _image_text_scorer(ctx: RunContext, name: str) -> Scorer:
     if name == "clip":
         if ctx.clip is None:
             raise JobFailed(
@@ -729,7 +744,7 @@ def run_lam_fit(
             sampler=p.sampler,
         )  # fmt: skip
         fit = optimise_lam(
-            denoiser, x_T, grid, p.neutral, p.target, _scorer(ctx, p.scorer),
+            denoiser, x_T, grid, p.neutral, p.target, _scorer(ctx, p.scorer, p.content),
             lam0=reference_init(len(grid), p.noisy_share), epochs=p.epochs, lr=p.lr,
             content_weight=p.content_weight, guidance=p.guidance_scale,
             corrections=corrections, sampler=p.sampler, progress=progress,

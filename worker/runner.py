@@ -221,6 +221,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             assets=AssetIndex(connection),
             classifier=_load_classifier(settings.classifier),
             clip=_load_clip(settings.clip, settings.device),
+            vgg=_load_vgg(settings.vgg, settings.device),
         )
         # Claim a queued job for this batch: out of the queue and into RQ's intermediate
         # queue in one step, so if we die before starting it, RQ's cleanup re-queues it.
@@ -775,6 +776,18 @@ def _load_clip(path: str, device: str) -> Any:
     from worker.engine.methods.mixing import ClipScorer
 
     return ClipScorer(path, device=resolve_device(device))
+
+
+def _load_vgg(path: str, device: str) -> Any:
+    """VGG16 weights for method C's perceptual term, if configured; a missing file stops."""
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise SystemExit(f"EDITSERVE_VGG: {path} is not a file")
+    from worker.engine.devices import resolve_device
+    from worker.engine.methods.mixing import VggPerceptual
+
+    return VggPerceptual(path, device=resolve_device(device))
 
 
 def compile_buckets(max_batch: int, conditional: bool) -> list[int]:

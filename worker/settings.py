@@ -76,6 +76,11 @@ class WorkerSettings(BaseSettings):
         description="folder of a transformers CLIPModel and its tokenizer: the scorer of "
         "method C fits that ask for scorer 'clip' ('' for none)",
     )
+    vgg: str = Field(
+        "",
+        description="a safetensors file of torchvision's VGG16 features: method C fits with "
+        "content 'vgg' use it as the perceptual term ('' for none)",
+    )
     worker_name: str = Field(default_factory=_default_name)
 
     @field_validator("models")

@@ -437,3 +437,21 @@ def test_a_direction_edit_through_edit_friendly_inversion_is_exact_at_scale_zero
     assert np.abs(exact - original).max() <= 1  # one 8-bit step of rounding
     assert np.abs(edit(scale=0.0, inversion="ddim", refine=0) - original).max() > 1
     assert np.abs(edit(scale=5.0, inversion="ddpm") - exact).max() > 1
+
+
+def test_lam_fit_through_plms_with_the_vgg_content_term(cond: Denoiser, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from worker.engine.methods.mixing import VggPerceptual, vgg16_features
+
+    store = LocalBlobStore(tmp_path)
+    clf = AttributeClassifier({"colour": ["red", "blue"]}, width=8, image_size=16).eval()
+    params = {"name": "red", "neutral": "a circle", "target": "a red circle", "steps": 3,
+              "epochs": 2, "content": "vgg", "sampler": "plms"}  # fmt: skip
+    fit = JobPayload(id="l", kind=JobKind.FIT, model="m", method="lam", params=params)
+    with pytest.raises(JobFailed, match=r"params\.content: this worker has no VGG16 weights"):
+        _one(cond, fit, store, RunContext(blobs=store, classifier=clf))
+    save_file(vgg16_features().state_dict(), str(tmp_path / "vgg.safetensors"))
+    ctx = RunContext(blobs=store, classifier=clf, vgg=VggPerceptual(tmp_path / "vgg.safetensors"))
+    out = _one(cond, fit, store, ctx)
+    assert out.asset is not None and out.asset.meta["sampler"] == "plms"

@@ -146,3 +146,28 @@ def test_plms_corrections_bring_the_neutral_run_back_to_the_real_image(cond: Den
         back = sample_mixed(cond, corr.x_T, grid, c_n, c_t, torch.ones(5), corrections=corr,
                             sampler="plms")  # fmt: skip
     assert torch.allclose(back, x0, atol=1e-4)
+
+
+def test_vgg_perceptual_term_from_local_weights(tmp_path: Path, cond: Denoiser) -> None:
+    """torchvision's vgg16 layout, loaded from a local safetensors file (here random
+    weights: the layout and the distance are what is tested, not ImageNet features)."""
+    from safetensors.torch import save_file
+
+    from worker.engine.methods.mixing import VggPerceptual, WithContent, vgg16_features
+
+    torch.manual_seed(0)
+    state = {f"features.{k}": v for k, v in vgg16_features().state_dict().items()}
+    save_file(state, str(tmp_path / "vgg16.safetensors"))
+    vgg = VggPerceptual(tmp_path / "vgg16.safetensors")
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    b = (a + 0.3 * torch.randn(2, 3, 16, 16, generator=g)).requires_grad_(True)
+    assert float(vgg.distance(a, a)) < 1e-10
+    far = vgg.distance(a, b)
+    assert float(far) > 0.01
+    far.backward()  # type: ignore[no-untyped-call]
+    assert b.grad is not None and b.grad.abs().sum() > 0
+    clf = AttributeClassifier({"colour": ["red", "blue"]}, width=8, image_size=16).eval()
+    scorer = WithContent(ClassifierScorer(clf), vgg)
+    e = scorer.image_embed(a)
+    assert float(scorer.content(a, b, e, e)) == float(vgg.distance(a, b))

@@ -146,6 +146,89 @@ class ClipScorer:
         return (1 - torch.nn.functional.cosine_similarity(e_a, e_b, dim=1)).mean()
 
 
+VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+VGG16_TAPS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in ``features``
+
+
+def vgg16_features() -> torch.nn.Sequential:
+    """VGG16's convolutional part, laid out as torchvision's ``vgg16().features`` (its
+    state-dict keys are ``N.weight`` / ``N.bias`` at the same N), without torchvision."""
+    layers: list[torch.nn.Module] = []
+    cin = 3
+    for spec in VGG16_LAYERS:
+        if spec == "M":
+            layers.append(torch.nn.MaxPool2d(2, 2))
+        else:
+            layers += [torch.nn.Conv2d(cin, int(spec), 3, padding=1), torch.nn.ReLU()]
+            cin = int(spec)
+    return torch.nn.Sequential(*layers)
+
+
+class VggPerceptual:
+    """The reference's perceptual content term: VGG16 features compared at five depths.
+
+    The weights come from a local safetensors file of torchvision's ``vgg16`` (the keys
+    of ``features``, with or without the ``features.`` prefix): nothing is downloaded.
+    Distance: for each tap (relu1_2 .. relu5_3), the features unit-normalised over
+    channels, the mean squared difference, summed over taps (LPIPS without its learned
+    weights). Images in [-1, 1] are normalised with ImageNet's mean and std and, when
+    smaller, upsampled to 64 px so the deepest taps keep a few cells.
+    """
+
+    MEAN = (0.485, 0.456, 0.406)
+    STD = (0.229, 0.224, 0.225)
+
+    def __init__(self, weights: str | Path, device: str | torch.device = "cpu") -> None:
+        from safetensors.torch import load_file
+
+        state = {k.removeprefix("features."): v for k, v in load_file(str(weights)).items()}
+        self.device = torch.device(device)
+        self.net = vgg16_features()
+        self.net.load_state_dict(state)
+        self.net.to(self.device).eval().requires_grad_(False)
+        self.mean = torch.tensor(self.MEAN, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(self.STD, device=self.device).view(1, 3, 1, 1)
+
+    def _taps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = (images.to(self.device).float().clamp(-1, 1) + 1) / 2
+        if min(x.shape[-2:]) < 64:
+            x = torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear")
+        x = (x - self.mean) / self.std
+        taps = []
+        for i, layer in enumerate(self.net):
+            x = layer(x)
+            if i in VGG16_TAPS:
+                taps.append(x / x.norm(dim=1, keepdim=True).clamp_min(1e-10))
+            if i >= VGG16_TAPS[-1]:
+                break
+        return taps
+
+    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Scalar: the perceptual distance of two batches, differentiable in both."""
+        total = torch.zeros((), device=self.device)
+        for fa, fb in zip(self._taps(a), self._taps(b), strict=True):
+            total = total + (fa - fb).square().sum(1).mean()
+        return total
+
+
+class WithContent:
+    """A scorer whose content distance is another one's (a perceptual network's)."""
+
+    def __init__(self, scorer: Scorer, perceptual: VggPerceptual) -> None:
+        self.scorer, self.perceptual = scorer, perceptual
+
+    def image_embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.scorer.image_embed(images)
+
+    def text_embed(self, prompts: list[str]) -> torch.Tensor:
+        return self.scorer.text_embed(prompts)
+
+    def content(
+        self, a: torch.Tensor, b: torch.Tensor, e_a: torch.Tensor, e_b: torch.Tensor
+    ) -> torch.Tensor:
+        return self.perceptual.distance(a, b)
+
+
 def reference_init(n: int, noisy_share: float = 0.4) -> torch.Tensor:
     """lam = 1 for the noisiest ``noisy_share`` of the n steps (20 of 50), 0 after."""
     lam = torch.zeros(n)
