@@ -362,6 +362,8 @@ class MethodSpec:
     image_list_params: tuple[str, ...] = ()  # params holding lists of uploaded image ids
     # (params, given input roles) -> the role this request lacks, if any
     required_input: Callable[[Any, set[str]], str | None] | None = None
+    # optional input roles that are masks (any size, read as luminance at h's resolution)
+    mask_inputs: tuple[str, ...] = ()
     # params naming assets (an id, or a list of ids) -> the fit method that makes them
     asset_params: dict[str, str] = field(default_factory=dict)
 
@@ -408,6 +410,8 @@ METHODS: dict[str, MethodSpec] = {
             summary="Content injection in h-space: the content image in the style image's style.",
             params=InjectParams,
             inputs=("content", "style"),
+            optional_inputs=("mask",),
+            mask_inputs=("mask",),
             families=("pixel",),
             batch_fields=(
                 "steps",

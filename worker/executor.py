@@ -152,10 +152,24 @@ def prepare(payload: JobPayload, denoiser: Denoiser, blobs: BlobStore) -> Prepar
         except EngineError as exc:
             raise JobFailed(ErrorCode.INVALID_INPUT, f"{where}: {exc}") from exc
 
+    def load_mask(where: str, blob_id: str) -> torch.Tensor:
+        """A mask image (any size; its luminance, white = 1) at h's resolution, (1, 1, H, W)."""
+        hh, hw = denoiser.h_shape[1:]
+        try:
+            with Image.open(io.BytesIO(blobs.get(blob_id))) as im:
+                grey = im.convert("L").resize((hw, hh), Image.Resampling.BOX)
+        except KeyError:
+            raise JobFailed(ErrorCode.INVALID_INPUT, f"{where}: no image {blob_id}") from None
+        except OSError as exc:
+            raise JobFailed(ErrorCode.INVALID_INPUT, f"{where}: not an image: {exc}") from exc
+        values = torch.tensor(list(grey.getdata()), dtype=torch.float32) / 255.0
+        return values.view(1, 1, hh, hw)
+
     images = {}
     for role in (*spec.inputs, *spec.optional_inputs):
         if role in payload.inputs:
-            images[role] = load(f"inputs.{role}", payload.inputs[role])
+            loader = load_mask if role in spec.mask_inputs else load
+            images[role] = loader(f"inputs.{role}", payload.inputs[role])
     for name in spec.image_list_params:
         ids = getattr(params, name)
         if ids:
@@ -305,7 +319,16 @@ def _run_inject(
     x_T = Inversion.stack(s_rows).x_T
     settings = InjectionSettings.from_params(p)
     generators = [torch.Generator().manual_seed(job.payload.seed) for job in jobs]
-    x0 = inject_content(denoiser, x_T, trajectory, settings, generator=generators, progress=tick)
+    # local injection for the jobs that give a mask (the reference's rule), global for the rest
+    masked = torch.tensor(["mask" in job.images for job in jobs])
+    mask = None
+    if masked.any():
+        ones = torch.ones(1, 1, *denoiser.h_shape[1:])
+        mask = torch.cat([job.images.get("mask", ones) for job in jobs])
+    x0 = inject_content(
+        denoiser, x_T, trajectory, settings, mask=mask, masked_rows=masked,
+        generator=generators, progress=tick,
+    )  # fmt: skip
     return [
         JobOutput(images=[_png(im)], metrics={"inversion_cached": bool(c and s)})
         for im, c, s in zip(to_pil(denoiser.decode(x0)), c_hits, s_hits, strict=True)

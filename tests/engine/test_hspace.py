@@ -139,3 +139,22 @@ def test_the_joint_solve_is_orthogonal_over_all_steps_and_the_per_step_one_at_ea
     for t in dirs:
         clean = torch.stack([project_out(d, others[t]) for d in dirs[t]])
         assert float((clean.reshape(2, -1) @ others[t].reshape(-1)).abs().max()) < 1e-4
+
+
+def test_a_masked_injection_slerps_the_region_without_norm_matching() -> None:
+    from worker.engine.hspace import inject, slerp
+
+    g = torch.Generator().manual_seed(6)
+    h, h_c = torch.randn(2, 4, 3, 3, generator=g), 5 * torch.randn(2, 4, 3, 3, generator=g)
+    mask = torch.zeros(1, 1, 3, 3)
+    mask[..., :2, :2] = 1
+    out = inject(h, h_c, 0.5, mask)
+    assert torch.equal(out[..., 2, :], h[..., 2, :]) and torch.equal(out[..., :, 2], h[..., :, 2])
+    inside = slerp(h * mask, h_c * mask, 0.5)
+    torch.testing.assert_close(out[..., :2, :2], inside[..., :2, :2])
+    # the region's own norms: h_c five times larger pulls the result's norm up, where the
+    # global rule first scales h_c to ||h||
+    assert float(out[..., :2, :2].norm()) > 1.5 * float(h[..., :2, :2].norm())
+    rows = inject(h, h_c, 0.5, mask, masked_rows=torch.tensor([True, False]))
+    torch.testing.assert_close(rows[0], out[0])
+    torch.testing.assert_close(rows[1], inject(h, h_c, 0.5)[1])

@@ -20,7 +20,7 @@ from worker.engine.methods.directions import supervised_directions
 from worker.engine.methods.inject import content_trajectory
 from worker.engine.methods.mixing import reference_init
 from worker.engine.schedule import NoiseSchedule
-from worker.executor import JobFailed, JobOutput, RunContext, prepare, run_batch
+from worker.executor import JobFailed, JobOutput, PreparedJob, RunContext, prepare, run_batch
 from worker.inversion_cache import InversionCache
 
 
@@ -455,3 +455,37 @@ def test_lam_fit_through_plms_with_the_vgg_content_term(cond: Denoiser, tmp_path
     ctx = RunContext(blobs=store, classifier=clf, vgg=VggPerceptual(tmp_path / "vgg.safetensors"))
     out = _one(cond, fit, store, ctx)
     assert out.asset is not None and out.asset.meta["sampler"] == "plms"
+
+
+def test_inject_takes_a_mask_input_and_a_masked_job_does_not_change_its_batch_mates(
+    pixel: Denoiser, tmp_path: Path
+) -> None:
+    store = LocalBlobStore(tmp_path)
+
+    def mask_png(value: int) -> str:  # any size: it is read at h's resolution
+        buf = io.BytesIO()
+        Image.new("L", (40, 40), value).save(buf, format="PNG")
+        return store.put(buf.getvalue())
+
+    pair = {"content": _blob(store, 1), "style": _blob(store, 2)}
+    params = {"steps": 6, "t_edit": 0, "t_boost": 0, "g": 0.8}
+
+    def job(**inputs: str) -> PreparedJob:
+        return prepare(_payload("inject", {**pair, **inputs}, **params), pixel, store)
+
+    def run(*jobs: PreparedJob) -> list[bytes]:
+        return [out.images[0] for out in run_batch(pixel, list(jobs), lambda i, n: None)]
+
+    (plain,) = run(job())
+    black, white = mask_png(0), mask_png(255)
+    (nothing,) = run(job(mask=black))
+    no_injection = prepare(_payload("inject", pair, **{**params, "g": 0.0}), pixel, store)
+    assert nothing == run(no_injection)[0]  # a black mask injects nowhere
+    assert run(job(mask=white))[0] != nothing
+    # in one batch, a masked job leaves its unmasked batch-mate as it is, and vice versa
+    # (compared at the same batch size: kernels differ between batch sizes)
+    mixed = run(job(), job(mask=black))
+    assert mixed[0] == run(job(), job())[0]
+    assert mixed[1] == run(job(mask=black), job(mask=black))[1]
+    assert plain != nothing
+    assert job(mask=black).images["mask"].shape == (1, 1, *pixel.h_shape[1:])

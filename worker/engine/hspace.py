@@ -60,11 +60,20 @@ def slerp(h: torch.Tensor, h_c: torch.Tensor, g: float, lerp_below: float = 1e-4
 
 
 def inject(
-    h: torch.Tensor, h_c: torch.Tensor, g: float, mask: torch.Tensor | None = None
+    h: torch.Tensor,
+    h_c: torch.Tensor,
+    g: float,
+    mask: torch.Tensor | None = None,
+    masked_rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One injection step: normalise h_c to ||h||, slerp by g; outside ``mask`` keep h.
+    """One injection step.
 
-    ``mask`` is (B or 1, 1, H, W) at h's resolution, 1 where content is injected.
+    Without a mask: normalise h_c to ||h||, slerp by g (InjectFusion's global rule).
+    With ``mask`` ((B or 1, 1, H, W) at h's resolution, 1 where content goes): the
+    reference's local rule, a slerp of the masked parts of h and h_c (no norm matching:
+    the angle and the norms are those of the region), h kept outside the mask:
+    ``h' = m slerp(m h, m h_c, g) + (1 - m) h``. ``masked_rows`` ((B,) bool) says which
+    rows the mask is for; the others take the global rule (a batch may mix both).
     """
     mixed = slerp(h, match_norm(h_c, h), g)
     if mask is None:
@@ -74,7 +83,11 @@ def inject(
             f"mask: expected {tuple(h.shape[-2:])} at h's resolution, got {tuple(mask.shape[-2:])}"
         )
     m = mask.to(device=h.device, dtype=h.dtype)
-    return m * mixed + (1 - m) * h
+    local = m * slerp(m * h, m * h_c, g) + (1 - m) * h
+    if masked_rows is None:
+        return local
+    rows = masked_rows.to(device=h.device).view(-1, *([1] * (h.ndim - 1)))
+    return torch.where(rows, local, mixed)
 
 
 def project_out(n: torch.Tensor, others: torch.Tensor) -> torch.Tensor:

@@ -135,10 +135,15 @@ def inject_content(
     settings: InjectionSettings,
     *,
     mask: torch.Tensor | None = None,
+    masked_rows: torch.Tensor | None = None,
     generator: Generators = None,
     progress: ProgressFn | None = None,
 ) -> torch.Tensor:
-    """Generate from the style image's x_T with C's h injected; returns x_0 (fp32)."""
+    """Generate from the style image's x_T with C's h injected; returns x_0 (fp32).
+
+    ``mask`` ((B or 1, 1, H, W) at h's resolution) makes the injection local (the
+    reference's rule, see ``hspace.inject``), for the rows ``masked_rows`` names (all
+    by default)."""
     settings.check(denoiser.num_train_timesteps)
     grid = content.grid
     x = x_T_style.to(device=denoiser.device, dtype=torch.float32)
@@ -153,7 +158,7 @@ def inject_content(
             if replacing and t >= settings.t_edit:
                 h_c = content.h[t].to(device=denoiser.device)
                 state = denoiser.down_mid(x, t)
-                h_edit = inject(state.h.float(), h_c, settings.g, mask)
+                h_edit = inject(state.h.float(), h_c, settings.g, mask, masked_rows)
                 eps = denoiser.up(state)
                 eps_edit = denoiser.up(state, h=h_edit)
                 if settings.w > 0:  # skip calibration, then a plain step from the moved x_t
