@@ -52,7 +52,7 @@ from benchmarks import write_json
 from worker.engine import Denoiser, ddim_invert, ddim_sample, ddpm_invert, load_denoiser
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.hspace import inject as hspace_inject
-from worker.engine.hspace import project_out
+from worker.engine.hspace import project_out, project_out_joint
 from worker.engine.methods import inject as inject_module
 from worker.engine.methods.directions import (
     collect_h,
@@ -326,14 +326,16 @@ def eval_conditioned(
 
 
 def _disentangled(
-    targets: dict[str, tuple[dict[int, torch.Tensor], int, int]], key: str
+    targets: dict[str, tuple[dict[int, torch.Tensor], int, int]], key: str, solve: str = "per_step"
 ) -> dict[int, torch.Tensor]:
-    """``key``'s directions with every other target's projected out (Haas et al.), per step."""
+    """``key``'s directions with every other target's projected out (Haas et al.): at each
+    step (``per_step``) or in one solve over all steps flattened (``joint``, the reference's)."""
     dirs = targets[key][0]
-    return {
-        t: project_out(d, torch.stack([o[0][t] for k, o in targets.items() if k != key]))
-        for t, d in dirs.items()
-    }
+    others = {t: torch.stack([o[0][t] for k, o in targets.items() if k != key]) for t in dirs}
+    if solve == "joint":
+        joint = project_out_joint({t: d.unsqueeze(0) for t, d in dirs.items()}, others)
+        return {t: d[0] for t, d in joint.items()}
+    return {t: project_out(d, others[t]) for t, d in dirs.items()}
 
 
 def _edit_rows(
@@ -424,6 +426,13 @@ def eval_supervised(
             )
             rows = json.dumps(entry["disentangled"])
             print(f"{source} disentangled {key} (cos {cos:.2f}):", rows, flush=True)
+            joint = _disentangled(targets, key, "joint")
+            joint = {t: d * (dirs[t].norm() / d.norm().clamp_min(1e-12)) for t, d in joint.items()}
+            entry["disentangled_joint"] = _edit_rows(
+                dn, clf, x_T, y, grid, joint, j, v, scales, t_edit, noises
+            )
+            rows = json.dumps(entry["disentangled_joint"])
+            print(f"{source} disentangled jointly {key}:", rows, flush=True)
         results[key] = entry
     return results
 
