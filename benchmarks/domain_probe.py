@@ -80,6 +80,60 @@ def swap_row(
     }
 
 
+def differing_pairs(gen: Any, count: int, seed: int) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """(content, style) images whose labels differ in every factor, and both label arrays."""
+    rng = np.random.default_rng(seed)
+    c_img, s_img, c_lab, s_lab = [], [], [], []
+    for _ in range(count):
+        a = [int(rng.integers(len(v))) for v in gen.FACTORS.values()]
+        b = [(x + 1 + int(rng.integers(len(v) - 1))) % len(v)
+             for x, v in zip(a, gen.FACTORS.values(), strict=True)]  # fmt: skip
+        c_lab.append(gen.Labels(*a))
+        s_lab.append(gen.Labels(*b))
+        c_img.append(gen.render(c_lab[-1], rng))
+        s_img.append(gen.render(s_lab[-1], rng))
+    return (_to_tensor(np.stack(c_img)), _to_tensor(np.stack(s_img)),
+            gen.label_array(c_lab), gen.label_array(s_lab))  # fmt: skip
+
+
+def inject_row(
+    dn: Denoiser, clf: AttributeClassifier, gen: Any, pairs: int, cfg: dict[str, Any]
+) -> dict[str, Any]:
+    """Method A on pairs that differ in every factor: keeps C's content, takes S's style."""
+    from worker.engine.methods.inject import InjectionSettings, content_trajectory, inject_content
+
+    content, style, c_lab, s_lab = differing_pairs(gen, pairs, seed=7)
+    steps, refine = int(cfg.get("steps", 50)), int(cfg.get("refine", 1))
+    settings = InjectionSettings(**{k: v for k, v in cfg.items() if k not in ("steps", "refine")})
+    grid = timestep_grid(steps, dn.num_train_timesteps, "linspace")
+    with torch.no_grad():
+        traj = content_trajectory(dn, content, grid, refine=refine)
+        x_T = ddim_invert(dn, style, grid, fixed_point_iters=refine).x_T
+        gens = [torch.Generator().manual_seed(i) for i in range(pairs)]
+        out = inject_content(dn, x_T, traj, settings, generator=gens)
+    pred = clf.predict(out.clamp(-1, 1))
+    cols = list(gen.FACTORS)
+    row: dict[str, Any] = {"config": {"steps": steps, "refine": refine, **cfg}}
+    keeps = np.ones(pairs, bool)
+    takes = np.ones(pairs, bool)
+    for f in cols:
+        got = pred[f][0].numpy()
+        if f in gen.CONTENT_FACTORS:
+            hit = got == c_lab[:, cols.index(f)]
+            keeps &= hit
+            row[f"keeps_{f}"] = round(float(hit.mean()), 3)
+        else:
+            hit = got == s_lab[:, cols.index(f)]
+            takes &= hit
+            row[f"takes_{f}"] = round(float(hit.mean()), 3)
+    row["keeps_all_content"] = round(float(keeps.mean()), 3)
+    row["takes_all_style"] = round(float(takes.mean()), 3)
+    row["both"] = round(float((keeps & takes).mean()), 3)
+    row["valid"] = valid_share(clf, out)
+    print("inject:", json.dumps(row), flush=True)
+    return row
+
+
 def sample_quality(dn: Denoiser, clf: AttributeClassifier, count: int, steps: int) -> float:
     gen = torch.Generator().manual_seed(1234)
     with torch.no_grad():
@@ -104,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refine", type=int, default=1)
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--inject", help="method A: a JSON list of InjectionSettings configs to run")
+    p.add_argument("--skip-swap", action="store_true", help="only the --inject rows")
     p.add_argument("--json", dest="json_out")
     args = p.parse_args(argv)
     if args.threads:
@@ -111,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     gen = domain(args.domain)
     dn = load_denoiser(args.model, device="cpu", dtype="float32")
     clf = AttributeClassifier.load(args.classifier)
+    if args.inject:
+        inject_rows = [inject_row(dn, clf, gen, args.pairs, c) for c in json.loads(args.inject)]
+        if args.skip_swap:
+            write_json(args.json_out, {"model": args.model, "inject": inject_rows})
+            return 0
     rows = [
         swap_row(dn, clf, gen, f, args.pairs, args.steps, args.refine, seed=100 + i)
         for i, f in enumerate(gen.FACTORS)
