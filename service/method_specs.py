@@ -87,8 +87,11 @@ class InjectParams(MethodParams):
     image's generation. Defaults from the reference scripts; timesteps in the model's scale."""
 
     def _applicability(self) -> list[tuple[str, bool, str]]:
-        return [("clip_x0", self.w == 0, "clamps the asymmetric step's x0_hat; a calibrated "
-                 "step (w > 0) takes a plain DDIM step instead")]  # fmt: skip
+        return [
+            ("clip_x0", self.w == 0 and self.asymmetric, "clamps the asymmetric step's x0_hat; "
+             "a calibrated step (w > 0) takes a plain DDIM step, a symmetric one none"),
+            ("asymmetric", self.w == 0, "a calibrated step (w > 0) takes a plain DDIM step"),
+        ]  # fmt: skip
 
     steps: int = Field(50, ge=2, le=1000, description="inversion and generation steps")
     grid: Literal["leading", "linspace"] = Field("linspace", description="timestep grid")
@@ -100,6 +103,11 @@ class InjectParams(MethodParams):
     t_damp: int = Field(950, ge=0, le=1000, description="damping from this timestep up")
     clip_x0: bool = Field(
         False, description="pixel models: clamp x0_hat of the edited eps to [-1, 1]"
+    )
+    asymmetric: bool = Field(
+        True,
+        description="the reference's asymmetric step (x0_hat from the injected h', the "
+        "direction from h); false: both from h' (outside the reference; see the README)",
     )
     replace_steps: int = Field(
         50, ge=1, le=1000, description="injections at this many evenly spaced steps of the "
@@ -424,6 +432,7 @@ METHODS: dict[str, MethodSpec] = {
                 "t_damp",
                 "clip_x0",
                 "replace_steps",
+                "asymmetric",
                 "refine",
             ),
         ),

@@ -167,3 +167,16 @@ def test_calibration_keeps_p_tildes_mean_and_is_never_damped(pixel: Denoiser) ->
     assert torch.equal(
         inject_content(pixel, x_T, traj, calibrated), inject_content(pixel, x_T, traj, damped)
     )
+
+
+def test_a_symmetric_injection_takes_both_terms_from_the_injected_h(pixel: Denoiser) -> None:
+    """asymmetric false (outside the reference): eps~ drives x0_hat and the direction, so
+    at g = 1 with t_edit 0 it is a plain generation with h replaced by norm(h_c)."""
+    content, x_T = _setup(pixel)
+    traj = content_trajectory(pixel, content, GRID)
+    sym = InjectionSettings(g=0.0, t_edit=0, t_boost=0, lam=1.0, asymmetric=False)
+    assert torch.equal(inject_content(pixel, x_T, traj, sym), ddim_sample(pixel, x_T, GRID))
+    full_sym = InjectionSettings(g=1.0, t_edit=0, t_boost=0, lam=1.0, asymmetric=False)
+    full_asym = InjectionSettings(g=1.0, t_edit=0, t_boost=0, lam=1.0)
+    a, b = inject_content(pixel, x_T, traj, full_sym), inject_content(pixel, x_T, traj, full_asym)
+    assert (a - b).abs().max() > 1e-3

@@ -60,6 +60,7 @@ class InjectionSettings:
     t_damp: int = _DEFAULTS.t_damp  # damping at t >= t_damp
     clip_x0: bool = _DEFAULTS.clip_x0  # pixel models: x0_hat of the edited eps into [-1, 1]
     replace_steps: int = _DEFAULTS.replace_steps  # injections spread over the grid
+    asymmetric: bool = _DEFAULTS.asymmetric  # False: both terms of the step from h' (eps~)
 
     @classmethod
     def from_params(cls, params: InjectParams) -> InjectionSettings:
@@ -168,6 +169,8 @@ def inject_content(
                     x = x + settings.w * math.sqrt(1 - ab_t) * (eps_edit - eps)
                     eps = denoiser.eps(x, t)
                     eps_x0, calibrated = None, True
+                elif not settings.asymmetric:  # outside the reference: x0 and direction from h'
+                    eps, eps_x0 = eps_edit, None
                 else:
                     eps_x0 = eps_edit
                     if settings.clip_x0 and denoiser.family == "pixel":
