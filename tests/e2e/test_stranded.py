@@ -102,6 +102,17 @@ def _ran_once(stack: LocalStack, ids: list[str]) -> None:
     assert read_outcomes(stack.redis).get("succeeded") == len(ids)
 
 
+def _kill_replace_and_succeed(bare: LocalStack, job_id: str, bound_s: float, what: str) -> None:
+    """SIGKILL w1, start w2: the job succeeds within ``bound_s``, run to completion once."""
+    _kill(bare, "w1")
+    killed = time.monotonic()
+    bare.start_worker("w2")
+    view = _ended_within(bare.api_url, job_id, bound_s)
+    assert view["status"] == "succeeded", view
+    print(f"{what}: succeeded {time.monotonic() - killed:.1f} s after the SIGKILL")
+    _ran_once(bare, [job_id])
+
+
 def test_a_worker_killed_while_blocked_in_its_dequeue_strands_nothing(bare: LocalStack) -> None:
     """The reproduction of the stranded job: SIGSTOP an idle worker, submit, SIGKILL it,
     start another. Before, the stopped worker's BLPOP had taken the job: queued forever."""
@@ -110,13 +121,7 @@ def test_a_worker_killed_while_blocked_in_its_dequeue_strands_nothing(bare: Loca
     os.kill(w1.pid, signal.SIGSTOP)
     job_id = _submit(bare.api_url)
     time.sleep(1.0)  # a blocked pop would have taken it by now
-    _kill(bare, "w1")
-    killed = time.monotonic()
-    bare.start_worker("w2")
-    view = _ended_within(bare.api_url, job_id, RECOVERY_BOUND_S + 30)
-    assert view["status"] == "succeeded", view
-    print(f"blocked-dequeue kill: succeeded {time.monotonic() - killed:.1f} s after the SIGKILL")
-    _ran_once(bare, [job_id])
+    _kill_replace_and_succeed(bare, job_id, RECOVERY_BOUND_S + 30, "blocked-dequeue kill")
 
 
 def test_a_worker_killed_while_gathering_a_batch_strands_nothing(bare: LocalStack) -> None:
@@ -157,13 +162,7 @@ def test_a_worker_killed_mid_batch_strands_nothing(bare: LocalStack) -> None:
         30,
         "running",
     )
-    _kill(bare, "w1")
-    killed = time.monotonic()
-    bare.start_worker("w2")
-    view = _ended_within(bare.api_url, job_id, RECOVERY_BOUND_S + 120)
-    assert view["status"] == "succeeded", view
-    print(f"mid-batch kill: succeeded {time.monotonic() - killed:.1f} s after the SIGKILL")
-    _ran_once(bare, [job_id])
+    _kill_replace_and_succeed(bare, job_id, RECOVERY_BOUND_S + 120, "mid-batch kill")
 
 
 def test_the_sweep_queues_again_a_job_nothing_holds(bare: LocalStack) -> None:

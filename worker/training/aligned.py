@@ -73,22 +73,30 @@ def random_labels(rng: np.random.Generator) -> Labels:
     return Labels(*(int(rng.integers(len(values))) for values in FACTORS.values()))
 
 
-def object_mask(labels: Labels, centre: tuple[float, float], n: int) -> np.ndarray:
-    """(n, n) bool: the object's pixels on an n x n canvas, centred at ``centre`` (y, x)."""
-    radius = (0.17 if labels.size == 0 else 0.3) * n
-    sy, sx = (1 / STRETCH, STRETCH) if labels.aspect == 0 else (STRETCH, 1 / STRETCH)
+def shape_mask(
+    shape: int, radius: float, centre: tuple[float, float], n: int, stretch: tuple[float, float]
+) -> np.ndarray:
+    """(n, n) bool: a circle, square or upward triangle (inscribed in the circle of the same
+    radius) centred at ``centre`` (y, x) on an n x n canvas, scaled by ``stretch`` (y, x)."""
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) + 0.5
-    dy, dx = (yy - centre[0]) / sy, (xx - centre[1]) / sx
-    if labels.shape == 0:
+    dy, dx = (yy - centre[0]) / stretch[0], (xx - centre[1]) / stretch[1]
+    if shape == 0:
         mask: np.ndarray = dx**2 + dy**2 <= radius**2
-    elif labels.shape == 1:
+    elif shape == 1:
         half = radius * 0.85
         mask = (np.abs(dx) <= half) & (np.abs(dy) <= half)
-    else:  # upward triangle inscribed in the circle of the same radius
+    else:
         top, bottom = -radius, radius * 0.6
         half_width = (dy - top) / (bottom - top) * radius * 1.05
         mask = (dy >= top) & (dy <= bottom) & (np.abs(dx) <= half_width)
     return mask
+
+
+def object_mask(labels: Labels, centre: tuple[float, float], n: int) -> np.ndarray:
+    """(n, n) bool: the object's pixels on an n x n canvas, centred at ``centre`` (y, x)."""
+    radius = (0.17 if labels.size == 0 else 0.3) * n
+    stretch = (1 / STRETCH, STRETCH) if labels.aspect == 0 else (STRETCH, 1 / STRETCH)
+    return shape_mask(labels.shape, radius, centre, n, stretch)
 
 
 def render(

@@ -12,16 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SHAPES = ("circle", "square", "triangle")
-SIZES = ("small", "large")
+from worker.training.aligned import BACKGROUNDS, COLOURS, SHAPES, SIZES, shape_mask
+
+__all__ = [
+    "BACKGROUNDS", "COLOURS", "CONTENT_FACTORS", "FACTORS", "POSITIONS", "SHAPES", "SIZES",
+    "STYLE_FACTORS", "Labels", "generate", "label_array", "random_labels", "render",
+]  # fmt: skip
+
 POSITIONS = ("top left", "top right", "bottom left", "bottom right")
-COLOURS = {
-    "red": (220, 40, 40),
-    "green": (40, 180, 60),
-    "blue": (50, 80, 220),
-    "yellow": (230, 210, 40),
-}
-BACKGROUNDS = {"black": (20, 20, 20), "grey": (128, 128, 128), "white": (235, 235, 235)}
 
 FACTORS: dict[str, tuple[str, ...]] = {
     "shape": SHAPES,
@@ -79,18 +77,7 @@ def render(
     jitter = rng.uniform(-0.04, 0.04, size=2) * n
     cy = (0.3 + 0.4 * row) * n + jitter[0]
     cx = (0.3 + 0.4 * col) * n + jitter[1]
-    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) + 0.5
-    dy, dx = yy - cy, xx - cx
-    if labels.shape == 0:
-        mask = dx**2 + dy**2 <= radius**2
-    elif labels.shape == 1:
-        half = radius * 0.85
-        mask = (np.abs(dx) <= half) & (np.abs(dy) <= half)
-    else:  # upward triangle inscribed in the circle of the same radius
-        top, bottom = -radius, radius * 0.6
-        inside_y = (dy >= top) & (dy <= bottom)
-        half_width = (dy - top) / (bottom - top) * radius * 1.05
-        mask = inside_y & (np.abs(dx) <= half_width)
+    mask = shape_mask(labels.shape, radius, (cy, cx), n, (1.0, 1.0))
     fg = np.array(tuple(COLOURS.values())[labels.colour], np.float32) + rng.normal(0, 6, 3)
     bg = np.array(tuple(BACKGROUNDS.values())[labels.background], np.float32) + rng.normal(0, 4, 3)
     big = np.where(mask[..., None], fg, bg)

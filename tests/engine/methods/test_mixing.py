@@ -13,6 +13,7 @@ from worker.engine.classifier import AttributeClassifier
 from worker.engine.methods.mixing import (
     ClassifierScorer,
     ClipScorer,
+    Sampler,
     optimise_lam,
     real_image_corrections,
     reference_init,
@@ -38,16 +39,25 @@ def test_lam_one_everywhere_is_the_neutral_prompt_image_exactly(cond: Denoiser) 
     assert not torch.allclose(target, neutral)
 
 
+def _assert_lam_gets_a_gradient(
+    cond: Denoiser, x_T: torch.Tensor, grid: list[int], c_n: torch.Tensor, c_t: torch.Tensor,
+    sampler: Sampler = "ddim",
+) -> None:  # fmt: skip
+    lam = reference_init(len(grid)).requires_grad_(True)
+    out = sample_mixed(cond, x_T, grid, c_n, c_t, lam, checkpointed=True, sampler=sampler)
+    out.square().mean().backward()  # type: ignore[no-untyped-call]
+    assert lam.grad is not None and lam.grad.abs().sum() > 0
+
+
 def test_checkpointed_run_matches_and_gives_lam_a_gradient(cond: Denoiser) -> None:
     grid = timestep_grid(4, 1000)
     x_T = _x_T(cond)
     c_n, c_t = cond.encode_prompt([NEUTRAL] * 2), cond.encode_prompt([TARGET] * 2)
-    lam = reference_init(4).requires_grad_(True)
+    lam = reference_init(4)
     plain = sample_mixed(cond, x_T, grid, c_n, c_t, lam)
-    ckpt = sample_mixed(cond, x_T, grid, c_n, c_t, lam, checkpointed=True)
-    assert torch.allclose(plain, ckpt, atol=1e-6)
-    ckpt.square().mean().backward()  # type: ignore[no-untyped-call]
-    assert lam.grad is not None and lam.grad.abs().sum() > 0
+    assert torch.allclose(plain, sample_mixed(cond, x_T, grid, c_n, c_t, lam, checkpointed=True),
+                          atol=1e-6)  # fmt: skip
+    _assert_lam_gets_a_gradient(cond, x_T, grid, c_n, c_t)
 
 
 def test_corrections_bring_the_neutral_run_back_to_the_real_image(cond: Denoiser) -> None:
@@ -129,10 +139,7 @@ def test_plms_is_the_reference_multistep_and_differs_from_ddim(cond: Denoiser) -
             old.append(e_t)
     torch.testing.assert_close(plms, x, rtol=0, atol=1e-5)
     assert (plms - ddim).abs().max() > 1e-3
-    lam = reference_init(6).requires_grad_(True)  # and it is differentiable, checkpointed
-    out = sample_mixed(cond, x_T, grid, c_n, c_t, lam, sampler="plms", checkpointed=True)
-    out.square().mean().backward()  # type: ignore[no-untyped-call]
-    assert lam.grad is not None and lam.grad.abs().sum() > 0
+    _assert_lam_gets_a_gradient(cond, x_T, grid, c_n, c_t, sampler="plms")  # checkpointed
 
 
 def test_plms_corrections_bring_the_neutral_run_back_to_the_real_image(cond: Denoiser) -> None:
