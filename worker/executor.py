@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import numpy as np
 import torch
 from PIL import Image
 from pydantic import ValidationError
@@ -162,7 +163,7 @@ def prepare(payload: JobPayload, denoiser: Denoiser, blobs: BlobStore) -> Prepar
             raise JobFailed(ErrorCode.INVALID_INPUT, f"{where}: no image {blob_id}") from None
         except OSError as exc:
             raise JobFailed(ErrorCode.INVALID_INPUT, f"{where}: not an image: {exc}") from exc
-        values = torch.tensor(list(grey.getdata()), dtype=torch.float32) / 255.0
+        values = torch.from_numpy(np.asarray(grey, dtype=np.float32) / 255.0)
         return values.view(1, 1, hh, hw)
 
     images = {}
