@@ -589,8 +589,10 @@ def test_fits_route_validates_against_fit_methods(stack: Stack) -> None:
 def _fit_and_edit_queued_behind_a_blocker(
     stack: Stack, **worker_env: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One worker (started with ``worker_env``) busy with a 100-step edit while a fit
-    and then an edit queue up; both views once both ended."""
+    """One worker (started with ``worker_env``) busy with a 400-step edit while a fit
+    and then an edit queue up; both views once both ended. (400 steps: a few seconds even
+    from a cached inversion, so a fit queued behind it has waited past fit_max_wait_s 1;
+    100 cached steps took under 1 s here and the edit went first.)"""
     api = stack.api_url
     for name in list(stack.workers):
         proc = stack.workers.pop(name)
@@ -598,7 +600,7 @@ def _fit_and_edit_queued_behind_a_blocker(
         proc.wait(timeout=15)
     stack.start_worker("w1", **worker_env)
     image = _upload(api)
-    blocker = _edit(api, image, steps=100).json()["id"]
+    blocker = _edit(api, image, steps=400).json()["id"]
     _wait(api, blocker, until=("running",))
     params = {"name": "order", "kind": "pca", "samples": 16, "k": 2, "steps": 5}
     fit = {"model": "shapes32", "method": "directions", "seed": 4, "params": params}
