@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from redis import Redis
@@ -80,6 +81,13 @@ return 1
 """
 
 
+@lru_cache(maxsize=16)
+def _script(connection: Redis, source: str) -> Any:
+    """``source`` registered on ``connection`` once (the dequeue polls it several times a
+    second; registering hashes the script each time)."""
+    return connection.register_script(source)
+
+
 class ClaimingQueue(Queue):  # type: ignore[misc]  # rq's classes are Any to mypy
     """An RQ queue whose ``dequeue_any`` parks every job it takes in an intermediate list."""
 
@@ -95,7 +103,7 @@ class ClaimingQueue(Queue):  # type: ignore[misc]  # rq's classes are Any to myp
     ) -> tuple[Job, Queue] | None:
         queues = list(queues)
         keys = [key for q in queues for key in (q.key, q.intermediate_queue_key)]
-        take = connection.register_script(_TAKE)
+        take = _script(connection, _TAKE)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             taken = take(keys=keys)
@@ -127,7 +135,7 @@ def _seen_key(queue: Queue) -> str:
 
 def recover_claims(connection: Redis, queues: Iterable[Queue], lease_s: float) -> list[str]:
     """Give back each job unstarted in an intermediate list for ``lease_s``; their ids."""
-    give_back = connection.register_script(_GIVE_BACK)
+    give_back = _script(connection, _GIVE_BACK)
     now = time.time()
     recovered: list[str] = []
     for queue in queues:
@@ -151,6 +159,7 @@ def recover_claims(connection: Redis, queues: Iterable[Queue], lease_s: float) -
             if give_back(keys=[queue.intermediate_queue_key, queue.key], args=[job_id]):
                 connection.delete(intermediate.get_first_seen_key(job_id))
                 recovered.append(job_id)
+                record_outcome(connection, "claim_recovered")
                 log.warning(
                     "job %s: claimed by a worker that never started it (%.0f s); back at "
                     "the front of %s, no attempt spent",
@@ -160,9 +169,6 @@ def recover_claims(connection: Redis, queues: Iterable[Queue], lease_s: float) -
                 )
             connection.hdel(seen_key, job_id)
         connection.expire(seen_key, int(10 * lease_s) + 60)
-    if recovered:
-        for _ in recovered:
-            record_outcome(connection, "claim_recovered")
     return recovered
 
 
@@ -178,7 +184,7 @@ def recover_stranded(
     entries from ``offset`` on; returns the ids it queued and the next pass's offset
     (0 after the last entry), so a deep queue is swept a batch per pass."""
     by_name = {queue.name: queue for queue in queues}
-    requeue = connection.register_script(_REQUEUE_STRANDED)
+    requeue = _script(connection, _REQUEUE_STRANDED)
     raw: Any = connection.zrangebyscore(
         OPEN_JOBS_KEY, "-inf", time.time() - older_than_s, start=offset, num=batch
     )

@@ -224,7 +224,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             vgg=_load_vgg(settings.vgg, settings.device),
         )
         # Claim a queued job for this batch: out of the queue and into RQ's intermediate
-        # queue in one step, so if we die before starting it, RQ's cleanup re-queues it.
+        # queue in one step, so if we die before starting it, recover_claims gives it back.
         self._claim = connection.register_script(
             "local n = redis.call('LREM', KEYS[1], 1, ARGV[1]) "
             "if n == 1 then redis.call('RPUSH', KEYS[2], ARGV[1]) end "
@@ -660,7 +660,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         run.job.save_meta()
         run.job.ended_at = None
         run.job.cancel()
-        self._cleanup(run, queue)
+        self._cleanup_execution(run.job, run.execution)
         self._announce(run, "canceled")
         record_outcome(self.connection, "canceled")
 
@@ -680,9 +680,6 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             queue._enqueue_job(job, pipeline=pipe, at_front=True)
             pipe.execute()
         record_outcome(self.connection, "handed_back")
-
-    def _cleanup(self, run: RunningJob, queue: Queue) -> None:
-        self._cleanup_execution(run.job, run.execution)
 
     def _cleanup_execution(self, job: Job, execution: Execution) -> None:
         with self.connection.pipeline() as pipe:
