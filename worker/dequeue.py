@@ -24,15 +24,20 @@ forever, in no queue and no registry. So:
   intermediate list or started registry holds it, and queues it again. With the two
   rules above this should never find one; it is the backstop, counted in /metrics
   (``editserve_jobs_total{status="stranded_requeued"}``) and logged.
+- A stop ends the wait between polls: ``claiming_queue(stop)`` binds the worker's stop
+  event, and once it is set ``dequeue_any`` takes nothing more. The signal handler only
+  sets it; it never raises into whatever the main thread is doing (see
+  ``BatchWorker._shutdown``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 from redis import Redis
 from rq import Queue
@@ -91,6 +96,8 @@ def _script(connection: Redis, source: str) -> Any:
 class ClaimingQueue(Queue):  # type: ignore[misc]  # rq's classes are Any to mypy
     """An RQ queue whose ``dequeue_any`` parks every job it takes in an intermediate list."""
 
+    stop: ClassVar[threading.Event | None] = None  # set: take nothing more (a bound subclass)
+
     @classmethod
     def dequeue_any(  # RQ's signature; called by the worker's dequeue loop
         cls,
@@ -106,6 +113,8 @@ class ClaimingQueue(Queue):  # type: ignore[misc]  # rq's classes are Any to myp
         take = _script(connection, _TAKE)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if cls.stop is not None and cls.stop.is_set():
+                return None  # RQ's loop ends on None: the worker stops
             taken = take(keys=keys)
             if taken is not None:
                 queue = queues[int(taken[0]) - 1]
@@ -121,6 +130,12 @@ class ClaimingQueue(Queue):  # type: ignore[misc]  # rq's classes are Any to myp
             if left <= 0:
                 raise DequeueTimeout(timeout, keys[::2])
             connection.blpop([doorbell_key(q.key) for q in queues], min(left, DOORBELL_POLL_S))
+
+
+def claiming_queue(stop: threading.Event) -> type[ClaimingQueue]:
+    """``ClaimingQueue`` bound to one worker's stop event (RQ calls ``dequeue_any`` on
+    the class, so the event rides on a subclass)."""
+    return type("StoppableClaimingQueue", (ClaimingQueue,), {"stop": stop})
 
 
 def start_claimed(connection: Redis, job: Job, queue: Queue) -> bool:

@@ -65,7 +65,12 @@ from service.contract import (
 from service.method_specs import METHODS, batch_key, check_editing_defaults
 from service.metrics import record_observation, record_outcome
 from service.retention import maybe_collect
-from worker.dequeue import ClaimingQueue, recover_claims, recover_stranded, start_claimed
+from worker.dequeue import (
+    claiming_queue,
+    recover_claims,
+    recover_stranded,
+    start_claimed,
+)
 from worker.engine import Denoiser, ModelRegistry, ModelSpec
 from worker.executor import JobFailed, JobOutput, PreparedJob, RunContext, prepare, run_batch
 from worker.inversion_cache import InversionCache
@@ -191,8 +196,11 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
     ) -> None:
         # every model's edits before any model's fits (RQ dequeues in this order), unless
         # a fit is overdue (see _order_queues)
+        # a dequeued job waits in an intermediate list; a stop ends the idle wait
+        self._stop = threading.Event()  # set by a stop signal
+        queue_class = claiming_queue(self._stop)
         queues = [
-            ClaimingQueue(queue_name(name, kind), connection=connection, serializer=JSONSerializer)
+            queue_class(queue_name(name, kind), connection=connection, serializer=JSONSerializer)
             for kind in (JobKind.EDIT, JobKind.FIT)
             for name in registry.names
         ]
@@ -203,7 +211,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             name=settings.worker_name,
             connection=connection,
             serializer=JSONSerializer,
-            queue_class=ClaimingQueue,  # a dequeued job waits in an intermediate list
+            queue_class=queue_class,
             maintenance_interval=settings.maintenance_s,
             # RQ blocks in dequeue for worker_ttl - 15 s; 1 s keeps maintenance on time
             worker_ttl=16,
@@ -405,6 +413,19 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             self.settings.shutdown_grace_s,
         )
         super().request_stop(signum, frame)
+
+    def _shutdown(self) -> None:
+        """The first signal's effect, in the signal handler: stop after the running batch,
+        or, idle, at the dequeue's next poll (within ``DOORBELL_POLL_S``).
+
+        RQ raises ``StopRequested`` from the handler when idle. That lands wherever the
+        main thread is, such as inside a maintenance pass whose ``except Exception``
+        (recovery and retention must not end a worker) swallowed it: the worker then
+        ran on with its shutdown deadline passed and handed every job back at once,
+        forever. Here the handler only sets flags.
+        """
+        self._stop_requested = True
+        self._stop.set()
 
     def request_force_stop(self, signum: int, frame: Any) -> None:
         """Second signal: hand the running batch back at its next step; third: exit now."""
