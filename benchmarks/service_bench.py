@@ -98,7 +98,7 @@ def executor_once(dn: Any, data: bytes, steps: int, context: Any) -> float:
     start = time.perf_counter()
     payload = JobPayload(id="bench", kind=JobKind.EDIT, model="shapes32", method="reconstruct",
                          params={"steps": steps}, inputs={"image": blob})  # fmt: skip
-    run_batch(dn, [prepare(payload, dn, context.blobs)], lambda _s, _n: None, context=context)
+    run_batch(dn, [prepare(payload, dn, context.blobs)], lambda *_: None, context=context)
     return time.perf_counter() - start
 
 

@@ -21,6 +21,8 @@ HISTOGRAMS = {
     "batch_size": (1, 2, 4, 8, 16, 32),
     "run_seconds": (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
     "queue_seconds": (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300),
+    # edit time a running fit gave to one batch of queued edits (worker.yielding)
+    "fit_yield_seconds": (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 }
 
 

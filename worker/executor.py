@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -63,7 +63,25 @@ from worker.engine.sampling import ddim_invert, ddim_sample, ddpm_invert
 from worker.engine.schedule import timestep_grid
 from worker.inversion_cache import InversionCache, InversionKey
 
-ProgressFn = Callable[[int, int], None]
+
+class ProgressFn(Protocol):
+    """``progress(step, total)``, or with the phase a multi-phase fit is in (the job view
+    shows it, with the phase's time left). Each call is a step boundary, where a fit
+    may yield to queued edits (``worker.yielding``)."""
+
+    def __call__(self, step: int, total: int, phase: str | None = None) -> None: ...
+
+
+def _phase(progress: ProgressFn, name: str) -> Callable[[int, int], None]:
+    """An engine function's ``progress(i, n)``, reported as phase ``name``."""
+    return lambda i, n: progress(i, n, name)
+
+
+def _chunk_tick(
+    progress: Callable[[int, int], None], before: int, total: int
+) -> Callable[[int, int], None]:
+    """Step i of a chunk, reported as step ``before + i`` of ``total``."""
+    return lambda i, _n: progress(before + i, total)
 
 
 class JobFailed(Exception):
@@ -230,7 +248,7 @@ def invert_cached(
     jobs: list[PreparedJob],
     images: torch.Tensor,
     cache: InversionCache | None,
-    progress: ProgressFn,
+    progress: Callable[[int, int], None],
 ) -> tuple[Inversion, list[bool]]:
     """The batch's inversion: cached rows reused, the rest inverted together and cached."""
     first = jobs[0].params
@@ -385,21 +403,28 @@ def _load_directions(
 
 
 def _generated_h(
-    denoiser: Denoiser, count: int, grid: list[int], seed: int, progress: ProgressFn
+    denoiser: Denoiser,
+    count: int,
+    grid: list[int],
+    seed: int,
+    progress: Callable[[int, int], None],
 ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
     """h at every step of ``count`` samples generated with eta = 1, and the samples."""
     gen = torch.Generator().manual_seed(seed)
     hs: dict[int, list[torch.Tensor]] = {}
     outs = []
-    for start in range(0, count, 64):
+    n, chunks = len(grid), -(-count // 64)
+    for chunk, start in enumerate(range(0, count, 64)):
         x_T = denoiser.noise(
             (min(64, count - start), *denoiser.sample_shape), gen, torch.device("cpu")
         )
-        h, x0 = collect_h(denoiser, x_T, grid, eta=1.0, generator=gen)
+        h, x0 = collect_h(
+            denoiser, x_T, grid, eta=1.0, generator=gen,
+            progress=_chunk_tick(progress, chunk * n, chunks * n),
+        )  # fmt: skip
         for t, v in h.items():
             hs.setdefault(t, []).append(v.float().cpu())
         outs.append(denoiser.decode(x0).cpu())
-        progress(start + x_T.shape[0], count)
     return {t: torch.cat(v) for t, v in hs.items()}, torch.cat(outs)
 
 
@@ -460,24 +485,24 @@ def run_direction_fit(
         grid = timestep_grid(p.steps, denoiser.num_train_timesteps, p.grid)
         start = time.perf_counter()
         metrics: dict[str, Any] = {}
+        sampling = _phase(progress, "sampling")
         if p.kind == "pca":
-            h, _ = _generated_h(denoiser, p.samples, grid, job.payload.seed, progress)
+            h, _ = _generated_h(denoiser, p.samples, grid, job.payload.seed, sampling)
             dirs, stds = pca_fit(h, p.k)
             metrics["std_top_step"] = [round(float(v), 4) for v in stds[grid[-1]]]
         elif p.kind == "supervised" and p.positives:
-            n = len(grid)
             pos = content_trajectory(
-                denoiser, denoiser.encode(job.images["positives"]), grid, refine=p.refine
-            )
-            progress(n // 2, n)
+                denoiser, denoiser.encode(job.images["positives"]), grid, refine=p.refine,
+                progress=_phase(progress, "inverting positives"),
+            )  # fmt: skip
             neg = content_trajectory(
-                denoiser, denoiser.encode(job.images["negatives"]), grid, refine=p.refine
-            )
-            progress(n, n)
+                denoiser, denoiser.encode(job.images["negatives"]), grid, refine=p.refine,
+                progress=_phase(progress, "inverting negatives"),
+            )  # fmt: skip
             dirs = {t: d.unsqueeze(0) for t, d in supervised_directions(pos.h, neg.h).items()}
             metrics.update(positives=len(p.positives), negatives=len(p.negatives))
         elif p.kind == "supervised":
-            h, images = _generated_h(denoiser, p.samples, grid, job.payload.seed, progress)
+            h, images = _generated_h(denoiser, p.samples, grid, job.payload.seed, sampling)
             dirs, counts = _supervised_by_classifier(p, h, images, ctx)
             metrics.update(counts)
         else:  # jacobian, of one image at every step of its inversion
@@ -488,11 +513,14 @@ def run_direction_fit(
                     f"{p.grid} grid; its steps: {grid}",
                 )
             x0 = denoiser.encode(job.images["image"])
-            traj = ddim_invert(denoiser, x0, grid, fixed_point_iters=p.refine)
+            traj = ddim_invert(
+                denoiser, x0, grid, fixed_point_iters=p.refine,
+                progress=_phase(progress, "inversion"),
+            )  # fmt: skip
             dirs, sigmas = jacobian_fit(
                 denoiser, traj.xs, grid, k=p.k, iters=p.iters, apply=p.jacobian_apply,
                 at_t=p.jacobian_t, generator=torch.Generator().manual_seed(job.payload.seed),
-                progress=progress,
+                progress=_phase(progress, "jacobian"),
             )  # fmt: skip
             metrics["sigma_top_step"] = [round(float(v), 4) for v in sigmas[grid[-1]]]
         # every other asset's directions removed at once: projecting against one asset
@@ -579,12 +607,16 @@ def _generate(
     gen = torch.Generator().manual_seed(seed)
     grid = timestep_grid(steps, denoiser.num_train_timesteps)
     outs = []
-    for start in range(0, count, 64):
+    n, chunks = len(grid), -(-count // 64)
+    for chunk, start in enumerate(range(0, count, 64)):
         x_T = denoiser.noise(
             (min(64, count - start), *denoiser.sample_shape), gen, torch.device("cpu")
         )
-        outs.append(denoiser.decode(ddim_sample(denoiser, x_T, grid, eta=1.0, generator=gen)))
-        progress(start + x_T.shape[0], 2 * count)
+        x0 = ddim_sample(
+            denoiser, x_T, grid, eta=1.0, generator=gen,
+            progress=_chunk_tick(_phase(progress, "sampling"), chunk * n, chunks * n),
+        )  # fmt: skip
+        outs.append(denoiser.decode(x0))
     return torch.cat(outs).cpu()
 
 
@@ -611,10 +643,12 @@ def run_boundary_fit(
             search = find_mixing_step(
                 denoiser, x0, steps=p.steps, tol=p.tol, refine=p.refine,
                 generator=torch.Generator().manual_seed(job.payload.seed),
+                progress=_phase(progress, "mixing-step search"),
             )  # fmt: skip
             t0 = search.t0
-        x_t0, h, grid = invert_to(denoiser, x0, t0, p.steps, p.refine)
-        progress(1, 1)
+        x_t0, h, grid = invert_to(
+            denoiser, x0, t0, p.steps, p.refine, progress=_phase(progress, "inversion to t0")
+        )
         try:
             bx = fit_boundary(x_t0, labels, held_out=p.held_out, c=p.c, seed=job.payload.seed)
             bh = fit_boundary(h, labels, held_out=p.held_out, c=p.c, seed=job.payload.seed)
@@ -771,7 +805,8 @@ def run_lam_fit(
             denoiser, x_T, grid, p.neutral, p.target, _scorer(ctx, p.scorer, p.content),
             lam0=reference_init(len(grid), p.noisy_share), epochs=p.epochs, lr=p.lr,
             content_weight=p.content_weight, guidance=p.guidance_scale,
-            corrections=corrections, sampler=p.sampler, progress=progress,
+            corrections=corrections, sampler=p.sampler,
+            progress=_phase(progress, "optimising lam"),
         )  # fmt: skip
         metrics = {
             "loss_first": round(fit.losses[0], 4),
@@ -902,15 +937,14 @@ def run_batch(
     *,
     context: RunContext | None = None,
 ) -> list[JobOutput]:
-    """Run prepared jobs of one method as one batch; the model is clean afterwards."""
+    """Run prepared jobs of one method as one batch, in a hook scope of its own (a batch
+    run inside another's step, as edits inside a fit, sees none of its hooks); the
+    batch's hooks are gone afterwards."""
     method = jobs[0].payload.method
     if any(job.payload.method != method for job in jobs):
         raise ValueError("a batch holds jobs of one method")
     ctx = context or RunContext()
     if cache is not None:
         ctx.cache = cache
-    try:
-        with torch.no_grad():
-            return HANDLERS[method](denoiser, jobs, progress, ctx)
-    finally:
-        denoiser.hooks.clear()
+    with denoiser.hooks.scope(), torch.no_grad():
+        return HANDLERS[method](denoiser, jobs, progress, ctx)

@@ -42,9 +42,9 @@ def perform(payload_json: dict[str, Any]) -> dict[str, Any]:
             job.save_meta()
         raise
 
-    def progress(step: int, total: int) -> None:
+    def progress(step: int, total: int, phase: str | None = None) -> None:
         if job is not None:
-            job.meta["progress"] = {"step": step, "total": total}
+            job.meta["progress"] = {"step": step, "total": total, "phase": phase}
             job.save_meta()
 
     output = run_batch(denoiser, [prepared], progress)[0]

@@ -75,6 +75,7 @@ from worker.engine import Denoiser, ModelRegistry, ModelSpec
 from worker.executor import JobFailed, JobOutput, PreparedJob, RunContext, prepare, run_batch
 from worker.inversion_cache import InversionCache
 from worker.settings import WorkerSettings
+from worker.yielding import YIELD_CHECK_S, PhaseProgress, YieldBudget
 
 log = logging.getLogger("editserve.worker")
 STORE_DOWN = (RedisConnectionError, RedisTimeoutError)
@@ -246,6 +247,8 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         self._first_signal = float("-inf")
         self._store_down_logged = float("-inf")
         self._sweep_offset = 0  # where the next stranded-job sweep starts (dequeue)
+        self._yield_budget = YieldBudget(settings.fit_yield_share)
+        self._last_yield_check = float("-inf")
 
     # ------------------------------------------------------------------ liveness
     def register_birth(self) -> None:
@@ -600,9 +603,11 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
     # ----------------------------------------------------------- progress, cancel
     def _progress_callback(self, runs: list[RunningJob], queue: Queue) -> Any:
         last_write = 0.0
-        first: tuple[float, int] | None = None  # (when, step) of the first report
+        first: tuple[float, int] | None = None  # (when, step) of the phase's first report
+        shown = PhaseProgress()
+        is_fit = runs[0].payload.kind == JobKind.FIT
 
-        def progress(step: int, total: int) -> None:
+        def progress(step: int, total: int, phase: str | None = None) -> None:
             nonlocal last_write, first
             keys = [CANCEL_KEY.format(id=run.job.id) for run in runs]
             try:
@@ -615,7 +620,9 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             if all(run.canceled or run.lost for run in runs):
                 raise BatchCanceled
             now = time.monotonic()
-            first = first or (now, step)
+            if first is None or phase != shown.phase:
+                first = (now, step)  # a new phase's steps count from its own start
+            view = shown.report(step, total, phase)
             if outlasts_grace(now, *first, step, total, self._shutdown_deadline):
                 raise BatchHandedBack
             if now - last_write >= 0.2 or step == total:
@@ -623,12 +630,48 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
                 try:
                     for run in runs:
                         if not run.canceled:
-                            run.job.meta["progress"] = {"step": step, "total": total}
+                            run.job.meta["progress"] = view
                             run.job.save_meta()
                 except STORE_DOWN as exc:
                     self._store_down(exc)
+            if is_fit:
+                self._yield_to_edits()
 
         return progress
+
+    def _yield_to_edits(self) -> None:
+        """At a fit's step boundary: run the edits queued for any model this worker holds,
+        batch by batch, within the yield budget; then the fit goes on (``yielding``)."""
+        now = time.monotonic()
+        if now - self._last_yield_check < YIELD_CHECK_S or self._stop.is_set():
+            return
+        self._last_yield_check = now
+        while self._yield_budget.allows(now):
+            try:
+                taken = self.queue_class.dequeue_any(
+                    self._edit_queues, None, connection=self.connection
+                )
+            except STORE_DOWN as exc:  # the fit computes on; the next boundary looks again
+                self._store_down(exc)
+                return
+            if taken is None:
+                return
+            job, queue = taken
+            log.info("fit yields to edit %s", job.id)
+            try:
+                self._run_batch([job, *self._gather(job, queue)], queue)
+            except Exception:  # an edit's bookkeeping must not end the fit; an unstarted
+                # claim goes back to its queue at the next maintenance pass
+                log.exception("running edit %s inside a fit failed", job.id)
+                return
+            finally:
+                began, now = self._last_yield_check, time.monotonic()
+                self._yield_budget.spend(began, now)
+                self._last_yield_check = now
+            try:
+                record_observation(self.connection, "fit_yield_seconds", now - began)
+            except STORE_DOWN as exc:
+                self._store_down(exc)
 
     def _store_down(self, exc: Exception) -> None:
         now = time.monotonic()

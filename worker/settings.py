@@ -40,6 +40,13 @@ class WorkerSettings(BaseSettings):
         description="edits are taken before fits, unless the oldest queued fit has waited "
         "this long (so a steady stream of edits cannot starve fits)",
     )
+    fit_yield_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="a running fit runs queued edits at its step boundaries, for at most "
+        "this share of any minute (0: fits never yield)",
+    )
     max_wait_ms: int = Field(25, ge=0, le=5000, description="how long to gather a batch")
     lease_s: int = Field(8, ge=2, description="a job whose worker is silent this long is lost")
     maintenance_s: int = Field(3, ge=1, description="how often lost jobs are looked for")

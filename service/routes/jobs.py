@@ -20,6 +20,12 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 class ProgressPublic(BaseModel):
     step: int
     total: int
+    phase: str | None = Field(
+        None, description="the stage a multi-phase fit is in; step and total count its steps"
+    )
+    eta_s: float | None = Field(
+        None, description="the phase's time left at its pace so far (None until it is known)"
+    )
 
 
 class JobErrorPublic(BaseModel):

@@ -19,6 +19,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from service.assets import AssetIndex
+from service.blobs import LocalBlobStore
 from service.contract import HEARTBEAT_KEY
 from service.embedded import LocalStack as Stack
 from service.embedded import spawn
@@ -629,7 +630,56 @@ def test_a_queued_edit_runs_before_a_fit_queued_earlier(stack: Stack) -> None:
 def test_an_overdue_fit_goes_before_queued_edits(stack: Stack) -> None:
     """Fits are not starved: one that has waited ``fit_max_wait_s`` is taken first."""
     edit, fitted = _fit_and_edit_queued_behind_a_blocker(stack, EDITSERVE_FIT_MAX_WAIT_S="1")
-    assert fitted["ended_at"] <= edit["started_at"], (edit, fitted)  # the fit went first
+    # the fit went first (and then yielded to the edit at a step boundary)
+    assert fitted["started_at"] <= edit["started_at"], (edit, fitted)
+
+
+def _asset_tensors(stack: Stack, fit: dict[str, Any]) -> dict[str, Any]:
+    """The asset's tensors (its bytes are not: safetensors writes the metadata of its
+    header in no fixed order)."""
+    from safetensors.torch import load
+
+    record = AssetIndex(stack.redis).get(fit["asset"])
+    assert record is not None
+    tensors: dict[str, Any] = load(LocalBlobStore(stack.blob_dir).get(str(record["blob"])))
+    return tensors
+
+
+def test_a_running_fit_yields_to_an_edit_and_makes_the_asset_it_makes_alone(
+    stack: Stack,
+) -> None:
+    """One worker: an edit submitted while a fit runs ends before the fit does (the fit
+    runs it at a step boundary), and the fit's asset is bit-identical to an
+    uninterrupted run's."""
+    api = stack.api_url
+    for name in list(stack.workers):
+        proc = stack.workers.pop(name)
+        proc.terminate()
+        proc.wait(timeout=15)
+    stack.start_worker("w1")
+    image = _upload(api)
+    params = {"name": "yield", "kind": "pca", "samples": 128, "k": 3, "steps": 25}
+    body = {"model": "shapes32", "method": "directions", "seed": 8, "params": params}
+    fit_id = httpx.post(f"{api}/v1/fits", json=body).json()["id"]
+    running = _wait(api, fit_id, until=("running",))
+    deadline = time.monotonic() + 60
+    while running["progress"]["step"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        running = httpx.get(f"{api}/v1/jobs/{fit_id}").json()
+    assert running["progress"]["phase"] == "sampling", running
+    edit = _wait(api, _edit(api, image, steps=20).json()["id"])
+    fitted = _wait(api, fit_id)
+    assert edit["status"] == fitted["status"] == "succeeded", (edit, fitted)
+    assert fitted["started_at"] < edit["started_at"] and edit["ended_at"] < fitted["ended_at"]
+    alone = _wait(api, httpx.post(f"{api}/v1/fits", json=body).json()["id"])
+    assert alone["status"] == "succeeded", alone
+    interrupted, uninterrupted = _asset_tensors(stack, fitted), _asset_tensors(stack, alone)
+    assert interrupted.keys() == uninterrupted.keys()
+    assert all(t.equal(uninterrupted[name]) for name, t in interrupted.items())
+    proc = stack.workers.pop("w1")
+    proc.terminate()
+    proc.wait(timeout=15)
+    _two_workers(stack)
 
 
 def test_fit_directions_then_edit_along_one_over_http(stack: Stack) -> None:

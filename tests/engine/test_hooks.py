@@ -103,3 +103,29 @@ def test_duplicate_name_and_wrong_shape_are_refused(pixel: Denoiser) -> None:
     ):
         pass
     assert count_module_hooks(pixel.unet) == 0
+
+
+def test_an_inner_scope_sees_none_of_the_outer_hooks_and_leaves_them_as_they_were(
+    pixel: Denoiser,
+) -> None:
+    """What a fit that yields to edits relies on: the edits run inside the fit's step."""
+    x = _x(7, pixel)
+    plain = pixel.eps(x, 300)
+    with (
+        pixel.hooks.scope(),
+        pixel.hooks.capture_h("fit.capture") as fit_cap,
+        pixel.hooks.edit_h("fit.plus", lambda h, t: h + 1.0),
+    ):
+        outer = pixel.eps(x, 300)
+        assert not torch.equal(outer, plain) and len(fit_cap.records) == 1
+        with pixel.hooks.scope():  # an edit batch inside the fit
+            assert torch.equal(pixel.eps(x, 300), plain)  # no outer hook fired
+            with pixel.hooks.capture_h("fit.capture") as edit_cap:  # the same name is free
+                pixel.eps(x, 200)
+            pixel.hooks.edit_h("left.open", lambda h, t: h * 0).__enter__()
+            assert len(edit_cap.records) == 1 and len(fit_cap.records) == 1
+        # the inner scope's hooks went with it, even one left open
+        assert pixel.hooks.active == ["fit.capture", "fit.plus"]
+        assert torch.equal(pixel.eps(x, 300), outer) and len(fit_cap.records) == 2
+    assert pixel.hooks.active == [] and count_module_hooks(pixel.unet) == 0
+    assert torch.equal(pixel.eps(x, 300), plain)

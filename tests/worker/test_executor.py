@@ -45,7 +45,7 @@ def test_inject_batch_gives_one_png_per_job(pixel: Denoiser, tmp_path: Path) -> 
         for i in range(2)
     ]  # fmt: skip
     seen: list[tuple[int, int]] = []
-    outputs = run_batch(pixel, jobs, lambda i, n: seen.append((i, n)))
+    outputs = run_batch(pixel, jobs, lambda i, n, *_: seen.append((i, n)))
     assert len(outputs) == 2
     for out in outputs:
         assert Image.open(io.BytesIO(out.images[0])).size == (16, 16)
@@ -80,7 +80,7 @@ def test_refined_and_plain_inversions_are_cached_apart(pixel: Denoiser, tmp_path
     def run(refine: int) -> JobOutput:
         job = prepare(_payload("reconstruct", {"image": image}, steps=5, refine=refine), pixel,
                       store)  # fmt: skip
-        return run_batch(pixel, [job], lambda i, n: None, cache)[0]
+        return run_batch(pixel, [job], lambda *_: None, cache)[0]
 
     plain, refined = run(0), run(1)
     assert not plain.metrics["inversion_cached"] and not refined.metrics["inversion_cached"]
@@ -94,9 +94,9 @@ def test_a_worker_with_an_empty_memory_cache_reads_the_shared_folder(
     # an InversionCache with nothing in memory has len() 0: it must still be consulted
     store = LocalBlobStore(tmp_path)
     job = prepare(_payload("reconstruct", {"image": _blob(store, 3)}, steps=5), pixel, store)
-    first = run_batch(pixel, [job], lambda i, n: None, InversionCache(folder=tmp_path / "inv"))
+    first = run_batch(pixel, [job], lambda *_: None, InversionCache(folder=tmp_path / "inv"))
     other_worker = InversionCache(folder=tmp_path / "inv")
-    second = run_batch(pixel, [job], lambda i, n: None, other_worker)
+    second = run_batch(pixel, [job], lambda *_: None, other_worker)
     assert first[0].metrics["inversion_cached"] is False
     assert second[0].metrics["inversion_cached"] is True
     assert other_worker.hits == 1 and first[0].images == second[0].images
@@ -127,7 +127,7 @@ def _fit(pixel: Denoiser, store: LocalBlobStore, ctx: RunContext, **params: obje
     payload = JobPayload(id="f", kind=JobKind.FIT, model="tiny", method="directions",
                          params={"name": "d", "steps": 4, **params}, inputs=inputs)  # fmt: skip
     seen: list[tuple[int, int]] = []
-    out = run_batch(pixel, [prepare(payload, pixel, store)], lambda i, n: seen.append((i, n)),
+    out = run_batch(pixel, [prepare(payload, pixel, store)], lambda i, n, *_: seen.append((i, n)),
                     context=ctx)[0]  # fmt: skip
     assert seen and seen[-1][0] == seen[-1][1]
     return out
@@ -172,7 +172,7 @@ def test_direction_fits_make_assets_and_edits_apply_them(pixel: Denoiser, tmp_pa
 
     def edit(asset: str, **params: object) -> bytes:
         payload = _payload("direction", {"image": image}, asset=asset, **params)
-        return run_batch(pixel, [prepare(payload, pixel, store)], lambda i, n: None,
+        return run_batch(pixel, [prepare(payload, pixel, store)], lambda *_: None,
                          context=ctx)[0].images[0]  # fmt: skip
 
     plain = edit(pca_id, scale=0.0)
@@ -199,7 +199,7 @@ def test_labelled_and_jacobian_fits_invert_with_the_given_refine(
                          inputs={})  # fmt: skip
     job = prepare(payload, pixel, store)
     assert job.params.refine == 1
-    default = run_batch(pixel, [job], lambda i, n: None, context=ctx)[0].asset
+    default = run_batch(pixel, [job], lambda *_: None, context=ctx)[0].asset
     assert default is not None and default.meta["refine"] == "1"
     grid = json.loads(default.meta["grid"])
     fits = {r: _fit(pixel, store, ctx, kind="supervised", refine=r, **labels) for r in (0, 2)}
@@ -232,7 +232,7 @@ def test_direction_fit_refusals_name_the_field(pixel: Denoiser, tmp_path: Path) 
 def _one(
     denoiser: Denoiser, payload: JobPayload, store: LocalBlobStore, ctx: RunContext
 ) -> JobOutput:
-    return run_batch(denoiser, [prepare(payload, denoiser, store)], lambda i, n: None,
+    return run_batch(denoiser, [prepare(payload, denoiser, store)], lambda *_: None,
                      context=ctx)[0]  # fmt: skip
 
 
@@ -329,13 +329,13 @@ def test_inject_reuses_cached_trajectories_and_shares_style_inversions(
     cache = InversionCache(folder=tmp_path / "inv")
     job = prepare(_payload("inject", {"content": content, "style": style}, steps=6,
                            grid="leading"), pixel, store)  # fmt: skip
-    first = run_batch(pixel, [job], lambda i, n: None, cache)[0]
-    again = run_batch(pixel, [job], lambda i, n: None, InversionCache(folder=tmp_path / "inv"))[0]
+    first = run_batch(pixel, [job], lambda *_: None, cache)[0]
+    again = run_batch(pixel, [job], lambda *_: None, InversionCache(folder=tmp_path / "inv"))[0]
     assert first.metrics["inversion_cached"] is False and again.metrics["inversion_cached"] is True
     assert first.images == again.images
     # the style's DDIM inversion is the one a reconstruct of that image with these steps uses
     rec = prepare(_payload("reconstruct", {"image": style}, steps=6), pixel, store)
-    assert run_batch(pixel, [rec], lambda i, n: None, cache)[0].metrics["inversion_cached"]
+    assert run_batch(pixel, [rec], lambda *_: None, cache)[0].metrics["inversion_cached"]
 
 
 def test_lam_fit_then_mix_on_seeds_and_real_images(cond: Denoiser, tmp_path: Path) -> None:
@@ -474,7 +474,7 @@ def test_inject_takes_a_mask_input_and_a_masked_job_does_not_change_its_batch_ma
         return prepare(_payload("inject", {**pair, **inputs}, **params), pixel, store)
 
     def run(*jobs: PreparedJob) -> list[bytes]:
-        return [out.images[0] for out in run_batch(pixel, list(jobs), lambda i, n: None)]
+        return [out.images[0] for out in run_batch(pixel, list(jobs), lambda *_: None)]
 
     (plain,) = run(job())
     black, white = mask_png(0), mask_png(255)

@@ -17,6 +17,11 @@ skip 0           ``conv_in`` forward hook                    conv_in output
 
 A hook function gets the tensor and the current train timestep (from the
 denoiser's ``StepClock``) and returns a replacement or ``None`` to keep it.
+
+Hooks belong to the scope they were attached in (``HookManager.scope``; the worker
+opens one per batch). Only the innermost scope's hooks fire: a batch of edits that a
+fit yields to, run on the same resident U-Net inside the fit's step, neither sees the
+fit's hooks nor disturbs them, and the fit finds them as it left them.
 """
 
 from __future__ import annotations
@@ -75,40 +80,60 @@ class HookManager:
     def __init__(self, unet: torch.nn.Module, clock: StepClock) -> None:
         self._unet = unet
         self._clock = clock
-        self._live: dict[str, list[RemovableHandle]] = {}
+        self._scope = 0  # the innermost open scope; 0: the root
+        self._next_scope = 1
+        self._live: dict[tuple[int, str], list[RemovableHandle]] = {}
 
     @property
     def active(self) -> list[str]:
-        return sorted(self._live)
+        """Names of every attached hook, in any scope (the compiled path needs none)."""
+        return sorted(name for _, name in self._live)
 
     def clear(self) -> None:
-        """Remove every hook this manager attached (the worker calls it after each job)."""
-        for handles in self._live.values():
-            for handle in handles:
+        """Remove every hook of the current scope (the worker calls it after each job)."""
+        for key in [key for key in self._live if key[0] == self._scope]:
+            for handle in self._live.pop(key):
                 handle.remove()
-        self._live.clear()
 
     @contextmanager
-    def _attached(self, name: str, handles: list[RemovableHandle]) -> Iterator[None]:
-        if name in self._live:
-            for handle in handles:
-                handle.remove()
-            raise HookError(f"a hook named {name!r} is already attached")
-        self._live[name] = handles
+    def scope(self) -> Iterator[None]:
+        """A fresh scope: the hooks attached inside fire only while it is the innermost
+        one, and go when it closes; the enclosing scope's hooks pause meanwhile."""
+        outer, self._scope = self._scope, self._next_scope
+        self._next_scope += 1
         try:
             yield
         finally:
-            for handle in self._live.pop(name, []):
+            self.clear()
+            self._scope = outer
+
+    def _fires(self, owner: int) -> bool:
+        return self._scope == owner
+
+    @contextmanager
+    def _attached(self, name: str, handles: list[RemovableHandle]) -> Iterator[None]:
+        key = (self._scope, name)
+        if key in self._live:
+            for handle in handles:
+                handle.remove()
+            raise HookError(f"a hook named {name!r} is already attached")
+        self._live[key] = handles
+        try:
+            yield
+        finally:
+            for handle in self._live.pop(key, []):
                 handle.remove()
 
     @contextmanager
     def edit_h(self, name: str, fn: TensorEdit, where: HWhere = "after") -> Iterator[None]:
         """Replace h (``after``: mid-block output; ``before``: its input) by ``fn(h, t)``."""
         mid = self._mid_block()
-        clock = self._clock
+        clock, owner = self._clock, self._scope
         if where == "after":
 
             def after(_m: torch.nn.Module, _args: Any, out: torch.Tensor) -> torch.Tensor | None:
+                if not self._fires(owner):
+                    return None
                 new = fn(out, clock.t)
                 return None if new is None else _checked(new, out, name)
 
@@ -116,6 +141,8 @@ class HookManager:
         elif where == "before":
 
             def before(_m: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+                if not self._fires(owner):
+                    return None
                 h = args[0] if args else kwargs["hidden_states"]
                 new = fn(h, clock.t)
                 if new is None:
@@ -152,11 +179,13 @@ class HookManager:
 
         ``block = -1`` addresses skip 0, the ``conv_in`` output (a 1-tuple).
         """
-        clock = self._clock
+        clock, owner = self._clock, self._scope
         if block == -1:
             conv_in: torch.nn.Module = self._unet.conv_in  # type: ignore[assignment]
 
             def on_conv_in(_m: torch.nn.Module, _a: Any, out: torch.Tensor) -> torch.Tensor | None:
+                if not self._fires(owner):
+                    return None
                 new = fn((out,), clock.t)
                 return None if new is None else _checked(new[0], out, name)
 
@@ -169,6 +198,8 @@ class HookManager:
             def on_block(
                 _m: torch.nn.Module, _a: Any, out: tuple[Any, ...]
             ) -> tuple[Any, ...] | None:
+                if not self._fires(owner):
+                    return None
                 sample, res = out[0], out[1]
                 new = fn(tuple(res), clock.t)
                 if new is None:

@@ -84,12 +84,14 @@ def test_classifier_scorer_text_embedding_names_values() -> None:
 def test_optimisation_moves_lam_and_reports_losses(cond: Denoiser) -> None:
     clf = AttributeClassifier({"colour": ["red", "blue"]}, width=8, image_size=16)
     grid = timestep_grid(3, 1000)
-    steps: list[int] = []
+    steps: list[tuple[int, int]] = []
     fit = optimise_lam(cond, _x_T(cond, 1), grid, NEUTRAL, TARGET, ClassifierScorer(clf),
-                       epochs=3, progress=lambda i, n: steps.append(i))  # fmt: skip
+                       epochs=3, progress=lambda i, n: steps.append((i, n)))  # fmt: skip
     assert fit.lam.shape == (3,) and not torch.equal(fit.lam, reference_init(3))
     assert len(fit.losses) == 3 and all(torch.isfinite(torch.tensor(fit.losses)))
-    assert steps == [1, 2, 3] and fit.edited is not None and fit.edited.shape == (1, 3, 16, 16)
+    # every sampling step of every epoch: 3 epochs of 3 steps
+    assert steps == [(i, 9) for i in range(1, 10)]
+    assert fit.edited is not None and fit.edited.shape == (1, 3, 16, 16)
 
 
 def test_clip_scorer_from_a_local_folder(tmp_path: Path, cond: Denoiser) -> None:

@@ -115,6 +115,7 @@ def find_mixing_step(
     tol: float = 0.02,
     refine: int = 0,
     generator: torch.Generator | None = None,
+    progress: ProgressFn | None = None,
 ) -> MixingSearch:
     """The earliest step at which DDIM-inverted latents have the radius of N(0, I) noise.
 
@@ -126,7 +127,7 @@ def find_mixing_step(
     """
     grid = timestep_grid(steps, denoiser.num_train_timesteps, "linspace")
     with torch.no_grad():
-        traj = ddim_invert(denoiser, x0, grid, fixed_point_iters=refine)
+        traj = ddim_invert(denoiser, x0, grid, fixed_point_iters=refine, progress=progress)
     d = x0[0].numel()
     noise = torch.randn((max(256, x0.shape[0]), *x0.shape[1:]), generator=generator)
     ref = noise.reshape(noise.shape[0], -1).norm(dim=1) / math.sqrt(d)
@@ -158,13 +159,18 @@ def pick_mixing_step(
 
 
 def invert_to(
-    denoiser: Denoiser, x0: torch.Tensor, t0: int, steps: int, refine: int = 0
+    denoiser: Denoiser,
+    x0: torch.Tensor,
+    t0: int,
+    steps: int,
+    refine: int = 0,
+    progress: ProgressFn | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """(x_t0, h at t0, grid): DDIM inversion on ``linspace(0, 1, steps) * t0``
     (``refine`` fixed-point iterations per step)."""
     grid = timestep_grid(steps, denoiser.num_train_timesteps, "linspace", t_max=t0)
     with torch.no_grad():
-        traj = ddim_invert(denoiser, x0, grid, fixed_point_iters=refine)
+        traj = ddim_invert(denoiser, x0, grid, fixed_point_iters=refine, progress=progress)
         h = denoiser.down_mid(traj.x_T, grid[-1]).h.float()
     return traj.x_T, h, grid
 

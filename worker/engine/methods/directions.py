@@ -53,10 +53,11 @@ def collect_h(
     *,
     eta: float = 1.0,
     generator: Generators = None,
+    progress: ProgressFn | None = None,
 ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
     """Sample from x_T recording h at every step; returns ({t: (B, *h)}, x_0)."""
     with torch.no_grad(), denoiser.hooks.capture_h("directions.collect", to_cpu=True) as cap:
-        x0 = ddim_sample(denoiser, x_T, grid, eta=eta, generator=generator)
+        x0 = ddim_sample(denoiser, x_T, grid, eta=eta, generator=generator, progress=progress)
     return {t: h for t, h in cap.records}, x0
 
 

@@ -434,10 +434,13 @@ def optimise_lam(
     losses = []
     edited = original
     for epoch in range(epochs):
+        # progress per sampling step of each epoch (the backward pass is not counted)
+        tick = None if progress is None else partial(_epoch_tick, progress, epoch, epochs)
         with torch.enable_grad():
             x0 = sample_mixed(
                 denoiser, x_T, grid, c_n, c_t, lam, uncond=uncond, guidance=guidance,
                 corrections=corrections, checkpointed=checkpointed, sampler=sampler,
+                progress=tick,
             )  # fmt: skip
             edited = _decode_differentiable(denoiser, x0)
             e_edit = scorer.image_embed(edited)
@@ -449,9 +452,14 @@ def optimise_lam(
             loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(epoch + 1, epochs)
     return LamFit(lam.detach(), losses, original, edited.detach())
+
+
+def _epoch_tick(
+    progress: Callable[[int, int], None], epoch: int, epochs: int, i: int, n: int
+) -> None:
+    """Step i of n of epoch ``epoch``, as progress over all ``epochs * n`` steps."""
+    progress(epoch * n + i, epochs * n)
 
 
 def _decode_differentiable(denoiser: Denoiser, x0: torch.Tensor) -> torch.Tensor:
