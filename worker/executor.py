@@ -665,6 +665,10 @@ def run_boundary_fit(
             "train_accuracy_x": round(bx.train_accuracy, 3),
             "positives": int(labels.sum()),
             "negatives": int((1 - labels).sum()),
+            # the fit's images' median |signed distance|: the unit an edit's distance
+            # is best chosen in (on x; h moves by the same d unless h_scaling says ratio)
+            "distance_scale_x": round(float(bx.distance(x_t0).abs().median()), 4),
+            "distance_scale_h": round(float(bh.distance(h).abs().median()), 4),
             "fit_seconds": round(time.perf_counter() - start, 2),
         }
         if search is not None:
