@@ -177,6 +177,20 @@ def test_cancel_queued_and_running(stack: Stack) -> None:
     assert httpx.get(f"{api}/v1/jobs/{long_job}/outputs/0").status_code == 409
 
 
+def test_cancel_of_a_running_fit_takes_effect_at_its_next_step(stack: Stack) -> None:
+    api = stack.api_url
+    params = {"name": "long", "kind": "pca", "samples": 2048, "k": 2, "steps": 25}
+    body = {"model": "shapes32", "method": "directions", "params": params}
+    fit_id = httpx.post(f"{api}/v1/fits", json=body).json()["id"]
+    _running_job(stack, fit_id)  # a step done: it is inside its sampling loop
+    asked = time.monotonic()
+    assert httpx.post(f"{api}/v1/jobs/{fit_id}/cancel").status_code == 202
+    job = _wait(api, fit_id, timeout=30)
+    # a step of 64 samples takes well under a second here; 2048 samples take minutes
+    assert job["status"] == "canceled" and time.monotonic() - asked < 10, job
+    assert job["asset"] is None and job["progress"]["phase"] == "sampling"
+
+
 def test_compatible_jobs_run_as_one_batch(stack: Stack) -> None:
     api = stack.api_url
     image = _upload(api)
