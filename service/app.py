@@ -8,6 +8,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from service.blobs import LocalBlobStore
 from service.errors import install_error_handlers
+from service.http_methods import MethodsMiddleware
 from service.limits import BodyLimitMiddleware
 from service.routes import assets, catalog, edits, health, images, jobs
 from service.settings import Settings, get_settings
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         max_upload_bytes=settings.max_upload_bytes,
         max_json_depth=settings.max_json_depth,
     )
+    app.add_middleware(MethodsMiddleware, routes=app.router.routes)
     routers = (health, images, edits, jobs, assets, catalog)
     for router in (module.router for module in routers):
         app.include_router(router)

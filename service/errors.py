@@ -64,6 +64,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
+        if first.get("type") == "json_invalid":  # the body is not JSON at all
+            reason = (first.get("ctx") or {}).get("error", "")
+            message = f"body: not valid JSON ({reason})" if reason else "body: not valid JSON"
+            return error_json(422, "invalid_request", message, "body")
         field = _field_path(first.get("loc", ()))
         return error_json(422, "invalid_request", f"{field}: {first.get('msg', 'invalid')}", field)
 

@@ -17,6 +17,7 @@ canceled, stopped                    canceled
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from datetime import datetime
@@ -28,6 +29,8 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
+from rq.utils import now as utcnow
+from rq.utils import utcformat
 
 from service.contract import (
     CANCEL_KEY,
@@ -46,6 +49,8 @@ from service.contract import (
 
 DOORBELL_DEPTH = 64  # tokens kept per queue; more would only wake workers for nothing
 
+# what RQ accepts as a job id (ours are uuid4 hex); any other string names no job
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 RUNNER = "worker.jobs.perform"  # the RQ job function (JSON args: the payload)
 
 # sorted set: every job of an owner ("-": no API keys), scored by submit time, for listing
@@ -92,6 +97,11 @@ _STATUS = {
     RQStatus.STOPPED: JobStatus.CANCELED,
 }
 _FINAL = [rq.value for rq, ours in _STATUS.items() if ours.final]  # raw values, for Lua
+
+
+def mark_ended(redis: Redis, job: Job) -> None:
+    """Record when a canceled job ended (RQ's cancel leaves ``ended_at`` empty)."""
+    redis.hset(job.key, "ended_at", utcformat(utcnow()))
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -184,12 +194,14 @@ class JobQueue:
     ) -> tuple[list[Job], float | None]:
         """``owner``'s jobs, newest first: up to ``limit`` submitted before ``before`` (a
         submit time; None: now), of ``status`` if given; and the cursor of the next page
-        (None at the end). Entries whose job Redis no longer holds are dropped on the way
-        (``submit`` drops those past the results' TTL)."""
+        (None when no job is left after this page, even when the page is full). Entries
+        whose job Redis no longer holds are dropped on the way (``submit`` drops those
+        past the results' TTL)."""
         index = JOB_INDEX.format(owner=owner or "-")
         top = "+inf" if before is None else f"({before!r}"  # "(": strictly before
         found: list[Job] = []
-        chunk = max(limit, 50)
+        last_score = 0.0  # the score of found[limit - 1]: the next page's cursor
+        chunk = max(limit + 1, 50)
         while True:
             raw: Any = self.redis.zrevrangebyscore(
                 index, top, "-inf", start=0, num=chunk, withscores=True
@@ -204,14 +216,17 @@ class JobQueue:
                 self.redis.zrem(index, *gone)
             for (_, score), job in zip(rows, jobs, strict=True):
                 if job is not None and (status is None or self.status(job) == status):
+                    if len(found) == limit:  # one more exists: the page is not the last
+                        return found, last_score
                     found.append(job)
-                    if len(found) == limit:
-                        return found, float(score)
+                    last_score = float(score)
             top = f"({float(rows[-1][1])!r}"
             if len(rows) < chunk:
                 return found, None
 
     def fetch(self, job_id: str) -> Job:
+        if not JOB_ID.fullmatch(job_id):  # RQ raises ValueError on such an id: none exists
+            raise JobNotFound(job_id)
         try:
             return Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
         except NoSuchJobError:
@@ -225,6 +240,7 @@ class JobQueue:
         if status == JobStatus.QUEUED:
             try:
                 job.cancel()
+                mark_ended(self.redis, job)
                 self.redis.publish(JOB_EVENTS.format(id=job.id), JobStatus.CANCELED.value)
                 return JobStatus.CANCELED
             except InvalidJobOperation:

@@ -48,6 +48,8 @@ from rq import Queue
 from rq.executions import Execution
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.utils import now as utcnow
+from rq.utils import utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
 from service.assets import AssetIndex
@@ -724,6 +726,8 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         run.job.save_meta()
         run.job.ended_at = None
         run.job.cancel()
+        # RQ's cancel leaves ended_at empty; the job view shows when it ended
+        self.connection.hset(run.job.key, "ended_at", utcformat(utcnow()))
         self._cleanup_execution(run.job, run.execution)
         self._announce(run, "canceled")
         record_outcome(self.connection, "canceled")

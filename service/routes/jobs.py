@@ -90,8 +90,7 @@ class JobPage(BaseModel):
     jobs: list[JobPublic] = Field(description="newest first")
     next: str | None = Field(
         None,
-        description="pass as `before` for the next page (after a full page it may be empty); "
-        "null: no more",
+        description="pass as `before` for the next page; null on the last page",
     )
 
 

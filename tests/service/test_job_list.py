@@ -60,8 +60,11 @@ def test_status_filter_and_gone_jobs(client: TestClient, server: RedisProcess) -
     r = client.post(f"/v1/jobs/{ids[1]}/cancel", headers={"X-API-Key": "alice"})
     assert r.status_code == 202
     assert _pages(client, "alice", status="canceled") == [[ids[1]]]
-    # a full page always has a `next`; the page after the last may be empty
-    assert _pages(client, "alice", status="queued", limit=1) == [[ids[3]], [ids[2]], [ids[0]], []]
+    # the last page has no `next`, also when it is full
+    assert _pages(client, "alice", status="queued", limit=1) == [[ids[3]], [ids[2]], [ids[0]]]
+    assert _pages(client, "alice", limit=2) == [[ids[3], ids[2]], [ids[1], ids[0]]]
+    canceled = client.get(f"/v1/jobs/{ids[1]}", headers={"X-API-Key": "alice"}).json()
+    assert canceled["ended_at"] is not None and canceled["ended_at"] >= canceled["created_at"]
     redis = Redis.from_url(server.url)
     redis.delete(f"rq:job:{ids[0]}")  # Redis no longer keeps it: it is not listed
     assert _pages(client, "alice") == [[ids[3], ids[2], ids[1]]]

@@ -1,0 +1,55 @@
+"""HEAD, OPTIONS, Allow, ids that can name no job, and a body that is not JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.embedded import RedisProcess
+from tests.service.conftest import api_on_redis
+
+
+@pytest.fixture
+def client(server: RedisProcess, tmp_path: Path) -> Iterator[TestClient]:
+    with api_on_redis(server, tmp_path / "blobs") as c:
+        yield c
+
+
+def test_options_lists_every_method_of_the_path(client: TestClient) -> None:
+    r = client.options("/v1/assets/abc")
+    assert r.status_code == 204 and r.content == b""
+    assert r.headers["allow"] == "DELETE, GET, HEAD, OPTIONS"
+    assert client.options("/v1/edits").headers["allow"] == "OPTIONS, POST"
+
+
+def test_a_405_names_every_method_the_path_serves(client: TestClient) -> None:
+    r = client.put("/v1/assets/abc")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "DELETE, GET, HEAD, OPTIONS"
+
+
+def test_head_answers_as_get_without_a_body(client: TestClient) -> None:
+    get, head = client.get("/v1/methods"), client.head("/v1/methods")
+    assert get.status_code == head.status_code == 200
+    assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
+    assert client.head("/v1/jobs/nope").status_code == 404
+
+
+@pytest.mark.parametrize("suffix", ["", "/outputs/0"])
+def test_an_id_no_job_can_have_is_a_404_not_a_500(client: TestClient, suffix: str) -> None:
+    # RQ raises ValueError for ids outside [A-Za-z0-9_-]; schemathesis sent this one
+    r = client.get(f"/v1/jobs/V%F3%AF%83%B5%7F{suffix}")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", r.text
+    r = client.post("/v1/jobs/V%F3%AF%83%B5%7F/cancel")
+    assert r.status_code == 404 and r.json()["error"]["field"] == "id", r.text
+    assert client.get(f"/v1/jobs/{'a' * 129}").status_code == 404
+
+
+def test_a_body_that_is_not_json_is_a_422_naming_the_body(client: TestClient) -> None:
+    r = client.post("/v1/edits", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["field"] == "body" and error["message"].startswith("body: not valid JSON")
