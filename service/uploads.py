@@ -66,3 +66,16 @@ def check_image(
         if image.getexif().get(_ORIENTATION) in (5, 6, 7, 8):  # viewed turned a quarter
             width, height = height, width  # the size the worker sees (it applies the turn)
         return ImageInfo(format=str(image.format), width=width, height=height, mode=image.mode)
+
+
+def upright_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as the worker sees the image (EXIF turn applied), from the header
+    alone; None if it cannot be read (the worker then says why)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if image.getexif().get(_ORIENTATION) in (5, 6, 7, 8):
+                width, height = height, width
+            return width, height
+    except (OSError, SyntaxError, ValueError):
+        return None

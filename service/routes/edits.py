@@ -18,6 +18,7 @@ from service.deps import BlobsDep, OwnerDep, QueueDep, RedisDep, SettingsDep
 from service.errors import ApiError, ErrorResponse
 from service.method_specs import METHODS, first_error, with_model_defaults
 from service.ownership import owns_image
+from service.uploads import upright_size
 
 router = APIRouter(prefix="/v1", tags=["edits"])
 
@@ -53,11 +54,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _check_references(
-    spec: Any, body: JobCreate, params: dict[str, Any], owner: str | None, ctx: Any
+    spec: Any,
+    body: JobCreate,
+    params: dict[str, Any],
+    owner: str | None,
+    ctx: Any,
+    image_size: list[int] | None = None,
 ) -> None:
     """Every image and asset the request names exists and is the caller's to use (404
     otherwise, as for an id that does not exist); an asset is of the right method and
-    model (422)."""
+    model (422); under ``fit: error`` every image is the model's ``image_size`` (the
+    [height, width] its workers publish), else a 422 now rather than a failure later."""
     references = [(f"inputs.{role}", blob_id) for role, blob_id in body.inputs.items()]
     for name in spec.image_list_params:
         references += [(f"params.{name}[{i}]", b) for i, b in enumerate(params.get(name, []))]
@@ -69,6 +76,20 @@ def _check_references(
             or (scope is not None and not owns_image(ctx.redis, blob_id, scope))
         ):
             raise ApiError(404, "not_found", f"{where}: no uploaded image {blob_id!r}", where)
+    if image_size and params.get("fit", "error") == "error":
+        height, width = image_size
+        for where, blob_id in references:
+            if where.removeprefix("inputs.") in spec.mask_inputs:
+                continue  # a mask of any size is scaled to h's cells
+            size = upright_size(ctx.blobs.get(blob_id))
+            if size is not None and size != (width, height):
+                raise ApiError(
+                    422,
+                    "invalid_request",
+                    f"{where}: model {body.model} takes {width}x{height} images, got "
+                    f"{size[0]}x{size[1]}; resize it or pass fit=resize or fit=crop",
+                    where,
+                )
     for name, fit_method in spec.asset_params.items():
         value = params.get(name)
         ids = value if isinstance(value, list) else [] if value is None else [value]
@@ -152,7 +173,7 @@ def _validate(body: JobCreate, kind: JobKind, ctx: Any, owner: str | None) -> di
     missing = spec.missing_input(spec.params.model_validate(params), set(body.inputs))
     if missing is not None:
         raise ApiError(422, "invalid_request", f"inputs.{missing}: missing", f"inputs.{missing}")
-    _check_references(spec, body, params, owner, ctx)
+    _check_references(spec, body, params, owner, ctx, models[body.model].get("image_size"))
     return params
 
 

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,10 @@ from rq.serializers import JSONSerializer
 
 from service.assets import AssetIndex
 from service.blobs import LocalBlobStore
-from service.contract import HEARTBEAT_KEY
+from service.contract import HEARTBEAT_KEY, JobKind, JobPayload
 from service.embedded import LocalStack as Stack
 from service.embedded import spawn
+from service.jobs import JobQueue
 from service.metrics import read_outcomes
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -149,7 +151,13 @@ def test_a_job_that_cannot_succeed_fails_alone(stack: Stack) -> None:
     r = httpx.post(
         f"{api}/v1/images", files={"file": ("w.png", wrong_size.getvalue(), "image/png")}
     )
-    bad = _edit(api, r.json()["id"], steps=5).json()["id"]  # fit=error: the worker refuses it
+    refused = _edit(api, r.json()["id"], steps=5)  # fit=error: the API knows the size
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "inputs.image"
+    # queued past the API (as by an API of another version): the worker refuses it
+    payload = JobPayload(id=uuid.uuid4().hex, kind=JobKind.EDIT, model="shapes32",
+                         method="reconstruct", params={"steps": 5},
+                         inputs={"image": r.json()["id"]})  # fmt: skip
+    bad = JobQueue(stack.redis).submit(payload).id
     good = _edit(api, _upload(api), steps=5).json()["id"]
     bad_job, good_job = _wait(api, bad), _wait(api, good)
     assert bad_job["status"] == "failed"

@@ -23,7 +23,8 @@ PNG = next((Path(__file__).resolve().parents[2] / "examples").glob("*.png")).rea
 def announce_worker(redis: Redis, model: str = "shapes32") -> None:
     """A worker's presence, as it publishes it: the API then accepts jobs for ``model``."""
     redis.hset(HEARTBEAT_KEY, "w", time.time())
-    redis.hset(MODELS_KEY, "w", json.dumps([{"name": model, "family": "pixel"}]))
+    description = {"name": model, "family": "pixel", "image_size": [32, 32]}
+    redis.hset(MODELS_KEY, "w", json.dumps([description]))
 
 
 @contextmanager

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from service.embedded import RedisProcess
 from tests.service.conftest import api_on_redis
@@ -53,3 +55,25 @@ def test_a_body_that_is_not_json_is_a_422_naming_the_body(client: TestClient) ->
     assert r.status_code == 422, r.text
     error = r.json()["error"]
     assert error["field"] == "body" and error["message"].startswith("body: not valid JSON")
+
+
+def _png(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_an_image_the_model_cannot_take_is_refused_at_submit(client: TestClient) -> None:
+    files = {"file": ("x.png", _png(64, 48), "image/png")}
+    image = client.post("/v1/images", files=files).json()["id"]
+    body = {"model": "shapes32", "method": "reconstruct", "inputs": {"image": image}}
+    r = client.post("/v1/edits", json=body)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "inputs.image", r.text
+    assert "takes 32x32 images, got 64x48" in r.json()["error"]["message"]
+    r = client.post("/v1/edits", json={**body, "params": {"fit": "resize"}})
+    assert r.status_code == 202, r.text
+    # a mask of any size is fine: it is scaled to h's cells
+    right = client.post("/v1/images", files={"file": ("y.png", _png(32, 32), "image/png")})
+    inputs = {"content": right.json()["id"], "style": right.json()["id"], "mask": image}
+    r = client.post("/v1/edits", json={"model": "shapes32", "method": "inject", "inputs": inputs})
+    assert r.status_code == 202, r.text
