@@ -246,7 +246,19 @@ class BoundaryEditParams(MethodParams):
     """Method B edit: move the image to signed distance d at t0 in one step, then denoise."""
 
     asset: str = Field(min_length=1, max_length=64, description="a boundary asset id")
-    distance: float = Field(ge=-1000.0, le=1000.0, description="target signed distance d")
+    distance: float | None = Field(
+        None,
+        ge=-1000.0,
+        le=1000.0,
+        description="target signed distance d (positive: the attribute's side); None: "
+        "strength times the fit's median |distance| of x (the asset's distance_scale_x)",
+    )
+    strength: float = Field(
+        2.0,
+        ge=-100.0,
+        le=100.0,
+        description="without distance: d in multiples of the fit's median |distance| of x",
+    )
     move_h: bool = Field(True, description="also move h at the first step (its own boundary)")
     h_distance: float | None = Field(
         None,
@@ -263,6 +275,9 @@ class BoundaryEditParams(MethodParams):
     )
     eta: float = Field(1.0, ge=0.0, le=1.0, description="sampling eta from t0")
     fit: FitField = "error"
+
+    def _applicability(self) -> list[tuple[str, bool, str]]:
+        return [("strength", self.distance is None, "distance is given")]
 
     @model_validator(mode="after")
     def _h_needs_move_h(self) -> BoundaryEditParams:

@@ -707,6 +707,14 @@ def run_boundary_edit(
     x_t0, _, _ = invert_to(denoiser, x0, grid[-1], len(grid), int(meta.get("refine", "0")))
     progress(len(grid) - 1, 2 * len(grid) - 1)
     before = bx.distance(x_t0)
+    distance = p.distance
+    if distance is None:  # strength times the fit's images' median |distance| on x
+        if "scale_x" not in meta:
+            raise JobFailed(
+                ErrorCode.INVALID_INPUT,
+                "params.distance: this boundary asset predates distance_scale_x; give distance",
+            )
+        distance = p.strength * float(meta["scale_x"])
     h_distance = p.h_distance  # None: the same d as x (h_scaling "same", the reference)
     if h_distance is None and p.h_scaling == "ratio":
         if "scale_x" not in meta:
@@ -714,16 +722,19 @@ def run_boundary_edit(
                 ErrorCode.INVALID_INPUT,
                 "params.h_scaling: this boundary asset predates the ratio; give h_distance",
             )
-        h_distance = p.distance * float(meta["scale_h"]) / float(meta["scale_x"])
+        h_distance = distance * float(meta["scale_h"]) / float(meta["scale_x"])
     generators = [torch.Generator().manual_seed(job.payload.seed) for job in jobs]
     out = edit_across(
-        denoiser, x_t0, grid, bx, p.distance,
+        denoiser, x_t0, grid, bx, distance,
         h_boundary=bh if p.move_h else None, h_distance=h_distance, eta=p.eta,
         generator=generators,
         progress=lambda i, n: progress(len(grid) - 1 + i, 2 * len(grid) - 1),
     )  # fmt: skip
     return [
-        JobOutput(images=[_png(im)], metrics={"distance_before": round(float(d), 3)})
+        JobOutput(
+            images=[_png(im)],
+            metrics={"distance_before": round(float(d), 3), "distance": round(distance, 4)},
+        )
         for im, d in zip(to_pil(denoiser.decode(out)), before, strict=True)
     ]
 

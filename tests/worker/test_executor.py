@@ -317,6 +317,13 @@ def test_boundary_fit_then_edit_lands_at_the_distance(pixel: Denoiser, tmp_path:
     far = edit(distance=50.0, eta=0.0)
     assert near.images[0] != far.images[0]
     assert near.metrics["distance_before"] == far.metrics["distance_before"]
+    # no distance: strength (2 by default) times the fit's median |distance| of x
+    scale = float(meta["scale_x"])
+    assert edit(eta=0.0).metrics["distance"] == pytest.approx(2 * scale, abs=1e-4)
+    by_strength = edit(strength=3.0, eta=0.0)
+    assert by_strength.metrics["distance"] == pytest.approx(3 * scale, abs=1e-4)
+    assert by_strength.images == edit(distance=3 * scale, eta=0.0).images
+    assert searched.metrics["distance_scale_x"] > 0
     with pytest.raises(JobFailed, match="no boundary asset"):
         edit(distance=1.0, asset="nope")
 
