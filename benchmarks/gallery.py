@@ -156,15 +156,13 @@ def build(client: Client, clf: AttributeClassifier, out: Path, text_model: bool)
             out_png = edit("direction", {"image": ids[n]}, asset=fitted["asset"])
             rows.append([("input", examples[n]), (f"direction {factor}={value}", out_png)])
     pages["direction"] = rows
-    # B: a boundary per target; the distance is twice the fit's median |distance|
+    # B: a boundary per target; the edit's distance is the model's default strength
     rows = []
     for factor, value in (("colour", "red"), ("size", "large")):
         fitted = fit("boundary", name=f"{factor}-{value}", factor=factor, value=value)
-        scale = float(client.asset(fitted)["metrics"]["distance_scale_x"])
         lacking = [n for n in names if n[list(aligned.FACTORS).index(factor)] != value][:2]
         for n in lacking:
-            out_png = edit("boundary-edit", {"image": ids[n]}, asset=fitted["asset"],
-                           distance=round(2 * scale, 3))  # fmt: skip
+            out_png = edit("boundary-edit", {"image": ids[n]}, asset=fitted["asset"])
             rows.append([("input", examples[n]), (f"boundary {factor}={value}", out_png)])
     pages["boundary-edit"] = rows
     # D: a style from 8 images sharing colour and background, then new samples

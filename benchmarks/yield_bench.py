@@ -33,7 +33,7 @@ from benchmarks import write_json
 from service.embedded import LocalStack, RedisProcess
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "small-yellow-circle-top-left-on-grey.png"
+EXAMPLE = ROOT / "examples" / "small-wide-yellow-circle-on-grey.png"
 
 
 def _wait(api: str, job_id: str, timeout: float = 1800) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from service.metrics import read_outcomes
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def _upload(api: str, name: str = "small-yellow-circle-top-left-on-grey.png") -> str:
+def _upload(api: str, name: str = "small-wide-yellow-circle-on-grey.png") -> str:
     data = (EXAMPLES / name).read_bytes()
     r = httpx.post(f"{api}/v1/images", files={"file": (name, data, "image/png")})
     assert r.status_code == 201, r.text
@@ -470,7 +470,7 @@ def test_killed_worker_without_retries_fails_with_worker_lost(stack: Stack) -> N
 
 def test_a_re_edit_reuses_the_cached_inversion(stack: Stack) -> None:
     api = stack.api_url
-    image = _upload(api, "large-blue-triangle-top-left-on-white.png")
+    image = _upload(api, "large-tall-blue-triangle-on-white.png")
     first = _wait(api, _edit(api, image, steps=30, grid="linspace").json()["id"])
     second = _wait(api, _edit(api, image, steps=30, grid="linspace").json()["id"])
     assert first["status"] == second["status"] == "succeeded"
@@ -485,7 +485,7 @@ def test_a_re_edit_reuses_the_cached_inversion(stack: Stack) -> None:
 
 def test_api_keys_guard_and_separate_jobs(stack: Stack) -> None:
     api = stack.start_api(EDITSERVE_API_KEYS='["key-one", "key-two"]')
-    data = (EXAMPLES / "small-blue-square-top-right-on-black.png").read_bytes()
+    data = (EXAMPLES / "large-wide-blue-square-on-black.png").read_bytes()
     anonymous = httpx.post(f"{api}/v1/images", files={"file": ("a.png", data, "image/png")})
     assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthorized"
     one, two = {"X-API-Key": "key-one"}, {"Authorization": "Bearer key-two"}
@@ -740,7 +740,7 @@ def test_fit_directions_then_edit_along_one_over_http(stack: Stack) -> None:
         (b"\x89PNG" + bytes(9 * 1024 * 1024), 413, "payload_too_large"),
         (b"just some text", 415, "unsupported_media_type"),
         (
-            (EXAMPLES / "small-yellow-circle-top-left-on-grey.png").read_bytes()[:120],
+            (EXAMPLES / "small-wide-yellow-circle-on-grey.png").read_bytes()[:120],
             422,
             "invalid_image",
         ),
@@ -758,8 +758,8 @@ def test_upload_refusals_over_http(stack: Stack, payload: bytes, status: int, co
 
 def test_inject_content_into_a_style_over_http(stack: Stack) -> None:
     api = stack.api_url
-    content = _upload(api, "small-blue-square-top-right-on-black.png")
-    style = _upload(api, "large-blue-triangle-top-left-on-white.png")
+    content = _upload(api, "large-wide-blue-square-on-black.png")
+    style = _upload(api, "large-tall-blue-triangle-on-white.png")
     body = {"model": "shapes32", "method": "inject", "inputs": {"content": content, "style": style},
             "params": {"steps": 20, "g": 0.5}}  # fmt: skip
     r = httpx.post(f"{api}/v1/edits", json=body)
@@ -785,7 +785,7 @@ def test_cli_fits_pca_directions_and_edits_along_one(
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert len(result["metrics"]["std_top_step"]) == 2
     out = tmp_path / "moved.png"
-    image = str(EXAMPLES / "small-yellow-circle-top-left-on-grey.png")
+    image = str(EXAMPLES / "small-wide-yellow-circle-on-grey.png")
     edit = ["edit", "direction", "--url", api, "--model", "shapes32", "--image", image,
             "--asset", result["asset"], "--param", "scale=5", "--param", "component=1",
             "--out", str(out)]  # fmt: skip

@@ -15,7 +15,7 @@ from service.embedded import LocalStack, RedisProcess
 from tests.e2e.conftest import E2E_MODEL
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-EXAMPLE = EXAMPLES / "small-yellow-circle-top-left-on-grey.png"
+EXAMPLE = EXAMPLES / "small-wide-yellow-circle-on-grey.png"
 
 
 def _job(api: str, job_id: str) -> dict[str, Any] | None:

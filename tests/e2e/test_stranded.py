@@ -31,9 +31,7 @@ from tests.e2e.conftest import E2E_MODEL
 
 pytestmark = pytest.mark.slow
 
-EXAMPLE = (
-    Path(__file__).resolve().parents[2] / "examples" / "small-yellow-circle-top-left-on-grey.png"
-)
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "small-wide-yellow-circle-on-grey.png"
 LEASE_S, MAINTENANCE_S = 4, 1
 # a claim is given back once it has sat unstarted for a lease, seen by two maintenance
 # passes; then a worker's doorbell wait (0.25 s) and its model's start

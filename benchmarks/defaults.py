@@ -1,0 +1,360 @@
+"""Each method's default edit on a shipped model, judged by the classifier.
+
+The jobs take the service's own parameter path: the method's parameter model with
+the model's editing defaults merged in (what the API hands a worker), run by the
+worker's executor, fits included (their assets are what the edits use). Inputs are
+the examples plus ``--images`` held-out generator images. Per method, the share of
+outputs *in distribution* (the classifier's ``valid`` head says valid and every factor
+is read with confidence > 0.9) and the method's own figures:
+
+- reconstruct: every factor kept;
+- inject: held-out (content, style) pairs that differ in every factor: the output keeps
+  the content image's content factors, takes the style image's style factors, both;
+- direction: a supervised directions fit per target (classifier-labelled samples),
+  applied to held-out images lacking the value: success, preservation;
+- boundary-edit: a boundary fit per target, the same images: success, preservation;
+- style-generate: a style-noise fit per style (8 images sharing colour and
+  background), ``--images`` samples: takes the colour, the background, both;
+- mix (``--text-model``): a lam fit per task on its seed, applied to 32 other seeds:
+  success, preservation against the neutral prompt's image of the same seed.
+
+    python -m benchmarks.defaults --model models/shapes32-ddpm \\
+        --classifier models/shapes32-classifier --only reconstruct inject
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks import model_domain, write_json
+from service.blobs import LocalBlobStore
+from service.contract import JobKind, JobPayload
+from service.method_specs import METHODS, with_model_defaults
+from worker.engine import Denoiser, load_denoiser
+from worker.engine.classifier import AttributeClassifier
+from worker.executor import JobOutput, RunContext, prepare, run_batch
+from worker.inversion_cache import InversionCache
+
+ROOT = Path(__file__).resolve().parents[1]
+HELD_OUT_SEED = 3_300_000_000
+TARGETS = {
+    "shape": "square",
+    "size": "large",
+    "aspect": "tall",
+    "position": "top left",
+    "colour": "red",
+    "background": "white",
+}
+STYLES = (("red", "white"), ("yellow", "black"))
+MIX_TASKS = (  # neutral, target, factor, value
+    ("a circle", "a blue circle", "colour", "blue"),
+    ("a square", "a square on a white background", "background", "white"),
+    ("a triangle", "a large triangle", "size", "large"),
+)
+
+
+class _Assets:
+    """The asset index the executor reads, in memory."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}
+
+    def get(self, asset_id: str) -> dict[str, Any] | None:
+        return self.records.get(asset_id)
+
+
+class Bench:
+    def __init__(self, dn: Denoiser, clf: AttributeClassifier, gen: Any, folder: Path) -> None:
+        self.dn, self.clf, self.gen = dn, clf, gen
+        self.store = LocalBlobStore(folder)
+        self.assets = _Assets()
+        self.ctx = RunContext(
+            blobs=self.store, assets=self.assets, classifier=clf, cache=InversionCache()
+        )
+
+    def put(self, images: np.ndarray) -> list[str]:
+        ids = []
+        for image in images:
+            buf = io.BytesIO()
+            Image.fromarray(image).save(buf, format="PNG")
+            ids.append(self.store.put(buf.getvalue()))
+        return ids
+
+    def payload(
+        self, method: str, inputs: dict[str, str] | None = None, seed: int = 0, **params: Any
+    ) -> JobPayload:
+        kind = METHODS[method].kind
+        merged = with_model_defaults(method, params, self.dn.editing_defaults)
+        return JobPayload(id=uuid.uuid4().hex, kind=kind, model=self.dn.name, method=method,
+                          params=merged, inputs=inputs or {}, seed=seed)  # fmt: skip
+
+    def run(self, payloads: list[JobPayload], batch: int = 16) -> list[JobOutput]:
+        outs: list[JobOutput] = []
+        for start in range(0, len(payloads), batch):
+            chunk = [prepare(p, self.dn, self.store) for p in payloads[start : start + batch]]
+            outs += run_batch(self.dn, chunk, lambda *_: None, context=self.ctx)
+        return outs
+
+    def fit(self, method: str, **params: Any) -> tuple[str, JobOutput]:
+        payload = self.payload(method, seed=1, name=method, **params)
+        assert payload.kind == JobKind.FIT
+        out = self.run([payload])[0]
+        assert out.asset is not None
+        asset_id = uuid.uuid4().hex
+        self.assets.records[asset_id] = {
+            "id": asset_id, "model": self.dn.name, "method": method, "owner": None,
+            "blob": self.store.put(out.asset.to_bytes()),
+        }  # fmt: skip
+        return asset_id, out
+
+    def judge(self, outs: list[JobOutput]) -> tuple[np.ndarray, np.ndarray]:
+        """(N, factors) labels and (N,) in-distribution flags of the outputs' first images."""
+        x = torch.stack([
+            torch.from_numpy(np.asarray(Image.open(io.BytesIO(o.images[0])).convert("RGB")))
+            for o in outs
+        ]).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # fmt: skip
+        return self.judge_tensor(x)
+
+    def judge_tensor(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        pred = self.clf.predict(x.clamp(-1, 1))
+        factors = list(self.gen.FACTORS)
+        labels = np.stack([pred[f][0].numpy() for f in factors], axis=1)
+        confident = np.all([pred[f][1].numpy() > 0.9 for f in factors], axis=0)
+        if "valid" in pred:
+            confident &= (pred["valid"][0].numpy() == 1) & (pred["valid"][1].numpy() > 0.9)
+        return labels, confident
+
+
+def _share(flags: np.ndarray) -> float:
+    return round(float(np.mean(flags)), 3) if len(flags) else float("nan")
+
+
+def _held_out(gen: Any, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = gen.generate(seed, count)
+    return images, gen.label_array(labels)
+
+
+def _examples(gen: Any) -> tuple[np.ndarray, np.ndarray]:
+    from worker.training.examples import EXAMPLES, example_labels, file_name
+
+    if gen.__name__ != "worker.training.aligned":
+        return np.zeros((0, 32, 32, 3), np.uint8), np.zeros((0, len(gen.FACTORS)), np.int64)
+    images = np.stack([
+        np.asarray(Image.open(ROOT / "examples" / file_name(n)).convert("RGB")) for n in EXAMPLES
+    ])  # fmt: skip
+    return images, gen.label_array([example_labels(n) for n in EXAMPLES])
+
+
+def eval_reconstruct(b: Bench, images: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    outs = b.run([b.payload("reconstruct", {"image": i}) for i in b.put(images)])
+    labels, ok = b.judge(outs)
+    return {"images": len(images), "in_distribution": _share(ok),
+            "keeps_every_factor": _share(np.all(labels == y, axis=1))}  # fmt: skip
+
+
+def _differing_pairs(gen: Any, count: int, seed: int) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    c_img, s_img, c_lab, s_lab = [], [], [], []
+    for _ in range(count):
+        a = [int(rng.integers(len(v))) for v in gen.FACTORS.values()]
+        bvals = [(x + 1 + int(rng.integers(len(v) - 1))) % len(v)
+                 for x, v in zip(a, gen.FACTORS.values(), strict=True)]  # fmt: skip
+        c_img.append(gen.render(gen.Labels(*a), rng))
+        s_img.append(gen.render(gen.Labels(*bvals), rng))
+        c_lab.append(gen.Labels(*a))
+        s_lab.append(gen.Labels(*bvals))
+    return (np.stack(c_img), np.stack(s_img), gen.label_array(c_lab), gen.label_array(s_lab))
+
+
+def eval_inject(b: Bench, pairs: int) -> dict[str, Any]:
+    gen = b.gen
+    content, style, c_lab, s_lab = _differing_pairs(gen, pairs, HELD_OUT_SEED + 7)
+    c_ids, s_ids = b.put(content), b.put(style)
+    outs = b.run([b.payload("inject", {"content": c, "style": s}, seed=i)
+                  for i, (c, s) in enumerate(zip(c_ids, s_ids, strict=True))])  # fmt: skip
+    labels, ok = b.judge(outs)
+    cols = list(gen.FACTORS)
+    keeps = np.all([labels[:, cols.index(f)] == c_lab[:, cols.index(f)]
+                    for f in gen.CONTENT_FACTORS], axis=0)  # fmt: skip
+    takes = np.all([labels[:, cols.index(f)] == s_lab[:, cols.index(f)]
+                    for f in gen.STYLE_FACTORS], axis=0)  # fmt: skip
+    row: dict[str, Any] = {"pairs": pairs, "in_distribution": _share(ok)}
+    for f in cols:
+        src = c_lab if f in gen.CONTENT_FACTORS else s_lab
+        row[f"{'keeps' if f in gen.CONTENT_FACTORS else 'takes'}_{f}"] = _share(
+            labels[:, cols.index(f)] == src[:, cols.index(f)]
+        )
+    row.update(keeps_content=_share(keeps), takes_style=_share(takes), both=_share(keeps & takes))
+    return row
+
+
+def eval_edit_by_target(
+    b: Bench, method: str, fit_method: str, images: np.ndarray, y: np.ndarray, count: int,
+    fit_params: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """A fit per target, then the edit on held-out images lacking the value."""
+    gen, cols = b.gen, list(b.gen.FACTORS)
+    out: dict[str, Any] = {}
+    for factor in cols:
+        value = TARGETS[factor]
+        j, v = cols.index(factor), gen.FACTORS[factor].index(value)
+        start = time.perf_counter()
+        asset, fitted = b.fit(fit_method, factor=factor, value=value, **fit_params)
+        fit_s = time.perf_counter() - start
+        pick = np.flatnonzero(y[:, j] != v)[:count]
+        ids = b.put(images[pick])
+        outs = b.run([b.payload(method, {"image": i}, seed=k, asset=asset)
+                      for k, i in enumerate(ids)])  # fmt: skip
+        labels, ok = b.judge(outs)
+        others = [k for k in range(len(cols)) if k != j]
+        success = labels[:, j] == v
+        kept = np.all(labels[:, others] == y[pick][:, others], axis=1)
+        row: dict[str, Any] = {
+            "images": len(pick), "success": _share(success), "preservation": _share(kept),
+            "both": _share(success & kept), "in_distribution": _share(ok),
+            "fit_seconds": round(fit_s, 1),
+        }  # fmt: skip
+        row["changed"] = {cols[k]: _share(labels[:, k] != y[pick][:, k]) for k in others}
+        fit_figures = ("t0", "balanced_accuracy_x", "balanced_accuracy_h", "majority_baseline")
+        row.update({k: fitted.metrics[k] for k in fit_figures if k in fitted.metrics})
+        out[f"{factor}={value}"] = row
+        print(f"{method} {factor}={value}:", json.dumps(row), flush=True)
+    return out
+
+
+def eval_style(b: Bench, count: int, style_images: int) -> dict[str, Any]:
+    gen = b.gen
+    out = {}
+    for colour, background in STYLES:
+        rng = np.random.default_rng(HELD_OUT_SEED + 11)
+        style = {"colour": gen.FACTORS["colour"].index(colour),
+                 "background": gen.FACTORS["background"].index(background)}  # fmt: skip
+        images = []
+        for _ in range(style_images):
+            values = {f: style.get(f, int(rng.integers(len(v)))) for f, v in gen.FACTORS.items()}
+            images.append(gen.render(gen.Labels(**values), rng))
+        asset, _ = b.fit("style-noise", images=b.put(np.stack(images)))
+        outs = b.run([b.payload("style-generate", seed=k, asset=asset) for k in range(count)])
+        labels, ok = b.judge(outs)
+        cols = list(gen.FACTORS)
+        col = labels[:, cols.index("colour")] == style["colour"]
+        bg = labels[:, cols.index("background")] == style["background"]
+        out[f"{colour} on {background}"] = {
+            "samples": count, "takes_colour": _share(col), "takes_background": _share(bg),
+            "takes_both": _share(col & bg), "in_distribution": _share(ok),
+        }  # fmt: skip
+        print("style-generate", colour, background, json.dumps(out[f"{colour} on {background}"]))
+    return out
+
+
+def _neutral_images(b: Bench, meta: dict[str, str], seeds: range) -> torch.Tensor:
+    """The neutral prompt's image of each seed (lam = 1 at every step), as mix starts."""
+    from worker.engine.methods.mixing import sample_mixed
+
+    dn = b.dn
+    grid = [int(t) for t in json.loads(meta["grid"])]
+    guidance = float(meta.get("guidance_scale", "1.0"))
+    c_n, c_t = dn.encode_prompt([meta["neutral"]]), dn.encode_prompt([meta["target"]])
+    uncond = dn.encode_prompt([""]) if guidance != 1.0 else None
+    sampler = "plms" if meta.get("sampler") == "plms" else "ddim"
+    outs = []
+    for seed in seeds:
+        x_T = dn.noise((1, *dn.sample_shape), torch.Generator().manual_seed(seed),
+                       torch.device("cpu"))  # fmt: skip
+        with torch.no_grad():
+            x0 = sample_mixed(dn, x_T, grid, c_n, c_t, torch.ones(len(grid)), uncond=uncond,
+                              guidance=guidance, sampler=sampler)  # type: ignore[arg-type]  # fmt: skip
+        outs.append(dn.decode(x0))
+    return torch.cat(outs)
+
+
+def eval_mix(b: Bench, others: int) -> dict[str, Any]:
+    gen, cols = b.gen, list(b.gen.FACTORS)
+    out = {}
+    for neutral, target, factor, value in MIX_TASKS:
+        j, v = cols.index(factor), gen.FACTORS[factor].index(value)
+        asset, fitted = b.fit("lam", neutral=neutral, target=target)
+        assert fitted.asset is not None
+        seeds = range(100, 100 + others)
+        labels, ok = b.judge(b.run([b.payload("mix", seed=s, asset=asset) for s in seeds]))
+        plain, _ = b.judge_tensor(_neutral_images(b, fitted.asset.meta, seeds))
+        rest = [k for k in range(len(cols)) if k != j]
+        success = labels[:, j] == v
+        kept = np.all(labels[:, rest] == plain[:, rest], axis=1)
+        out[f"{factor}={value}"] = {
+            "seeds": others, "neutral_has_value": _share(plain[:, j] == v),
+            "success": _share(success), "preservation": _share(kept),
+            "in_distribution": _share(ok),
+            "loss_first_last": [fitted.metrics["loss_first"], fitted.metrics["loss_last"]],
+        }  # fmt: skip
+        print("mix", factor, value, json.dumps(out[f"{factor}={value}"]), flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--model", default=str(ROOT / "models" / "shapes32-ddpm"))
+    p.add_argument("--text-model", default="")
+    p.add_argument("--classifier", default=str(ROOT / "models" / "shapes32-classifier"))
+    p.add_argument("--text-classifier", default="", help="default: --classifier")
+    choices = ["reconstruct", "inject", "direction", "boundary-edit", "style-generate", "mix"]
+    p.add_argument("--only", nargs="+", choices=choices, default=choices[:5])
+    p.add_argument("--images", type=int, default=64, help="held-out images (and samples)")
+    p.add_argument("--pairs", type=int, default=64, help="inject: held-out pairs")
+    p.add_argument("--count", type=int, default=32, help="direction/boundary: images per target")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", dest="json_out")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    results: dict[str, Any] = {"model": args.model}
+    with tempfile.TemporaryDirectory(prefix="editserve-defaults-") as tmp:
+        dn = load_denoiser(args.model, name="shapes32", device="cpu", dtype="float32")
+        clf = AttributeClassifier.load(args.classifier)
+        b = Bench(dn, clf, model_domain(args.model), Path(tmp) / "blobs")
+        results["editing_defaults"] = dn.editing_defaults
+        ex, ex_y = _examples(b.gen)
+        held, held_y = _held_out(b.gen, args.images, HELD_OUT_SEED)
+        images, y = np.concatenate([ex, held]), np.concatenate([ex_y, held_y])
+        if "reconstruct" in args.only:
+            results["reconstruct"] = eval_reconstruct(b, images, y)
+            print("reconstruct:", json.dumps(results["reconstruct"]), flush=True)
+        if "inject" in args.only:
+            results["inject"] = eval_inject(b, args.pairs)
+            print("inject:", json.dumps(results["inject"]), flush=True)
+        many, many_y = _held_out(b.gen, 8 * args.count, HELD_OUT_SEED + 1)
+        if "direction" in args.only:
+            results["direction"] = eval_edit_by_target(
+                b, "direction", "directions", many, many_y, args.count, {"kind": "supervised"}
+            )
+        if "boundary-edit" in args.only:
+            results["boundary-edit"] = eval_edit_by_target(
+                b, "boundary-edit", "boundary", many, many_y, args.count, {}
+            )
+        if "style-generate" in args.only:
+            results["style-generate"] = eval_style(b, args.images, 8)
+        if "mix" in args.only and args.text_model:
+            tm = load_denoiser(args.text_model, name="shapes32-text", device="cpu",
+                               dtype="float32")  # fmt: skip
+            tclf = AttributeClassifier.load(args.text_classifier or args.classifier)
+            results["mix"] = eval_mix(
+                Bench(tm, tclf, model_domain(args.text_model), Path(tmp) / "tb"), 32
+            )
+    write_json(args.json_out, results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
