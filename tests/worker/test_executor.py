@@ -496,3 +496,11 @@ def test_inject_takes_a_mask_input_and_a_masked_job_does_not_change_its_batch_ma
     assert mixed[1] == run(job(mask=black), job(mask=black))[1]
     assert plain != nothing
     assert job(mask=black).images["mask"].shape == (1, 1, *pixel.h_shape[1:])
+
+
+def test_every_method_has_a_handler_and_every_handler_a_method() -> None:
+    """METHODS (service) and HANDLERS (worker) are keyed by the same names."""
+    from service.method_specs import METHODS
+    from worker.executor import HANDLERS
+
+    assert sorted(METHODS) == sorted(HANDLERS)
