@@ -9,8 +9,9 @@ One worker, the shipped model. Three phases in one run, so machine drift hits al
    step boundary;
 3. the fit alone, for its own slowdown.
 
-Printed: p50 and p95 of both latency sets and their ratio, and the fit's run time
-with and without the edits. ``--share`` sets the worker's ``fit_yield_share``.
+Printed: p50, p95 and max of both latency sets, the ratios, and the fit's run time
+with and without the edits. ``--share`` sets the worker's ``fit_yield_share`` (0: the
+fit never yields, the behaviour before, for comparison).
 
     python -m benchmarks.yield_bench --edits 20 --samples 512
 """
@@ -75,6 +76,7 @@ def _stats(latencies: list[float]) -> dict[str, float]:
     return {
         "p50_s": round(float(np.percentile(latencies, 50)), 3),
         "p95_s": round(float(np.percentile(latencies, 95)), 3),
+        "max_s": round(float(np.max(latencies)), 3),
     }
 
 
