@@ -145,10 +145,13 @@ def _progress_printer() -> tuple[Callable[[dict[str, Any]], None], Callable[[], 
 
     def update(job: dict[str, Any]) -> None:
         progress = job["progress"]
-        bar.set_description(job["status"])
+        phase = progress.get("phase")  # a fit's stage: its steps are the phase's own
+        bar.set_description(f"{job['status']}: {phase}" if phase else job["status"])
         if progress["total"]:
             bar.total = progress["total"]
             bar.n = progress["step"]
+        eta = progress.get("eta_s")
+        bar.set_postfix_str("" if eta is None else f"phase left ~{eta:.0f} s", refresh=False)
         bar.refresh()
 
     return update, bar.close
