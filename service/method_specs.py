@@ -363,11 +363,11 @@ class StyleGenerateParams(MethodParams):
         ),
     )
 
-    @model_validator(mode="after")
-    def _t_start_needs_leak(self) -> StyleGenerateParams:
-        if self.t_start is not None and self.form != "signal_leak":
-            raise ValueError("t_start: only with form signal_leak (the direct form starts at T)")
-        return self
+    def _applicability(self) -> list[tuple[str, bool, str]]:
+        # a request's own t_start with the direct form is refused; a model's default
+        # t_start (editing_defaults.json) yields to a request that asks for direct
+        return [("t_start", self.form == "signal_leak", "only with form signal_leak "
+                 "(the direct form starts at T)")]  # fmt: skip
 
 
 @dataclass(frozen=True)

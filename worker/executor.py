@@ -915,7 +915,8 @@ def run_style_generate(
             f"params.t_start: model {denoiser.name} has timesteps 0 to "
             f"{denoiser.num_train_timesteps - 1}, got {p.t_start}",
         )
-    grid = timestep_grid(p.steps, denoiser.num_train_timesteps, p.grid, t_max=p.t_start)
+    t_start = p.t_start if p.form == "signal_leak" else None  # the direct form starts at T
+    grid = timestep_grid(p.steps, denoiser.num_train_timesteps, p.grid, t_max=t_start)
     generators = [torch.Generator().manual_seed(job.payload.seed) for job in jobs]
     ab_T = float(denoiser.schedule.alphas_cumprod[grid[-1]])
     x_T = initial_noise(style, len(jobs), ab_T, p.form, generators, offset=denoiser.noise_offset)

@@ -70,3 +70,19 @@ def test_the_shipped_text_models_defaults_are_valid() -> None:
     defaults = read_editing_defaults(folder)
     check_editing_defaults(defaults)
     assert defaults["lam"]["guidance_scale"] == 3.0
+
+
+def test_a_model_default_yields_where_the_request_makes_it_inapplicable() -> None:
+    """A model's default t_start (for its signal-leak default) does not refuse a request
+    for the direct form: it is left unused, while the request's own t_start would be."""
+    from service.method_specs import METHODS, with_model_defaults
+
+    spec = METHODS["style-generate"].params
+    defaults = {"style-generate": {"form": "signal_leak", "t_start": 500}}
+    request = {"asset": "a", "form": "direct"}
+    merged = spec.model_validate(with_model_defaults("style-generate", request, defaults))
+    assert merged.model_dump()["form"] == "direct"
+    assert spec.model_validate(request).inapplicable(False) is None
+    own = spec.model_validate({"asset": "a", "form": "direct", "t_start": 500})
+    found = own.inapplicable(False)
+    assert found is not None and found[0] == "t_start"
