@@ -841,6 +841,9 @@ def test_cli_fits_a_boundary_and_the_api_edits_across_it(
     job = _wait(api, httpx.post(f"{api}/v1/edits", json=body).json()["id"])
     assert job["status"] == "succeeded", job
     assert isinstance(job["metrics"]["distance_before"], float)
+    # no distance: strength (2 by default) times the fit's median |distance| of x
     no_d = {**body, "params": {"asset": result["asset"]}}
-    r = httpx.post(f"{api}/v1/edits", json=no_d)
-    assert r.status_code == 422 and r.json()["error"]["field"] == "params.distance"
+    job = _wait(api, httpx.post(f"{api}/v1/edits", json=no_d).json()["id"])
+    assert job["status"] == "succeeded", job
+    scale = result["metrics"]["distance_scale_x"]  # rounded to 4 places, as the edit's d
+    assert job["metrics"]["distance"] == pytest.approx(2 * scale, abs=3e-4), job["metrics"]
