@@ -34,3 +34,17 @@ def model_domain(model: str | Path) -> ModuleType:
     meta = Path(model) / "training.json"
     name = json.loads(meta.read_text()).get("domain", "quadrants") if meta.is_file() else ""
     return domain(name or "quadrants")
+
+
+def wait_for_job(api: str, job_id: str, timeout: float = 3600) -> dict[str, Any]:
+    """The job's view once it has ended (long-polling the API); TimeoutError if not."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = httpx.get(
+            f"{api}/v1/jobs/{job_id}", params={"wait": 30}, timeout=60
+        ).json()
+        if job["status"] in ("succeeded", "failed", "canceled"):
+            return job
+    raise TimeoutError(job_id)

@@ -18,7 +18,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from benchmarks import wait_for_job
 from service.embedded import LocalStack, RedisProcess
 from worker.engine.classifier import AttributeClassifier
 from worker.training import aligned
@@ -38,17 +38,11 @@ TILE = 128  # a 32 px image at 4x
 CAPTION = 26
 
 
-def _wait(api: str, job_id: str, timeout: float = 3600) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = httpx.get(
-            f"{api}/v1/jobs/{job_id}", params={"wait": 30}, timeout=60
-        ).json()
-        if job["status"] in ("succeeded", "failed", "canceled"):
-            if job["status"] != "succeeded":
-                raise RuntimeError(f"job {job_id}: {job['status']}: {job['error']}")
-            return job
-    raise TimeoutError(job_id)
+def _wait(api: str, job_id: str) -> dict[str, Any]:
+    job = wait_for_job(api, job_id)
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"job {job_id}: {job['status']}: {job['error']}")
+    return job
 
 
 class Client:

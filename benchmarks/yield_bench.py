@@ -30,22 +30,11 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks import write_json
+from benchmarks import wait_for_job, write_json
 from service.embedded import LocalStack, RedisProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "small-wide-yellow-circle-on-grey.png"
-
-
-def _wait(api: str, job_id: str, timeout: float = 1800) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = httpx.get(
-            f"{api}/v1/jobs/{job_id}", params={"wait": 30}, timeout=60
-        ).json()
-        if job["status"] in ("succeeded", "failed", "canceled"):
-            return job
-    raise TimeoutError(job_id)
 
 
 def _edits(api: str, image: str, count: int, steps: int, seed0: int) -> list[dict[str, Any]]:
@@ -56,7 +45,7 @@ def _edits(api: str, image: str, count: int, steps: int, seed0: int) -> list[dic
         params = {"steps": steps, "inversion": "ddpm"}
         body = {"model": "shapes32", "method": "reconstruct", "seed": seed0 + i,
                 "inputs": {"image": image}, "params": params}  # fmt: skip
-        job = _wait(api, httpx.post(f"{api}/v1/edits", json=body).json()["id"])
+        job = wait_for_job(api, httpx.post(f"{api}/v1/edits", json=body).json()["id"])
         assert job["status"] == "succeeded", job
         out.append(job)
     return out
@@ -112,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         while httpx.get(f"{api}/v1/jobs/{fit_id}").json()["progress"]["step"] == 0:
             time.sleep(0.05)
         during_jobs = _edits(api, image, args.edits, args.edit_steps, 30_000)
-        fitted = _wait(api, fit_id)
+        fitted = wait_for_job(api, fit_id)
         during = _latency(during_jobs)
         inside = sum(job["ended_at"] < fitted["ended_at"] for job in during_jobs)
-        alone = _wait(api, _fit(api, args.samples))
+        alone = wait_for_job(api, _fit(api, args.samples))
     finally:
         stack.stop()
         redis.stop()

@@ -605,12 +605,11 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
     # ----------------------------------------------------------- progress, cancel
     def _progress_callback(self, runs: list[RunningJob], queue: Queue) -> Any:
         last_write = 0.0
-        first: tuple[float, int] | None = None  # (when, step) of the phase's first report
         shown = PhaseProgress()
         is_fit = runs[0].payload.kind == JobKind.FIT
 
         def progress(step: int, total: int, phase: str | None = None) -> None:
-            nonlocal last_write, first
+            nonlocal last_write
             keys = [CANCEL_KEY.format(id=run.job.id) for run in runs]
             try:
                 flags = self.connection.mget(keys)
@@ -622,9 +621,9 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             if all(run.canceled or run.lost for run in runs):
                 raise BatchCanceled
             now = time.monotonic()
-            if first is None or phase != shown.phase:
-                first = (now, step)  # a new phase's steps count from its own start
             view = shown.report(step, total, phase)
+            # the pace counts from the phase's first report (each phase has its own steps)
+            first = shown.first or (now, step)
             if outlasts_grace(now, *first, step, total, self._shutdown_deadline):
                 raise BatchHandedBack
             if now - last_write >= 0.2 or step == total:
