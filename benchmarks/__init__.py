@@ -27,13 +27,13 @@ def timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
 
 
 def model_domain(model: str | Path) -> ModuleType:
-    """The generator a shipped model was trained on: ``training.json``'s ``domain``
-    (models from before it was recorded are the quadrant domain's)."""
-    from worker.training.domains import domain
+    """The generator a model was trained on: ``training.json``'s ``domain`` (the default
+    domain for a folder without one, such as a model trained elsewhere)."""
+    from worker.training.domains import DEFAULT_DOMAIN, domain
 
     meta = Path(model) / "training.json"
-    name = json.loads(meta.read_text()).get("domain", "quadrants") if meta.is_file() else ""
-    return domain(name or "quadrants")
+    name = json.loads(meta.read_text()).get("domain", "") if meta.is_file() else ""
+    return domain(name or DEFAULT_DOMAIN)
 
 
 def wait_for_job(api: str, job_id: str, timeout: float = 3600) -> dict[str, Any]:

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from worker.engine.images import psnr
     from worker.engine.reconstruct import reconstruct
     from worker.runner import compile_model
-    from worker.training.shapes import generate
+    from worker.training.aligned import generate
 
     eager = load_denoiser(args.model, name="eager", device=args.device, dtype=args.dtype)
     fast = load_denoiser(args.model, name="compiled", device=args.device, dtype=args.dtype)

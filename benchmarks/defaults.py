@@ -201,12 +201,12 @@ def eval_inject(b: Bench, pairs: int) -> dict[str, Any]:
 
 def eval_edit_by_target(
     b: Bench, method: str, fit_method: str, images: np.ndarray, y: np.ndarray, count: int,
-    fit_params: dict[str, Any],
+    fit_params: dict[str, Any], factors: list[str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """A fit per target, then the edit on held-out images lacking the value."""
     gen, cols = b.gen, list(b.gen.FACTORS)
     out: dict[str, Any] = {}
-    for factor in cols:
+    for factor in factors or cols:
         value = TARGETS[factor]
         j, v = cols.index(factor), gen.FACTORS[factor].index(value)
         start = time.perf_counter()
@@ -315,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=64, help="held-out images (and samples)")
     p.add_argument("--pairs", type=int, default=64, help="inject: held-out pairs")
     p.add_argument("--count", type=int, default=32, help="direction/boundary: images per target")
+    p.add_argument("--factors", nargs="+", help="direction/boundary-edit: these targets only")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", dest="json_out")
     args = p.parse_args(argv)
@@ -337,11 +338,18 @@ def main(argv: list[str] | None = None) -> int:
         many, many_y = _held_out(b.gen, 8 * args.count, HELD_OUT_SEED + 1)
         if "direction" in args.only:
             results["direction"] = eval_edit_by_target(
-                b, "direction", "directions", many, many_y, args.count, {"kind": "supervised"}
+                b,
+                "direction",
+                "directions",
+                many,
+                many_y,
+                args.count,
+                {"kind": "supervised"},
+                args.factors,
             )
         if "boundary-edit" in args.only:
             results["boundary-edit"] = eval_edit_by_target(
-                b, "boundary-edit", "boundary", many, many_y, args.count, {}
+                b, "boundary-edit", "boundary", many, many_y, args.count, {}, args.factors
             )
         if "style-generate" in args.only:
             results["style-generate"] = eval_style(b, args.images, 8)

@@ -4,7 +4,7 @@ Starts the embedded stack (bundled Redis, one worker, the API) on the shipped mo
 and works as a user would, over HTTP, sending only what a method requires: each
 model's editing defaults (``editing_defaults.json``) fill in the rest. For each
 method it writes one PNG under ``--out``: one row per case, the inputs, then the
-output, each tile magnified 4x and captioned with what the classifier reads in it
+output, each tile magnified 6x and captioned with what the classifier reads in it
 (``invalid`` when its ``valid`` head says the picture is not a valid image).
 
     python -m benchmarks.gallery --out docs/gallery
@@ -34,7 +34,7 @@ from worker.training import aligned
 from worker.training.examples import EXAMPLES, file_name
 
 ROOT = Path(__file__).resolve().parents[1]
-TILE = 128  # a 32 px image at 4x
+TILE = 192  # a 32 px image at 6x: room for the caption
 CAPTION = 26
 
 

@@ -41,7 +41,7 @@ from worker.engine.classifier import AttributeClassifier
 from worker.engine.images import psnr
 from worker.engine.methods.inject import InjectionSettings, content_trajectory, inject_content
 from worker.engine.schedule import timestep_grid
-from worker.training.shapes import generate
+from worker.training.aligned import generate
 
 
 def _timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, float]:

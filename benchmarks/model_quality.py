@@ -31,7 +31,7 @@ from worker.engine import Denoiser, ddim_invert, ddim_sample, ddpm_invert, load_
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.images import psnr
 from worker.engine.schedule import timestep_grid
-from worker.training.shapes import CONTENT_FACTORS, FACTORS, Labels, label_array, render
+from worker.training.aligned import CONTENT_FACTORS, FACTORS, Labels, label_array, render
 
 HELD_OUT_SEED = 3_000_000_000
 
@@ -77,7 +77,7 @@ def eval_samples(
 
 
 def eval_inversion(dn: Denoiser, count: int, steps: int) -> dict[str, Any]:
-    from worker.training.shapes import generate
+    from worker.training.aligned import generate
 
     images, _ = generate(HELD_OUT_SEED, count)
     x0 = _to_tensor(images)
@@ -152,7 +152,7 @@ def eval_swap(
 
 def eval_h_weight(dn: Denoiser, count: int = 32) -> dict[str, Any]:
     """How much eps depends on h: relative change when h is zeroed or swapped between samples."""
-    from worker.training.shapes import generate
+    from worker.training.aligned import generate
 
     images, _ = generate(HELD_OUT_SEED + 7, count)
     x0 = _to_tensor(images)
@@ -183,7 +183,7 @@ def eval_text(
     triangle", the issue's figure), and the full caption naming every factor.
     """
     rng = np.random.default_rng(HELD_OUT_SEED + 9)
-    from worker.training.shapes import random_labels
+    from worker.training.aligned import random_labels
 
     labels = [random_labels(rng) for _ in range(count)]
     prompt_sets = {
@@ -219,7 +219,7 @@ def eval_text(
 
 
 def eval_classifier(clf: AttributeClassifier, count: int) -> dict[str, float]:
-    from worker.training.shapes import generate
+    from worker.training.aligned import generate
 
     images, labels = generate(HELD_OUT_SEED + 1, count)
     pred = clf.predict(_to_tensor(images))
@@ -344,15 +344,13 @@ def write_card(path: str, model: str, results: dict[str, Any]) -> None:
             "",
         ]
         lines += [
-            "| prompts | guidance | shape and colour | all factors | shape | size | position | "
-            "colour | background |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| prompts | guidance | shape and colour | all factors | " + " | ".join(FACTORS) + " |",
+            "|---|---|---|---|" + "---|" * len(FACTORS),
         ]
         for r in results["text"]["rows"]:
             lines.append(f"| {r['prompts']} | {r['guidance']} | {r['shape_and_colour']} | "
                          f"{r['all_factors']} | "
-                         f"{r['shape']} | {r['size']} | {r['position']} | {r['colour']} | "
-                         f"{r['background']} |")  # fmt: skip
+                         + " | ".join(str(r[f]) for f in FACTORS) + " |")  # fmt: skip
     if "classifier_accuracy" in results:
         lines += ["", f"Classifier used as the judge: accuracy {results['classifier_accuracy']}."]
     Path(path).write_text("\n".join(lines) + "\n")

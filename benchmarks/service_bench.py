@@ -33,7 +33,7 @@ from PIL import Image
 
 from service.embedded import LocalStack as Stack
 from service.method_specs import ReconstructParams
-from worker.training.shapes import generate
+from worker.training.aligned import generate
 
 # the service's default inversion (refine 1), so the engine side does the same work
 SERVICE_REFINE: int = ReconstructParams.model_fields["refine"].default

@@ -20,7 +20,7 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler, UNet2DConditionModel,
 from worker.engine import ddim_invert, ddim_sample, load_denoiser, timestep_grid
 from worker.engine.denoiser import Conditioning
 from worker.engine.images import psnr
-from worker.training.shapes import generate
+from worker.training.aligned import generate
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2] / "models"

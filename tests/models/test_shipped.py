@@ -10,7 +10,7 @@ import torch
 from worker.engine import ddim_invert, ddim_sample, load_denoiser, timestep_grid
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.images import psnr
-from worker.training.shapes import FACTORS, generate, label_array
+from worker.training.aligned import FACTORS, generate, label_array
 
 ROOT = Path(__file__).resolve().parents[2] / "models"
 HELD_OUT = 4_000_000_000
@@ -37,11 +37,15 @@ def test_ddpm_inversion_round_trip() -> None:
     assert min(scores[1]) > 40.0 and float(np.mean(scores[1])) > float(np.mean(scores[0])) + 5
 
 
-def test_ddpm_decoder_reads_h_at_its_two_deepest_levels() -> None:
+def test_ddpm_decoder_reads_h_at_its_deepest_level() -> None:
+    import json
+
     from worker.training.loop import skip_inputs
 
     dn = load_denoiser(ROOT / "shapes32-ddpm", device="cpu", dtype="float32")
-    for resnet, channels in skip_inputs(dn.unet, 2):  # the cut skips stay cut
+    cut = json.loads((ROOT / "shapes32-ddpm" / "training.json").read_text())["cut_skip_levels"]
+    assert cut >= 1
+    for resnet, channels in skip_inputs(dn.unet, cut):  # the cut skips stay cut
         assert not resnet.conv1.weight[:, -channels:].any()
         assert not resnet.conv_shortcut.weight[:, -channels:].any()
     x0, _ = _held_out(8)
@@ -72,14 +76,14 @@ def test_ddpm_samples_from_its_prior_cover_every_background() -> None:
 
 def test_style_noise_leaked_at_t500_gives_the_style_background() -> None:
     from worker.engine.methods.style_noise import fit_style_noise, initial_noise
-    from worker.training.shapes import Labels, render
+    from worker.training.aligned import Labels, render
 
     dn = load_denoiser(ROOT / "shapes32-ddpm", device="cpu", dtype="float32")
     clf = AttributeClassifier.load(ROOT / "shapes32-classifier")
     rng = np.random.default_rng(0)
     white = FACTORS["background"].index("white")
     style_images = [
-        render(Labels(i % 3, i % 2, i % 4, i % 4, white), rng) for i in range(8)
+        render(Labels(i % 3, i % 2, (i // 2) % 2, i % 4, white), rng) for i in range(8)
     ]  # every colour and shape, white backgrounds
     x = torch.from_numpy(np.stack(style_images)).permute(0, 3, 1, 2).float() / 127.5 - 1
     style = fit_style_noise(x)

@@ -1,9 +1,10 @@
 """Generator v3: one centred object, aligned like the papers' faces and churches.
 
-The quadrant domain of ``shapes.py`` put each object anywhere, so every factor
-lived on whichever cells its object covered, and an h-space injection could not take
-one image's look while keeping another's shape. Here the object is centred (a
-jitter of at most two pixels at 32 px), so content and style overlap in space.
+The quadrant domain of v2 (``shapes.py``, gone with its models) put each object
+anywhere, so every factor lived on whichever cells its object covered, and an h-space
+injection could not take one image's look while keeping another's shape. Here the
+object is centred (a jitter of at most two pixels at 32 px), so content and style
+overlap in space.
 
 Content factors (geometry): shape (circle, square, triangle), size (small, large),
 aspect (wide, tall: the object is stretched 1.3x along one axis and squeezed along

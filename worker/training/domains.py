@@ -1,18 +1,19 @@
-"""The generators the trainers can draw from, by name.
+"""The generator the trainers and benchmarks draw from, by name.
 
-``quadrants`` is the shipped v2 domain (``shapes.py``: an object in one of four
-quadrants); ``aligned`` is generator v3 (``aligned.py``: one centred object). Both
-modules expose the same names: ``FACTORS``, ``CONTENT_FACTORS``, ``STYLE_FACTORS``,
-``Labels``, ``generate``, ``render``, ``label_array``.
+One domain: ``aligned``, generator v3 (``aligned.py``: one centred object, aligned like
+the papers' faces). The quadrant domain of v2 went with its models: an object in any
+quadrant put every factor wherever its object was, and no h-space method could edit
+it. The name stays in each model's ``training.json`` (``domain``).
 """
 
 from __future__ import annotations
 
 from types import ModuleType
 
-from worker.training import aligned, shapes
+from worker.training import aligned
 
-DOMAINS: dict[str, ModuleType] = {"quadrants": shapes, "aligned": aligned}
+DOMAINS: dict[str, ModuleType] = {"aligned": aligned}
+DEFAULT_DOMAIN = "aligned"
 
 
 def domain(name: str) -> ModuleType:

@@ -63,7 +63,12 @@ def add_common_arguments(
     p.add_argument("--out", default=out)
     p.add_argument("--work-dir", default=work_dir)
     p.add_argument("--steps", type=int, default=20_000)
-    p.add_argument("--minutes", type=float, default=float("inf"))
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=float("inf"),
+        help="minutes of training in this run (a resumed run trains this long again)",
+    )
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=200)

@@ -35,9 +35,7 @@ HELD_OUT_SEED = 2_000_000_000  # far from every training seed
 VALIDITY = ("invalid", "valid")
 
 
-def batch(
-    seed: int, count: int, domain_name: str = "quadrants"
-) -> tuple[torch.Tensor, torch.Tensor]:
+def batch(seed: int, count: int, domain_name: str = "aligned") -> tuple[torch.Tensor, torch.Tensor]:
     gen = domain(domain_name)
     images, labels = gen.generate(seed, count)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -89,7 +87,7 @@ def corrupt(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def evaluate(
-    model: AttributeClassifier, count: int = 2048, domain_name: str = "quadrants"
+    model: AttributeClassifier, count: int = 2048, domain_name: str = "aligned"
 ) -> dict[str, float]:
     x, y = batch(HELD_OUT_SEED, count, domain_name)
     pred = model.predict(x)
@@ -113,7 +111,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--domain", default="quadrants", help="the generator: quadrants or aligned")
+    p.add_argument("--domain", default="aligned", help="the generator (one: aligned)")
     p.add_argument(
         "--invalid", type=float, default=0.0, help="share of each batch made of broken images"
     )

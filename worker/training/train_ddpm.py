@@ -41,7 +41,7 @@ def build_unet() -> UNet2DModel:
     )
 
 
-def batch_images(seed: int, step: int, batch: int, domain_name: str = "quadrants") -> torch.Tensor:
+def batch_images(seed: int, step: int, batch: int, domain_name: str = "aligned") -> torch.Tensor:
     images, _ = domain(domain_name).generate(seed * 1_000_003 + step, batch)
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
@@ -75,7 +75,7 @@ def main() -> None:
     )
     add_common_arguments(p, out="models/shapes32-ddpm", work_dir="var/train/shapes32-ddpm")
     p.add_argument("--init", default="", help="start from these exported weights")
-    p.add_argument("--domain", default="quadrants", help="the generator: quadrants or aligned")
+    p.add_argument("--domain", default="aligned", help="the generator (one: aligned)")
     train(p.parse_args())
 
 

@@ -70,7 +70,7 @@ def subsets(factors: dict[str, tuple[str, ...]]) -> list[frozenset[str]]:
     ]
 
 
-def all_captions(domain_name: str = "quadrants") -> list[str]:
+def all_captions(domain_name: str = "aligned") -> list[str]:
     """Every caption the trainer can draw: each label combination, any factors named."""
     gen = domain(domain_name)
     combos = itertools.product(*(range(len(values)) for values in gen.FACTORS.values()))
@@ -172,7 +172,7 @@ def main() -> None:
         p, out="models/shapes32-text", work_dir="var/train/shapes32-text", cut_skips=2
     )
     p.add_argument("--init", default="", help="start from this exported pipeline's U-Net")
-    p.add_argument("--domain", default="quadrants", help="the generator: quadrants or aligned")
+    p.add_argument("--domain", default="aligned", help="the generator (one: aligned)")
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument(
         "--full-caption-share",
