@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
@@ -10,6 +12,7 @@ from service.blobs import LocalBlobStore
 from service.errors import install_error_handlers
 from service.http_methods import MethodsMiddleware
 from service.limits import BodyLimitMiddleware
+from service.openapi_contract import finish as finish_openapi
 from service.routes import assets, catalog, edits, health, images, jobs
 from service.settings import Settings, get_settings
 
@@ -20,6 +23,9 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         title="editserve",
         version="0.1.0",
         description="Training-free image edits on frozen diffusion U-Nets.",
+        # operation ids are the route functions' names: a generated client's calls
+        # read create_edit, get_job, get_output
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.settings = settings
     app.state.blobs = LocalBlobStore(settings.blob_dir)
@@ -39,4 +45,12 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     routers = (health, images, edits, jobs, assets, catalog)
     for router in (module.router for module in routers):
         app.include_router(router)
+    generated = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = finish_openapi(generated())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

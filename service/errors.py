@@ -52,8 +52,17 @@ def error_json(
 
 
 def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    parts = [str(p) for p in loc]
+    if parts[:1] == ["body"] and len(parts) > 1 and parts[1] in _request_tags():
+        del parts[1]  # the request union's tag (the method): the body's own fields follow
+    parts = [p for p in parts if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
+
+
+def _request_tags() -> set[str]:
+    from service.method_specs import METHODS
+
+    return set(METHODS)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -68,11 +77,24 @@ def install_error_handlers(app: FastAPI) -> None:
             reason = (first.get("ctx") or {}).get("error", "")
             message = f"body: not valid JSON ({reason})" if reason else "body: not valid JSON"
             return error_json(422, "invalid_request", message, "body")
+        if first.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+            tag = (first.get("ctx") or {}).get("tag")
+            expected = (first.get("ctx") or {}).get("expected_tags", "")
+            what = f"unknown method {tag!r}" if tag is not None else "missing"
+            return error_json(
+                422, "invalid_request", f"method: {what}; known: {expected}", "method"
+            )
         field = _field_path(first.get("loc", ()))
-        return error_json(422, "invalid_request", f"{field}: {first.get('msg', 'invalid')}", field)
+        msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        head, sep, rest = msg.partition(":")  # a cross-field rule names the field it blames
+        if first.get("type") == "value_error" and sep and head.isidentifier():
+            field, msg = f"{field}.{head}" if field != "body" else head, rest.strip()
+        return error_json(422, "invalid_request", f"{field}: {msg}", field)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not decode the body (not UTF-8 JSON)
+            return error_json(422, "invalid_request", f"body: {exc.detail}", "body")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_json(exc.status_code, code, str(exc.detail), headers=exc.headers)
 

@@ -8,13 +8,24 @@ no new route.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from service.contract import JobKind
+from service.param_rules import Applies, Condition, Needs, Rule, holds
 
 # fields many methods share
 FitField = Annotated[
@@ -39,9 +50,45 @@ Refine = Annotated[
 
 
 class MethodParams(BaseModel):
-    """Base of every method's parameters: unknown fields are refused, not ignored."""
+    """Base of every method's parameters: unknown fields are refused, not ignored.
+
+    ``RULES`` are the cross-field rules (``service.param_rules``): ``Needs`` rules are
+    checked on every validation; ``Applies`` rules where a request comes in
+    (``inapplicable``). Both are published in the JSON schema as ``if``/``then``.
+    """
 
     model_config = ConfigDict(extra="forbid")
+    RULES: ClassVar[tuple[Rule, ...]] = ()
+
+    @classmethod
+    def field_defaults(cls) -> dict[str, Any]:
+        return {
+            name: f.get_default(call_default_factory=True)
+            for name, f in cls.model_fields.items()
+            if not f.is_required()
+        }
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        if cls.RULES:
+            defaults = cls.field_defaults()
+            target["allOf"] = [rule.schema(defaults) for rule in cls.RULES]
+        return schema
+
+    def _values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+    @model_validator(mode="after")
+    def _needs(self) -> MethodParams:
+        values = self._values()
+        for rule in self.RULES:
+            if isinstance(rule, Needs) and rule.broken(self.model_fields_set, values):
+                raise ValueError(f"{rule.field}: {rule.why}")
+        return self
 
     def inapplicable(self, conditional: bool) -> tuple[str, str] | None:
         """(field, why) of a value the request set that this combination would ignore.
@@ -55,22 +102,20 @@ class MethodParams(BaseModel):
             for name in ("prompt", "guidance_scale"):
                 if name in given:
                     return name, "the model is unconditional; it takes no prompt"
-        for name, applies, why in self._applicability():
-            if name in given and not applies:
-                return name, why
+        values = self._values()
+        for rule in self.RULES:
+            if isinstance(rule, Applies) and rule.broken(given, values):
+                return rule.field, rule.why
         return None
-
-    def _applicability(self) -> list[tuple[str, bool, str]]:
-        """(field, whether it applies here, why not) for the fields some settings ignore."""
-        return []
 
 
 class ReconstructParams(MethodParams):
     """Invert the image and sample it back; the round trip every edit stands on."""
 
-    def _applicability(self) -> list[tuple[str, bool, str]]:
-        ddim = self.inversion == "ddim"
-        return [("refine", ddim, "refines DDIM inversion steps; edit-friendly inversion is exact")]
+    RULES = (
+        Applies("refine", ({"inversion": {"enum": ["ddim"]}},),
+                "refines DDIM inversion steps; edit-friendly inversion is exact"),
+    )  # fmt: skip
 
     steps: int = Field(50, ge=1, le=1000, description="inversion and sampling steps")
     inversion: Literal["ddim", "ddpm"] = Field(
@@ -86,12 +131,13 @@ class InjectParams(MethodParams):
     """Method A (DiffStyle / InjectFusion): the content image's h injected into the style
     image's generation. Defaults from the reference scripts; timesteps in the model's scale."""
 
-    def _applicability(self) -> list[tuple[str, bool, str]]:
-        return [
-            ("clip_x0", self.w == 0 and self.asymmetric, "clamps the asymmetric step's x0_hat; "
-             "a calibrated step (w > 0) takes a plain DDIM step, a symmetric one none"),
-            ("asymmetric", self.w == 0, "a calibrated step (w > 0) takes a plain DDIM step"),
-        ]  # fmt: skip
+    RULES = (
+        Applies("clip_x0", ({"w": {"enum": [0]}, "asymmetric": {"enum": [True]}},),
+                "clamps the asymmetric step's x0_hat; a calibrated step (w > 0) takes a "
+                "plain DDIM step, a symmetric one none"),
+        Applies("asymmetric", ({"w": {"enum": [0]}},),
+                "a calibrated step (w > 0) takes a plain DDIM step"),
+    )  # fmt: skip
 
     steps: int = Field(50, ge=2, le=1000, description="inversion and generation steps")
     grid: Literal["leading", "linspace"] = Field("linspace", description="timestep grid")
@@ -118,24 +164,34 @@ class InjectParams(MethodParams):
     fit: FitField = "error"
 
 
+_JACOBIAN: Condition = {"kind": {"enum": ["jacobian"]}}
+_UNLABELLED: Condition = {"kind": {"enum": ["supervised"]}, "positives": {"maxItems": 0}}
+
+
 class DirectionFitParams(MethodParams):
     """Method E fit (Haas et al.): h-space directions, one per sampling step, as an asset."""
 
-    def _applicability(self) -> list[tuple[str, bool, str]]:
-        jacobian, pca = self.kind == "jacobian", self.kind == "pca"
-        labelled = self.kind == "supervised" and bool(self.positives)
-        return [
-            ("k", jacobian or pca, "a supervised direction is one mean difference"),
-            ("iters", jacobian, "power iterations are for kind jacobian"),
-            ("jacobian_apply", jacobian, "for kind jacobian"),
-            ("jacobian_t", jacobian and self.jacobian_apply == "one_step",
-             "for kind jacobian with jacobian_apply one_step"),
-            ("samples", not jacobian and not labelled,
-             "generated samples are for pca and classifier-labelled supervision"),
-            ("top_k", self.kind == "supervised" and not labelled,
-             "for classifier-labelled supervision (factor/value)"),
-            ("project_out_solve", bool(self.project_out), "for project_out"),
-        ]  # fmt: skip
+    RULES = (
+        Applies("k", ({"kind": {"enum": ["jacobian", "pca"]}},),
+                "a supervised direction is one mean difference"),
+        Applies("iters", (_JACOBIAN,), "power iterations are for kind jacobian"),
+        Applies("jacobian_apply", (_JACOBIAN,), "for kind jacobian"),
+        Applies("jacobian_t", ({**_JACOBIAN, "jacobian_apply": {"enum": ["one_step"]}},),
+                "for kind jacobian with jacobian_apply one_step"),
+        Applies("samples", ({"kind": {"enum": ["pca"]}}, _UNLABELLED),
+                "generated samples are for pca and classifier-labelled supervision"),
+        Applies("top_k", (_UNLABELLED,), "for classifier-labelled supervision (factor/value)"),
+        Applies("project_out_solve", ({"project_out": {"minItems": 1}},), "for project_out"),
+        Needs("negatives", {"kind": {"enum": ["supervised"]}, "positives": {"minItems": 1}},
+              {"negatives": {"minItems": 1}},
+              "labelled supervision needs both positives and negatives"),
+        Needs("positives", {"kind": {"enum": ["supervised"]}, "negatives": {"minItems": 1}},
+              {"positives": {"minItems": 1}},
+              "labelled supervision needs both positives and negatives"),
+        Needs("factor", {**_UNLABELLED, "negatives": {"maxItems": 0}},
+              {"factor": {"type": "string"}, "value": {"type": "string"}},
+              "supervised directions need factor and value, or labelled images"),
+    )  # fmt: skip
 
     name: AssetName
     kind: Literal["pca", "supervised", "jacobian"] = Field(
@@ -177,28 +233,14 @@ class DirectionFitParams(MethodParams):
         "at every step), or one solve over all steps flattened (the reference's)",
     )
 
-    @model_validator(mode="after")
-    def _kind_needs(self) -> DirectionFitParams:
-        if self.kind == "supervised":
-            labelled = bool(self.positives) or bool(self.negatives)
-            if labelled and not (self.positives and self.negatives):
-                missing = "negatives" if self.positives else "positives"
-                raise ValueError(
-                    f"{missing}: labelled supervision needs both positives and negatives"
-                )
-            if not labelled and (self.factor is None or self.value is None):
-                raise ValueError(
-                    "factor: supervised directions need factor and value, or labelled images"
-                )
-        return self
-
 
 class DirectionEditParams(MethodParams):
     """Method E edit: h_t <- h_t + scale * dh_t at steps t >= t_edit, on an inverted image."""
 
-    def _applicability(self) -> list[tuple[str, bool, str]]:
-        return [("refine", self.inversion == "ddim", "refines DDIM inversion steps; "
-                 "edit-friendly inversion is exact")]  # fmt: skip
+    RULES = (
+        Applies("refine", ({"inversion": {"enum": ["ddim"]}},),
+                "refines DDIM inversion steps; edit-friendly inversion is exact"),
+    )  # fmt: skip
 
     asset: str = Field(min_length=1, max_length=64, description="a directions asset id")
     component: int = Field(0, ge=0, le=49, description="which direction of the asset")
@@ -231,15 +273,15 @@ class BoundaryFitParams(MethodParams):
     refine: Refine = 1
     fit: FitField = "error"
 
-    @model_validator(mode="after")
-    def _labels(self) -> BoundaryFitParams:
-        labelled = bool(self.positives) or bool(self.negatives)
-        if labelled and not (self.positives and self.negatives):
-            missing = "negatives" if self.positives else "positives"
-            raise ValueError(f"{missing}: labelled images need positives and negatives")
-        if not labelled and (self.factor is None or self.value is None):
-            raise ValueError("factor: give factor and value, or labelled images")
-        return self
+    RULES = (
+        Needs("negatives", {"positives": {"minItems": 1}}, {"negatives": {"minItems": 1}},
+              "labelled images need positives and negatives"),
+        Needs("positives", {"negatives": {"minItems": 1}}, {"positives": {"minItems": 1}},
+              "labelled images need positives and negatives"),
+        Needs("factor", {"positives": {"maxItems": 0}, "negatives": {"maxItems": 0}},
+              {"factor": {"type": "string"}, "value": {"type": "string"}},
+              "give factor and value, or labelled images"),
+    )  # fmt: skip
 
 
 class BoundaryEditParams(MethodParams):
@@ -276,15 +318,13 @@ class BoundaryEditParams(MethodParams):
     eta: float = Field(1.0, ge=0.0, le=1.0, description="sampling eta from t0")
     fit: FitField = "error"
 
-    def _applicability(self) -> list[tuple[str, bool, str]]:
-        return [("strength", self.distance is None, "distance is given")]
-
-    @model_validator(mode="after")
-    def _h_needs_move_h(self) -> BoundaryEditParams:
-        for name in ("h_distance", "h_scaling"):
-            if not self.move_h and getattr(self, name) is not None:
-                raise ValueError(f"{name}: applies only with move_h true")
-        return self
+    RULES = (
+        Applies("strength", ({"distance": {"type": "null"}},), "distance is given"),
+        Needs("h_distance", {"h_distance": {"type": "number"}}, {"move_h": {"enum": [True]}},
+              "applies only with move_h true"),
+        Needs("h_scaling", {"h_scaling": {"type": "string"}}, {"move_h": {"enum": [True]}},
+              "applies only with move_h true"),
+    )  # fmt: skip
 
 
 class LamFitParams(MethodParams):
@@ -363,11 +403,12 @@ class StyleGenerateParams(MethodParams):
         ),
     )
 
-    def _applicability(self) -> list[tuple[str, bool, str]]:
-        # a request's own t_start with the direct form is refused; a model's default
-        # t_start (editing_defaults.json) yields to a request that asks for direct
-        return [("t_start", self.form == "signal_leak", "only with form signal_leak "
-                 "(the direct form starts at T)")]  # fmt: skip
+    # a request's own t_start with the direct form is refused; a model's default
+    # t_start (editing_defaults.json) yields to a request that asks for direct
+    RULES = (
+        Applies("t_start", ({"form": {"enum": ["signal_leak"]}},),
+                "only with form signal_leak (the direct form starts at T)"),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -383,8 +424,9 @@ class MethodSpec:
     optional_inputs: tuple[str, ...] = ()  # roles a request may give
     batchable: bool = True  # fits run alone
     image_list_params: tuple[str, ...] = ()  # params holding lists of uploaded image ids
-    # (params, given input roles) -> the role this request lacks, if any
-    required_input: Callable[[Any, set[str]], str | None] | None = None
+    # optional input roles that become required where a condition on the params holds
+    # (``service.param_rules``: a field left out reads as its default)
+    input_when: dict[str, Condition] = field(default_factory=dict)
     # optional input roles that are masks (any size, read as luminance at h's resolution)
     mask_inputs: tuple[str, ...] = ()
     # params naming assets (an id, or a list of ids) -> the fit method that makes them
@@ -397,11 +439,15 @@ class MethodSpec:
             if not f.is_required()
         }
 
-    def missing_input(self, params: Any, given: set[str]) -> str | None:
+    def missing_input(self, params: MethodParams, given: set[str]) -> str | None:
         for role in self.inputs:
             if role not in given:
                 return role
-        return self.required_input(params, given) if self.required_input else None
+        values = {name: getattr(params, name) for name in type(params).model_fields}
+        for role, condition in self.input_when.items():
+            if role not in given and holds(condition, values):
+                return role
+        return None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -411,7 +457,7 @@ class MethodSpec:
             "inputs": list(self.inputs),
             "optional_inputs": list(self.optional_inputs),
             "families": list(self.families),
-            "params_schema": self.params.model_json_schema(),
+            "params_schema": publish_defaults(self.params.model_json_schema()),
             "defaults": self.defaults(),
         }
 
@@ -462,9 +508,7 @@ METHODS: dict[str, MethodSpec] = {
             families=("pixel", "latent"),
             batchable=False,
             image_list_params=("positives", "negatives"),
-            required_input=lambda p, given: (
-                "image" if p.kind == "jacobian" and "image" not in given else None
-            ),
+            input_when={"image": _JACOBIAN},
         ),
         MethodSpec(
             name="direction",
@@ -542,6 +586,24 @@ METHODS: dict[str, MethodSpec] = {
         ),
     )
 }
+
+
+def publish_defaults(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameters schema as the API publishes it: each field's default moved from
+    ``default`` into its description. A field a request leaves out takes the model's
+    editing default where the model has one (``GET /v1/models``), else the method's:
+    with a ``default`` keyword, a client generated from the document would send the
+    method's value and so override the model's."""
+    for prop in schema.get("properties", {}).values():
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]  # "not set": the description says what the method does then
+        elif "default" in prop:
+            value = json.dumps(prop.pop("default"))
+            note = f"default {value}, unless the model's editing defaults set another"
+            prop["description"] = (
+                f"{prop['description']}; {note}" if "description" in prop else note
+            )
+    return schema
 
 
 def check_editing_defaults(defaults: dict[str, dict[str, Any]]) -> None:

@@ -38,7 +38,7 @@ def check_image(
             "file",
         )
     if not data:
-        raise ApiError(422, "invalid_image", "image is empty", "file")
+        raise ApiError(415, "unsupported_media_type", "image is empty: not an image", "file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

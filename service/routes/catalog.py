@@ -37,7 +37,10 @@ class MethodPublic(BaseModel):
     name: str
     kind: str
     summary: str
-    inputs: list[str]
+    inputs: list[str] = Field(description="the image roles the method requires")
+    optional_inputs: list[str] = Field(
+        default_factory=list, description="roles it may take (some settings require them)"
+    )
     families: list[str]
     params_schema: dict[str, Any]
     defaults: dict[str, Any] = Field(description="the method's documented (reference) defaults")

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Body, Depends, Header, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.assets import AssetIndex
@@ -16,6 +16,7 @@ from service.blobs import is_content_id
 from service.contract import JobKind, JobPayload
 from service.deps import BlobsDep, OwnerDep, QueueDep, RedisDep, SettingsDep
 from service.errors import ApiError, ErrorResponse
+from service.job_requests import EditRequest, FitRequest, request_parts
 from service.method_specs import METHODS, first_error, with_model_defaults
 from service.ownership import owns_image
 from service.uploads import upright_size
@@ -34,7 +35,7 @@ class JobCreate(BaseModel):
         default_factory=dict, description="image role -> content id from POST /v1/images"
     )
     params: dict[str, Any] = Field(default_factory=dict, description="the method's parameters")
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="seeds every random draw of the job")
+    seed: int = Field(0, ge=0, le=2**53 - 1, description="seeds every random draw of the job")
 
 
 class JobLinks(BaseModel):
@@ -63,8 +64,12 @@ def _check_references(
 ) -> None:
     """Every image and asset the request names exists and is the caller's to use (404
     otherwise, as for an id that does not exist); an asset is of the right method and
-    model (422); under ``fit: error`` every image is the model's ``image_size`` (the
-    [height, width] its workers publish), else a 422 now rather than a failure later."""
+    model (409); under ``fit: error`` every image is the model's ``image_size`` (the
+    [height, width] its workers publish), else a 409 now rather than a failure later.
+
+    The statuses: 422, the request is malformed on its own (the document's schemas
+    say so); 404, it names something that does not exist; 409, what it names exists
+    but does not fit together (a model, an image, an asset)."""
     references = [(f"inputs.{role}", blob_id) for role, blob_id in body.inputs.items()]
     for name in spec.image_list_params:
         references += [(f"params.{name}[{i}]", b) for i, b in enumerate(params.get(name, []))]
@@ -84,8 +89,8 @@ def _check_references(
             size = upright_size(ctx.blobs.get(blob_id))
             if size is not None and size != (width, height):
                 raise ApiError(
-                    422,
-                    "invalid_request",
+                    409,
+                    "incompatible",
                     f"{where}: model {body.model} takes {width}x{height} images, got "
                     f"{size[0]}x{size[1]}; resize it or pass fit=resize or fit=crop",
                     where,
@@ -100,16 +105,16 @@ def _check_references(
                 raise ApiError(404, "not_found", f"{where}: no asset {asset_id!r}", where)
             if record.get("method") != fit_method:
                 raise ApiError(
-                    422,
-                    "invalid_request",
+                    409,
+                    "incompatible",
                     f"{where}: asset {asset_id!r} is a {record.get('method')} asset; "
                     f"{body.method} needs a {fit_method} asset",
                     where,
                 )
             if record.get("model") != body.model:
                 raise ApiError(
-                    422,
-                    "invalid_request",
+                    409,
+                    "incompatible",
                     f"{where}: asset {asset_id!r} was fitted on model {record.get('model')}, "
                     f"not {body.model}",
                     where,
@@ -130,16 +135,14 @@ def _validate(body: JobCreate, kind: JobKind, ctx: Any, owner: str | None) -> di
             "method",
         )
     models = queue.model_descriptions(fresh_s=float("inf"))
-    if body.model not in models:
+    if body.model not in models:  # a reference to a model no worker holds, as for images
         known = ", ".join(sorted(models)) or "none (no worker has started)"
-        raise ApiError(
-            422, "invalid_request", f"unknown model {body.model!r}; known: {known}", "model"
-        )
+        raise ApiError(404, "not_found", f"unknown model {body.model!r}; known: {known}", "model")
     family = models[body.model].get("family")
     if family not in spec.families:
         raise ApiError(
-            422,
-            "invalid_request",
+            409,
+            "incompatible",
             f"{body.method} needs a {' or '.join(spec.families)} model; {body.model} is {family}",
             "model",
         )
@@ -148,18 +151,26 @@ def _validate(body: JobCreate, kind: JobKind, ctx: Any, owner: str | None) -> di
     model_defaults = models[body.model].get("editing_defaults") or {}
     try:
         parsed = spec.params.model_validate(body.params)
-        merged = spec.params.model_validate(
-            with_model_defaults(body.method, body.params, model_defaults)
-        )
     except ValidationError as exc:
         where, msg = first_error(exc)
         raise ApiError(422, "invalid_request", f"{where}: {msg}", where) from exc
-    ignored = parsed.inapplicable(conditional=bool(models[body.model].get("conditional")))
-    if ignored is not None:  # a value the request set that this combination would ignore
-        name, why = ignored
-        raise ApiError(
-            422, "invalid_request", f"params.{name}: not used here: {why}", f"params.{name}"
+    try:
+        merged = spec.params.model_validate(
+            with_model_defaults(body.method, body.params, model_defaults)
         )
+    except ValidationError as exc:  # valid alone, not with this model's defaults
+        where, msg = first_error(exc)
+        raise ApiError(
+            409, "incompatible", f"{where}: with model {body.model}'s defaults: {msg}", where
+        ) from exc
+    # 422: a value the method's own rules say it would ignore (the schema has the rules);
+    # 409: one that this model would ignore (a prompt on an unconditional model)
+    for conditional, status in ((True, 422), (bool(models[body.model].get("conditional")), 409)):
+        ignored = parsed.inapplicable(conditional=conditional)
+        if ignored is not None:
+            name, why = ignored
+            code = "invalid_request" if status == 422 else "incompatible"
+            raise ApiError(status, code, f"params.{name}: not used here: {why}", f"params.{name}")
     params = merged.model_dump(mode="json")
     roles = (*spec.inputs, *spec.optional_inputs)
     for role in body.inputs:
@@ -305,12 +316,19 @@ SubmissionDep = Annotated[Submission, Depends()]
 
 
 @router.post("/edits", status_code=202, response_model=JobAccepted, responses=_ERRORS)
-def create_edit(body: JobCreate, response: Response, submission: SubmissionDep) -> JobAccepted:
-    """Queue an edit; poll the returned job link for progress and outputs."""
-    return submission.submit(body, JobKind.EDIT, response)
+def create_edit(
+    body: Annotated[EditRequest, Body()], response: Response, submission: SubmissionDep
+) -> JobAccepted:
+    """Queue an edit; poll the returned job link for progress and outputs.
+
+    The body is one method's request (``method`` picks which): its ``inputs``, its
+    ``params``, with the model's measured editing defaults for what it leaves out."""
+    return submission.submit(JobCreate(**request_parts(body)), JobKind.EDIT, response)
 
 
 @router.post("/fits", status_code=202, response_model=JobAccepted, responses=_ERRORS)
-def create_fit(body: JobCreate, response: Response, submission: SubmissionDep) -> JobAccepted:
+def create_fit(
+    body: Annotated[FitRequest, Body()], response: Response, submission: SubmissionDep
+) -> JobAccepted:
     """Queue a fit; its job's result names the asset it made."""
-    return submission.submit(body, JobKind.FIT, response)
+    return submission.submit(JobCreate(**request_parts(body)), JobKind.FIT, response)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
@@ -44,9 +45,20 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return body
 
 
+# base64 (standard alphabet, padded, at least one byte), optionally as a data URL: the
+# document's pattern for ``data`` and the check the route runs are this one expression
+BASE64_DATA = (
+    r"^(data:[A-Za-z0-9.+/-]*(;[A-Za-z0-9.+=-]*)*;base64,)?"
+    r"([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)$"
+)
+_BASE64_DATA = re.compile(BASE64_DATA)
+
+
 def _b64decode(encoded: str) -> bytes:
+    if not _BASE64_DATA.match(encoded):
+        raise ApiError(422, "invalid_request", "data: not base64 (nor a base64 data URL)", "data")
     try:
-        return base64.b64decode(encoded, validate=True)
+        return base64.b64decode(encoded.rpartition(",")[2], validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ApiError(422, "invalid_request", f"data is not valid base64: {exc}", "data") from exc
 
@@ -66,13 +78,11 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
             encoded = payload["data"]
             if not isinstance(encoded, str):
                 raise TypeError
-            if encoded.startswith("data:"):  # data URLs: data:image/png;base64,....
-                encoded = encoded.split(",", 1)[1]
-            return _b64decode(encoded)
         except (ValueError, KeyError, TypeError, IndexError, RecursionError):
             raise ApiError(
                 422, "invalid_request", 'JSON body must be {"data": "<base64 image>"}', "data"
             ) from None
+        return _b64decode(encoded)  # data URLs too: data:image/png;base64,....
     raise ApiError(
         415,
         "unsupported_media_type",
@@ -88,14 +98,30 @@ _UPLOAD_BODY = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "the image file (PNG, JPEG or WebP by default: "
+                            "allowed_formats); bytes that are not one are a 415",
+                        }
+                    },
                     "required": ["file"],
                 }
             },
             "application/json": {
                 "schema": {
                     "type": "object",
-                    "properties": {"data": {"type": "string", "description": "base64 image"}},
+                    "properties": {
+                        "data": {
+                            "type": "string",
+                            "format": "byte",
+                            "pattern": BASE64_DATA,
+                            "minLength": 4,
+                            "description": "the image file, base64 (or a base64 data URL); "
+                            "bytes that are not an image in an allowed format are a 415",
+                        }
+                    },
                     "required": ["data"],
                 }
             },
@@ -110,6 +136,7 @@ _UPLOAD_BODY = {
     response_model=ImagePublic,
     openapi_extra=_UPLOAD_BODY,
     responses={
+        401: {"model": ErrorResponse},
         413: {"model": ErrorResponse},
         415: {"model": ErrorResponse},
         422: {"model": ErrorResponse},

@@ -116,7 +116,6 @@ def test_idempotent_replay_and_conflict(stack: Stack) -> None:
     ("patch", "field"),
     [
         ({"method": "nope"}, "method"),
-        ({"model": "nope"}, "model"),
         ({"params": {"steps": 0}}, "params.steps"),
         ({"params": {"steps": 5, "inversion": "magic"}}, "params.inversion"),
         ({"params": {"colour": "red"}}, "params.colour"),
@@ -144,6 +143,13 @@ def test_an_image_never_uploaded_is_a_404_naming_the_input(stack: Stack) -> None
     assert r.status_code == 404 and r.json()["error"]["field"] == "inputs.image", r.text
 
 
+def test_a_model_no_worker_holds_is_a_404_naming_the_model(stack: Stack) -> None:
+    body = {"model": "nope", "method": "reconstruct", "inputs": {"image": _upload(stack.api_url)}}
+    r = httpx.post(f"{stack.api_url}/v1/edits", json=body)
+    assert r.status_code == 404 and r.json()["error"]["field"] == "model", r.text
+    assert "shapes32" in r.json()["error"]["message"]  # the models it could have meant
+
+
 def test_a_job_that_cannot_succeed_fails_alone(stack: Stack) -> None:
     api = stack.api_url
     wrong_size = io.BytesIO()
@@ -152,7 +158,7 @@ def test_a_job_that_cannot_succeed_fails_alone(stack: Stack) -> None:
         f"{api}/v1/images", files={"file": ("w.png", wrong_size.getvalue(), "image/png")}
     )
     refused = _edit(api, r.json()["id"], steps=5)  # fit=error: the API knows the size
-    assert refused.status_code == 422 and refused.json()["error"]["field"] == "inputs.image"
+    assert refused.status_code == 409 and refused.json()["error"]["field"] == "inputs.image"
     # queued past the API (as by an API of another version): the worker refuses it
     payload = JobPayload(id=uuid.uuid4().hex, kind=JobKind.EDIT, model="shapes32",
                          method="reconstruct", params={"steps": 5},

@@ -68,7 +68,8 @@ def test_an_image_the_model_cannot_take_is_refused_at_submit(client: TestClient)
     image = client.post("/v1/images", files=files).json()["id"]
     body = {"model": "shapes32", "method": "reconstruct", "inputs": {"image": image}}
     r = client.post("/v1/edits", json=body)
-    assert r.status_code == 422 and r.json()["error"]["field"] == "inputs.image", r.text
+    # 409: the request is well formed, and the image exists, but they do not fit together
+    assert r.status_code == 409 and r.json()["error"]["field"] == "inputs.image", r.text
     assert "takes 32x32 images, got 64x48" in r.json()["error"]["message"]
     r = client.post("/v1/edits", json={**body, "params": {"fit": "resize"}})
     assert r.status_code == 202, r.text

@@ -96,6 +96,11 @@ def test_the_middleware_stops_reading_at_the_limit() -> None:
 
 
 def test_a_body_under_the_limit_reaches_the_route_whole(client: TestClient) -> None:
-    body = {"model": "shapes32", "method": "reconstruct", "inputs": {}, "params": {"steps": 0}}
+    body = {
+        "model": "shapes32",
+        "method": "reconstruct",
+        "inputs": {"image": "0" * 64},
+        "params": {"steps": 0},
+    }
     r = client.post("/v1/edits", json=body)
     assert r.status_code == 422 and r.json()["error"]["field"] == "params.steps", r.text
