@@ -464,8 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    from service.client import ApiFailure
+
     try:
         return handler(args)
+    except ApiFailure as exc:  # the API's own error, as it said it (no traceback)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:  # httpx's connection errors are OSErrors underneath
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -11,6 +11,19 @@ from tests.engine.tiny_models import save_cond_pipeline, save_pixel_model
 from worker.engine import Denoiser, load_denoiser
 
 
+# what `pytest -m "not slow"` leaves out: real processes (e2e, chaos), the shipped
+# models, torch.compile; CI runs everything
+SLOW = ("tests/e2e/", "tests/models/", "tests/engine/test_compile.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).resolve().parent.parent
+    for item in items:
+        where = Path(str(item.fspath)).resolve().relative_to(root).as_posix()
+        if where.startswith(SLOW):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]

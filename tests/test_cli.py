@@ -95,3 +95,21 @@ def test_edit_inject_writes_a_png(
     bad = main(["edit", "inject", "--model", str(pixel_dir), "--content", str(content),
                 "--style", str(style), "--param", "g=3", "--out", str(out)])  # fmt: skip
     assert bad == 2 and "--param g:" in capsys.readouterr().err
+
+
+def test_a_client_command_shows_the_apis_error_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+    from service.client import ApiFailure, Client
+
+    def refuse(self: Client) -> list[dict[str, object]]:
+        body = {"error": {"code": "store_unavailable", "message": "the job store is down"}}
+        raise ApiFailure(503, body)
+
+    monkeypatch.setattr(Client, "models", refuse)
+    monkeypatch.setattr(Client, "methods", refuse)
+    for command in (["models"], ["methods"]):
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert err.strip() == "error: HTTP 503: the job store is down", err
