@@ -75,8 +75,12 @@ class _Assets:
 
 
 class Bench:
-    def __init__(self, dn: Denoiser, clf: AttributeClassifier, gen: Any, folder: Path) -> None:
+    def __init__(
+        self, dn: Denoiser, clf: AttributeClassifier, gen: Any, folder: Path,
+        overrides: dict[str, dict[str, Any]] | None = None,
+    ) -> None:  # fmt: skip
         self.dn, self.clf, self.gen = dn, clf, gen
+        self.overrides = overrides or {}  # per method: values a request sets (``--set``)
         self.store = LocalBlobStore(folder)
         self.assets = _Assets()
         self.ctx = RunContext(
@@ -95,7 +99,8 @@ class Bench:
         self, method: str, inputs: dict[str, str] | None = None, seed: int = 0, **params: Any
     ) -> JobPayload:
         kind = METHODS[method].kind
-        merged = with_model_defaults(method, params, self.dn.editing_defaults)
+        own = {**self.overrides.get(method, {}), **params}
+        merged = with_model_defaults(method, own, self.dn.editing_defaults)
         return JobPayload(id=uuid.uuid4().hex, kind=kind, model=self.dn.name, method=method,
                           params=merged, inputs=inputs or {}, seed=seed)  # fmt: skip
 
@@ -302,6 +307,24 @@ def eval_mix(b: Bench, others: int) -> dict[str, Any]:
     return out
 
 
+def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["direction.scale=2", "inject.g=0.6"]`` as {method: {param: value}}; each value
+    JSON (a bare word is taken as a string)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        method, dot, param = key.rpartition(".")
+        if not (sep and dot) or method not in METHODS:
+            raise SystemExit(f"--set {item!r}: expected METHOD.PARAM=VALUE, METHOD one of "
+                             f"{sorted(METHODS)}")  # fmt: skip
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(method, {})[param] = value
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -316,16 +339,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=64, help="inject: held-out pairs")
     p.add_argument("--count", type=int, default=32, help="direction/boundary: images per target")
     p.add_argument("--factors", nargs="+", help="direction/boundary-edit: these targets only")
+    p.add_argument(
+        "--set", nargs="+", default=[], metavar="METHOD.PARAM=JSON",
+        help="a request's own value, e.g. direction.scale=2 (to sweep a default)",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", dest="json_out")
     args = p.parse_args(argv)
+    overrides = parse_overrides(args.set)
     torch.set_num_threads(args.threads)
     results: dict[str, Any] = {"model": args.model}
     with tempfile.TemporaryDirectory(prefix="editserve-defaults-") as tmp:
         dn = load_denoiser(args.model, name="shapes32", device="cpu", dtype="float32")
         clf = AttributeClassifier.load(args.classifier)
-        b = Bench(dn, clf, model_domain(args.model), Path(tmp) / "blobs")
+        b = Bench(dn, clf, model_domain(args.model), Path(tmp) / "blobs", overrides)
         results["editing_defaults"] = dn.editing_defaults
+        results["set"] = overrides
         ex, ex_y = _examples(b.gen)
         held, held_y = _held_out(b.gen, args.images, HELD_OUT_SEED)
         images, y = np.concatenate([ex, held]), np.concatenate([ex_y, held_y])
@@ -358,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                                dtype="float32")  # fmt: skip
             tclf = AttributeClassifier.load(args.text_classifier or args.classifier)
             results["mix"] = eval_mix(
-                Bench(tm, tclf, model_domain(args.text_model), Path(tmp) / "tb"), 32
+                Bench(tm, tclf, model_domain(args.text_model), Path(tmp) / "tb", overrides), 32
             )
     write_json(args.json_out, results)
     return 0

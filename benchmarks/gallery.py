@@ -116,7 +116,13 @@ def _style_set(colour: str, background: str, count: int, seed: int) -> list[byte
     return images
 
 
-def build(client: Client, clf: AttributeClassifier, out: Path, text_model: bool) -> list[Path]:
+PAGES = ("reconstruct", "inject", "direction", "boundary-edit", "style-generate", "mix")
+
+
+def build(
+    client: Client, clf: AttributeClassifier, out: Path, text_model: bool,
+    only: Sequence[str] = PAGES,
+) -> list[Path]:  # fmt: skip
     examples = {names: (ROOT / "examples" / file_name(names)).read_bytes() for names in EXAMPLES}
     ids = {names: client.upload(png) for names, png in examples.items()}
     names = list(EXAMPLES)
@@ -129,19 +135,24 @@ def build(client: Client, clf: AttributeClassifier, out: Path, text_model: bool)
     def fit(method: str, model: str = "shapes32", **params: Any) -> dict[str, Any]:
         return client.submit("fits", {"model": model, "method": method, "params": params})
 
-    pages["reconstruct"] = [
-        [("input", examples[n]), ("reconstruct", edit("reconstruct", {"image": ids[n]}))]
-        for n in names[:4]
-    ]
+    def wanted(page: str, cases: Sequence[Any]) -> Sequence[Any]:
+        return cases if page in only else ()  # --only: the other pages are left as they are
+
+    if "reconstruct" in only:
+        pages["reconstruct"] = [
+            [("input", examples[n]), ("reconstruct", edit("reconstruct", {"image": ids[n]}))]
+            for n in names[:4]
+        ]
     pairs = [(names[0], names[1]), (names[1], names[0]), (names[2], names[3]), (names[5], names[4])]
     pages["inject"] = [
         [("content", examples[c]), ("style", examples[s]),
          ("inject", edit("inject", {"content": ids[c], "style": ids[s]}))]
-        for c, s in pairs
+        for c, s in wanted("inject", pairs)
     ]  # fmt: skip
     # E: a supervised direction per target, fitted once, applied to examples lacking it
     rows = []
-    for factor, value in (("colour", "red"), ("size", "large"), ("shape", "square")):
+    for factor, value in wanted("direction", (("colour", "red"), ("size", "large"),
+                                             ("shape", "square"))):  # fmt: skip
         fitted = fit(
             "directions", name=f"{factor}-{value}", kind="supervised", factor=factor, value=value
         )
@@ -152,7 +163,7 @@ def build(client: Client, clf: AttributeClassifier, out: Path, text_model: bool)
     pages["direction"] = rows
     # B: a boundary per target; the edit's distance is the model's default strength
     rows = []
-    for factor, value in (("colour", "red"), ("size", "large")):
+    for factor, value in wanted("boundary-edit", (("colour", "red"), ("size", "large"))):
         fitted = fit("boundary", name=f"{factor}-{value}", factor=factor, value=value)
         lacking = [n for n in names if n[list(aligned.FACTORS).index(factor)] != value][:2]
         for n in lacking:
@@ -161,7 +172,7 @@ def build(client: Client, clf: AttributeClassifier, out: Path, text_model: bool)
     pages["boundary-edit"] = rows
     # D: a style from 8 images sharing colour and background, then new samples
     rows = []
-    for colour, background in (("red", "white"), ("yellow", "black")):
+    for colour, background in wanted("style-generate", (("red", "white"), ("yellow", "black"))):
         style = _style_set(colour, background, 8, seed=5_000_000 + len(rows))
         uploaded = [client.upload(png) for png in style]
         fitted = fit("style-noise", name=f"{colour}-on-{background}", images=uploaded)
@@ -172,7 +183,7 @@ def build(client: Client, clf: AttributeClassifier, out: Path, text_model: bool)
             samples.append((f"sample {seed}", client.outputs(client.submit("edits", body))[0]))
         rows.append([("style image", style[0]), ("style image", style[1]), *samples])
     pages["style-generate"] = rows
-    if text_model:  # C: a lam fitted on one seed, applied to others
+    if text_model and "mix" in only:  # C: a lam fitted on one seed, applied to others
         rows = []
         for neutral, target in (("a circle", "a blue circle"), ("a square", "a large square")):
             name = target.replace(" ", "-")
@@ -189,6 +200,8 @@ def build(client: Client, clf: AttributeClassifier, out: Path, text_model: bool)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for method, page in pages.items():
+        if not page:
+            continue
         path = out / f"{method}.png"
         sheet(page, clf).save(path, optimize=True)
         paths.append(path)
@@ -205,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-model", default=str(ROOT / "models" / "shapes32-text"),
                    help="'' leaves method C out")  # fmt: skip
     p.add_argument("--classifier", default=str(ROOT / "models" / "shapes32-classifier"))
+    p.add_argument("--only", nargs="+", choices=PAGES, default=list(PAGES))
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="editserve-gallery-"))
     print(f"logs and data in {tmp}", file=sys.stderr)
@@ -220,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.start_worker("gallery")
         client = Client(stack.start_api("--no-access-log"))
         clf = AttributeClassifier.load(args.classifier)
-        build(client, clf, Path(args.out), bool(args.text_model))
+        build(client, clf, Path(args.out), bool(args.text_model), args.only)
     finally:
         stack.stop()
         redis.stop()
