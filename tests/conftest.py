@@ -10,7 +10,6 @@ from service.embedded import RedisProcess
 from tests.engine.tiny_models import save_cond_pipeline, save_pixel_model
 from worker.engine import Denoiser, load_denoiser
 
-
 # what `pytest -m "not slow"` leaves out: real processes (e2e, chaos), the shipped
 # models, torch.compile; CI runs everything
 SLOW = ("tests/e2e/", "tests/models/", "tests/engine/test_compile.py")
