@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,26 +26,42 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def stack(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    blob_dir = tmp_path_factory.mktemp("blobs")
-    env = {
+def stack_env(redis_url: str, blob_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment of a test stack's processes: this Redis and blob store, the
+    e2e model on the CPU, one thread each, and ``settings`` (EDITSERVE_* names)."""
+    return {
         **os.environ,
-        "EDITSERVE_REDIS_URL": redis_server.url,
+        "EDITSERVE_REDIS_URL": redis_url,
         "EDITSERVE_BLOB_DIR": str(blob_dir),
         "EDITSERVE_MODELS": f"shapes32={E2E_MODEL}",
         "EDITSERVE_DEVICE": "cpu",
-        "EDITSERVE_LEASE_S": "4",
-        "EDITSERVE_MAINTENANCE_S": "1",
         "EDITSERVE_MAX_WAIT_MS": "50",
-        "EDITSERVE_WORKER_FRESH_S": "5",
-        "EDITSERVE_SHUTDOWN_GRACE_S": "5",
         "OMP_NUM_THREADS": "1",
+        **settings,
     }
-    s = Stack(redis_url=redis_server.url, blob_dir=blob_dir, env=env)
-    try:
-        s.start_worker("w1")
-        s.api_url = s.start_api()
+
+
+@pytest.fixture(scope="session")
+def stack(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    blob_dir = tmp_path_factory.mktemp("blobs")
+    env = stack_env(
+        redis_server.url,
+        blob_dir,
+        EDITSERVE_LEASE_S="4",
+        EDITSERVE_MAINTENANCE_S="1",
+        EDITSERVE_WORKER_FRESH_S="5",
+        EDITSERVE_SHUTDOWN_GRACE_S="5",
+    )
+    with running(Stack(redis_url=redis_server.url, blob_dir=blob_dir, env=env), "w1") as s:
         yield s
+
+
+@contextmanager
+def running(stack: Stack, worker: str) -> Iterator[Stack]:
+    """``stack`` with one worker named ``worker`` and the API up; all stopped after."""
+    try:
+        stack.start_worker(worker)
+        stack.api_url = stack.start_api()
+        yield stack
     finally:
-        s.stop()
+        stack.stop()

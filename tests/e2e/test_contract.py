@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from service.embedded import LocalStack, RedisProcess
+from tests.e2e.conftest import running, stack_env
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -35,22 +36,11 @@ pytestmark = pytest.mark.slow
 def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     server = RedisProcess(tmp_path_factory.mktemp("contract-redis")).start()
     blob_dir = tmp_path_factory.mktemp("contract-blobs")
-    env = {
-        **os.environ,
-        "EDITSERVE_REDIS_URL": server.url,
-        "EDITSERVE_BLOB_DIR": str(blob_dir),
-        "EDITSERVE_MODELS": f"shapes32={ROOT / 'models' / 'shapes32-ddpm'}",
-        "EDITSERVE_DEVICE": "cpu",
-        "EDITSERVE_MAX_WAIT_MS": "50",
-        "OMP_NUM_THREADS": "1",
-    }
-    stack = LocalStack(redis_url=server.url, blob_dir=blob_dir, env=env)
+    stack = LocalStack(redis_url=server.url, blob_dir=blob_dir, env=stack_env(server.url, blob_dir))
     try:
-        stack.start_worker("contract")
-        stack.api_url = stack.start_api()
-        yield stack
+        with running(stack, "contract"):
+            yield stack
     finally:
-        stack.stop()
         server.stop()
 
 
