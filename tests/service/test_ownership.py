@@ -87,7 +87,7 @@ def _asset(
     return str(record["id"])
 
 
-def test_an_asset_of_another_key_is_a_404_and_a_wrong_one_a_422(
+def test_an_asset_of_another_key_is_a_404_and_a_wrong_one_a_409(
     client: TestClient, server: RedisProcess
 ) -> None:
     redis = Redis.from_url(server.url)
@@ -106,7 +106,8 @@ def test_an_asset_of_another_key_is_a_404_and_a_wrong_one_a_422(
     r = edit(theirs)
     assert r.status_code == 404 and r.json()["error"]["field"] == "params.asset", r.text
     assert edit("f" * 32).status_code == 404  # no such asset: the same answer
+    # it exists and is the caller's, but does not fit the request: 409 incompatible
     r = edit(boundary)
-    assert r.status_code == 422 and "is a boundary asset" in r.json()["error"]["message"]
+    assert r.status_code == 409 and "is a boundary asset" in r.json()["error"]["message"]
     r = edit(elsewhere)
-    assert r.status_code == 422 and "fitted on model shapes32-text" in r.json()["error"]["message"]
+    assert r.status_code == 409 and "fitted on model shapes32-text" in r.json()["error"]["message"]
