@@ -46,6 +46,17 @@ class JobStatus(StrEnum):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
 
 
+class JobEvent(StrEnum):
+    """What a worker (or the API, for a cancel) announces on a job's ``JOB_EVENTS``
+    channel. ``retrying`` is not a status: the job is queued again for another
+    attempt, so a long-poll waiting for the end goes on waiting."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    RETRYING = "retrying"
+
+
 class JobKind(StrEnum):
     EDIT = "edit"
     FIT = "fit"

@@ -40,6 +40,7 @@ from service.contract import (
     OPEN_JOBS_KEY,
     RETRYABLE,
     ErrorCode,
+    JobEvent,
     JobKind,
     JobPayload,
     JobStatus,
@@ -241,7 +242,7 @@ class JobQueue:
             try:
                 job.cancel()
                 mark_ended(self.redis, job)
-                self.redis.publish(JOB_EVENTS.format(id=job.id), JobStatus.CANCELED.value)
+                self.redis.publish(JOB_EVENTS.format(id=job.id), JobEvent.CANCELED.value)
                 return JobStatus.CANCELED
             except InvalidJobOperation:
                 return self.status(job)

@@ -60,6 +60,7 @@ from service.contract import (
     JOB_EVENTS,
     MODELS_KEY,
     ErrorCode,
+    JobEvent,
     JobKind,
     JobPayload,
     queue_name,
@@ -728,7 +729,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         # RQ's cancel leaves ended_at empty; the job view shows when it ended
         self.connection.hset(run.job.key, "ended_at", utcformat(utcnow()))
         self._cleanup_execution(run.job, run.execution)
-        self._announce(run, "canceled")
+        self._announce(run, JobEvent.CANCELED)
         record_outcome(self.connection, "canceled")
 
     def _hand_back(self, run: RunningJob, queue: Queue) -> None:
@@ -755,9 +756,9 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         self.executions.pop(execution.id, None)
 
     # ------------------------------------------------------------------ outcomes
-    def _announce(self, run: RunningJob, status: str) -> None:
+    def _announce(self, run: RunningJob, event: JobEvent) -> None:
         """Wake the API's long-polls waiting on this job."""
-        self.connection.publish(JOB_EVENTS.format(id=run.job.id), status)
+        self.connection.publish(JOB_EVENTS.format(id=run.job.id), event.value)
 
     def _succeed(
         self, run: RunningJob, queue: Queue, output: JobOutput, run_ms: float, batch: int
@@ -793,7 +794,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         run.job.save_meta()
         run.done = True
         self._finalize_success(run.job, queue, run.execution, result)
-        self._announce(run, "succeeded")
+        self._announce(run, JobEvent.SUCCEEDED)
         record_outcome(self.connection, "succeeded")
         record_observation(self.connection, "run_seconds", run_ms / 1e3)
         record_observation(self.connection, "queue_seconds", queue_ms / 1e3)
@@ -817,7 +818,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             exc_string=f"{code.value}: {message}",
             execution=run.execution,
         )
-        self._announce(run, "failed" if not retry else "retrying")
+        self._announce(run, JobEvent.RETRYING if retry else JobEvent.FAILED)
         record_outcome(self.connection, "failed" if not retry else "failed_attempt")
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from service.contract import JOB_EVENTS, JobStatus
+from service.contract import JOB_EVENTS, JobEvent, JobStatus
 from service.deps import BlobsDep, OwnerDep, QueueDep
 from service.errors import ApiError, ErrorResponse
 from service.jobs import JobNotFound, JobQueue
@@ -146,6 +146,12 @@ async def get_job(
     return await run_in_threadpool(_public, queue, job)
 
 
+def _ends(data: Any) -> bool:
+    """Whether a job event ends the job (every event but ``retrying``)."""
+    text = data.decode() if isinstance(data, bytes) else str(data)
+    return text in {e.value for e in JobEvent} and text != JobEvent.RETRYING.value
+
+
 async def wait_for_end(redis: Any, queue: JobQueue, job: Any, timeout: float) -> None:
     """Block until the worker announces the job's end on its channel, or the timeout."""
     if redis is None:
@@ -161,9 +167,10 @@ async def wait_for_end(redis: Any, queue: JobQueue, job: Any, timeout: float) ->
             message = await pubsub.get_message(
                 ignore_subscribe_messages=True, timeout=min(left, 1.0)
             )
-            if message is not None:
+            if message is not None and _ends(message.get("data")):
                 return
-            # a job failed by RQ's cleanup (worker lost) is not announced: look now and then
+            # "retrying" wakes the poll but the job is queued again: wait on. A job failed
+            # by RQ's cleanup (worker lost) is not announced: look now and then
             if await run_in_threadpool(lambda: queue.status(job).final):
                 return
     finally:
