@@ -56,6 +56,11 @@ class JobEvent(StrEnum):
     CANCELED = "canceled"
     RETRYING = "retrying"
 
+    @property
+    def final(self) -> bool:
+        """The job has ended (every event but ``retrying``)."""
+        return self is not JobEvent.RETRYING
+
 
 class JobKind(StrEnum):
     EDIT = "edit"

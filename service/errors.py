@@ -13,6 +13,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.method_specs import METHODS, blamed_field
+
 log = logging.getLogger("editserve.api")
 
 
@@ -53,16 +55,10 @@ def error_json(
 
 def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(p) for p in loc]
-    if parts[:1] == ["body"] and len(parts) > 1 and parts[1] in _request_tags():
+    if parts[:1] == ["body"] and len(parts) > 1 and parts[1] in METHODS:
         del parts[1]  # the request union's tag (the method): the body's own fields follow
     parts = [p for p in parts if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
-
-
-def _request_tags() -> set[str]:
-    from service.method_specs import METHODS
-
-    return set(METHODS)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -85,10 +81,9 @@ def install_error_handlers(app: FastAPI) -> None:
                 422, "invalid_request", f"method: {what}; known: {expected}", "method"
             )
         field = _field_path(first.get("loc", ()))
-        msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-        head, sep, rest = msg.partition(":")  # a cross-field rule names the field it blames
-        if first.get("type") == "value_error" and sep and head.isidentifier():
-            field, msg = f"{field}.{head}" if field != "body" else head, rest.strip()
+        blamed, msg = blamed_field(str(first.get("msg", "invalid")))
+        if first.get("type") == "value_error" and blamed:  # a cross-field rule's field
+            field = f"{field}.{blamed}" if field != "body" else blamed
         return error_json(422, "invalid_request", f"{field}: {msg}", field)
 
     @app.exception_handler(StarletteHTTPException)

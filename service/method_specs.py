@@ -79,12 +79,13 @@ class MethodParams(BaseModel):
             target["allOf"] = [rule.schema(defaults) for rule in cls.RULES]
         return schema
 
-    def _values(self) -> dict[str, Any]:
+    def field_values(self) -> dict[str, Any]:
+        """Every field's value: the request's, or its default (how the rules read it)."""
         return {name: getattr(self, name) for name in type(self).model_fields}
 
     @model_validator(mode="after")
     def _needs(self) -> MethodParams:
-        values = self._values()
+        values = self.field_values()
         for rule in self.RULES:
             if isinstance(rule, Needs) and rule.broken(self.model_fields_set, values):
                 raise ValueError(f"{rule.field}: {rule.why}")
@@ -97,14 +98,22 @@ class MethodParams(BaseModel):
         where the request comes in (the API, the local CLI), not on the stored params,
         which carry every default. ``conditional``: whether the model takes a prompt.
         """
-        given = self.model_fields_set
+        return self.unused_on_model(conditional) or self.ignored_by_rules()
+
+    def unused_on_model(self, conditional: bool) -> tuple[str, str] | None:
+        """(field, why) of a prompt the request gave to a model that takes none."""
         if not conditional:
             for name in ("prompt", "guidance_scale"):
-                if name in given:
+                if name in self.model_fields_set:
                     return name, "the model is unconditional; it takes no prompt"
-        values = self._values()
+        return None
+
+    def ignored_by_rules(self) -> tuple[str, str] | None:
+        """(field, why) of a value the request set that the method's ``Applies`` rules
+        say it would ignore (the published schema has these rules too)."""
+        values = self.field_values()
         for rule in self.RULES:
-            if isinstance(rule, Applies) and rule.broken(given, values):
+            if isinstance(rule, Applies) and rule.broken(self.model_fields_set, values):
                 return rule.field, rule.why
         return None
 
@@ -433,17 +442,13 @@ class MethodSpec:
     asset_params: dict[str, str] = field(default_factory=dict)
 
     def defaults(self) -> dict[str, Any]:
-        return {
-            name: f.get_default(call_default_factory=True)
-            for name, f in self.params.model_fields.items()
-            if not f.is_required()
-        }
+        return self.params.field_defaults()
 
     def missing_input(self, params: MethodParams, given: set[str]) -> str | None:
         for role in self.inputs:
             if role not in given:
                 return role
-        values = {name: getattr(params, name) for name in type(params).model_fields}
+        values = params.field_values()
         for role, condition in self.input_when.items():
             if role not in given and holds(condition, values):
                 return role
@@ -641,13 +646,19 @@ def first_error(exc: ValidationError) -> tuple[str, str]:
     """
     first = exc.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
-    msg = str(first["msg"]).removeprefix("Value error, ")
-    if not loc:
-        head, sep, rest = msg.partition(":")
-        if sep and head.isidentifier():
-            loc, msg = head, rest.strip()
+    blamed, msg = blamed_field(str(first["msg"]))
+    if not loc and blamed:
+        loc = blamed
     where = f"params.{loc}" if loc else "params"
     return where, msg
+
+
+def blamed_field(message: str) -> tuple[str | None, str]:
+    """(field, rest) of a cross-field check's message ("negatives: ...", pydantic's
+    "Value error, " prefix dropped); (None, message) when it names no field."""
+    msg = message.removeprefix("Value error, ")
+    head, sep, rest = msg.partition(":")
+    return (head, rest.strip()) if sep and head.isidentifier() else (None, msg)
 
 
 def batch_key(method: str, params: dict[str, Any]) -> str:

@@ -46,11 +46,9 @@ def finish(spec: dict[str, Any]) -> dict[str, Any]:
     for path, item in spec.get("paths", {}).items():
         for method, op in item.items():
             responses = op.setdefault("responses", {})
-            for status, response in responses.items():
+            for status in responses:
                 if status.startswith(("4", "5")) and path != "/readyz":
-                    responses[status] = {**_error(status), **{
-                        k: v for k, v in response.items() if k not in ("content", "description")
-                    }}  # fmt: skip
+                    responses[status] = _error(status)  # readyz's 503 has its own body
             takes_input = bool(op.get("parameters")) or "requestBody" in op
             wanted = ["500"]
             if takes_input:
@@ -61,15 +59,14 @@ def finish(spec: dict[str, Any]) -> dict[str, Any]:
                 wanted.append("503")
             for status in wanted:
                 responses.setdefault(status, _error(status))
-            op["responses"] = dict(sorted(responses.items()))
             if method == "get" and path.endswith("/outputs/{n}"):
                 responses["200"]["content"] = {
                     "image/png": {"schema": {"type": "string", "format": "binary"}}
                 }
+            op["responses"] = dict(sorted(responses.items()))
     schemas = spec.get("components", {}).get("schemas", {})
-    for spec_ in METHODS.values():  # defaults as the API applies them (publish_defaults)
-        if spec_.params.__name__ in schemas:
-            publish_defaults(schemas[spec_.params.__name__])
+    for params in {s.params.__name__ for s in METHODS.values()} & set(schemas):
+        publish_defaults(schemas[params])  # defaults as the API applies them
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     return spec

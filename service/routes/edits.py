@@ -165,11 +165,12 @@ def _validate(body: JobCreate, kind: JobKind, ctx: Any, owner: str | None) -> di
         ) from exc
     # 422: a value the method's own rules say it would ignore (the schema has the rules);
     # 409: one that this model would ignore (a prompt on an unconditional model)
-    for conditional, status in ((True, 422), (bool(models[body.model].get("conditional")), 409)):
-        ignored = parsed.inapplicable(conditional=conditional)
+    for ignored, status, code in (
+        (parsed.ignored_by_rules(), 422, "invalid_request"),
+        (parsed.unused_on_model(bool(models[body.model].get("conditional"))), 409, "incompatible"),
+    ):
         if ignored is not None:
             name, why = ignored
-            code = "invalid_request" if status == 422 else "incompatible"
             raise ApiError(status, code, f"params.{name}: not used here: {why}", f"params.{name}")
     params = merged.model_dump(mode="json")
     roles = (*spec.inputs, *spec.optional_inputs)

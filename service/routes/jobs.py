@@ -147,9 +147,11 @@ async def get_job(
 
 
 def _ends(data: Any) -> bool:
-    """Whether a job event ends the job (every event but ``retrying``)."""
-    text = data.decode() if isinstance(data, bytes) else str(data)
-    return text in {e.value for e in JobEvent} and text != JobEvent.RETRYING.value
+    """Whether a message on a job's channel is an event that ends the job."""
+    try:
+        return JobEvent(data.decode() if isinstance(data, bytes) else str(data)).final
+    except ValueError:  # not an event: look at the job instead
+        return False
 
 
 async def wait_for_end(redis: Any, queue: JobQueue, job: Any, timeout: float) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks import wait_for_job
 from service.embedded import LocalStack, RedisProcess
 from tests.e2e.conftest import running, stack_env
 
@@ -44,14 +45,6 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         server.stop()
 
 
-def _ended(api: str, job_id: str) -> dict[str, object]:
-    for _ in range(60):
-        job: dict[str, object] = httpx.get(f"{api}/v1/jobs/{job_id}", params={"wait": 5}).json()
-        if job["status"] in ("succeeded", "failed", "canceled"):
-            return job
-    raise AssertionError(f"job {job_id} did not end")
-
-
 def test_schemathesis_finds_no_failure(own_stack: LocalStack, tmp_path: Path) -> None:
     api = own_stack.api_url
     ids = []
@@ -60,9 +53,9 @@ def test_schemathesis_finds_no_failure(own_stack: LocalStack, tmp_path: Path) ->
         ids.append(r.json()["id"])
     edit = {"model": "shapes32", "method": "reconstruct", "inputs": {"image": ids[0]},
             "params": {"steps": 2}}  # fmt: skip
-    job = _ended(api, httpx.post(f"{api}/v1/edits", json=edit).json()["id"])
+    job = wait_for_job(api, httpx.post(f"{api}/v1/edits", json=edit).json()["id"], timeout=300)
     fit = {"model": "shapes32", "method": "style-noise", "params": {"name": "s", "images": ids}}
-    fitted = _ended(api, httpx.post(f"{api}/v1/fits", json=fit).json()["id"])
+    fitted = wait_for_job(api, httpx.post(f"{api}/v1/fits", json=fit).json()["id"], timeout=300)
     assert job["status"] == fitted["status"] == "succeeded", (job, fitted)
     config = tmp_path / "schemathesis.toml"
     config.write_text(
