@@ -11,6 +11,8 @@ RUN useradd --create-home --uid 10001 editserve \
     && mkdir -p /data/blobs && chown editserve /data/blobs
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY contract ./contract
+COPY store ./store
 COPY service ./service
 COPY worker ./worker
 

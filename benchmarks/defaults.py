@@ -38,9 +38,10 @@ import torch
 from PIL import Image
 
 from benchmarks import model_domain, write_json
-from service.blobs import LocalBlobStore
-from service.contract import JobKind, JobPayload
-from service.method_specs import METHODS, with_model_defaults
+from contract.jobs import JobKind, JobPayload
+from contract.methods import METHODS
+from contract.spec import with_model_defaults
+from store.blobs import LocalBlobStore
 from worker.engine import Denoiser, load_denoiser
 from worker.engine.classifier import AttributeClassifier
 from worker.executor import JobOutput, RunContext, prepare, run_batch
@@ -119,7 +120,7 @@ class Bench:
         asset_id = uuid.uuid4().hex
         self.assets.records[asset_id] = {
             "id": asset_id, "model": self.dn.name, "method": method, "owner": None,
-            "blob": self.store.put(out.asset.to_bytes()),
+            "blob": self.store.put(out.asset.data),
         }  # fmt: skip
         return asset_id, out
 

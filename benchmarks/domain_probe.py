@@ -100,11 +100,12 @@ def inject_row(
     dn: Denoiser, clf: AttributeClassifier, gen: Any, pairs: int, cfg: dict[str, Any]
 ) -> dict[str, Any]:
     """Method A on pairs that differ in every factor: keeps C's content, takes S's style."""
-    from worker.engine.methods.inject import InjectionSettings, content_trajectory, inject_content
+    from contract.methods.inject import InjectParams
+    from worker.engine.methods.inject import content_trajectory, inject_content
 
     content, style, c_lab, s_lab = differing_pairs(gen, pairs, seed=7)
     steps, refine = int(cfg.get("steps", 50)), int(cfg.get("refine", 1))
-    settings = InjectionSettings(**{k: v for k, v in cfg.items() if k not in ("steps", "refine")})
+    settings = InjectParams(**{k: v for k, v in cfg.items() if k not in ("steps", "refine")})
     grid = timestep_grid(steps, dn.num_train_timesteps, "linspace")
     with torch.no_grad():
         traj = content_trajectory(dn, content, grid, refine=refine)
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refine", type=int, default=1)
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--inject", help="method A: a JSON list of InjectionSettings configs to run")
+    p.add_argument("--inject", help="method A: a JSON list of InjectParams configs to run")
     p.add_argument("--skip-swap", action="store_true", help="only the --inject rows")
     p.add_argument("--json", dest="json_out")
     args = p.parse_args(argv)

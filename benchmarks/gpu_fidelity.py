@@ -36,10 +36,11 @@ from benchmarks.methods_ae import (
     _to_tensor,
     keeps_and_takes,
 )
+from contract.methods.inject import InjectParams
 from worker.engine import Denoiser, ddim_invert, ddim_sample, ddpm_invert, load_denoiser
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.images import psnr
-from worker.engine.methods.inject import InjectionSettings, content_trajectory, inject_content
+from worker.engine.methods.inject import content_trajectory, inject_content
 from worker.engine.schedule import timestep_grid
 from worker.training.aligned import generate
 
@@ -91,11 +92,11 @@ def run_dtype(dn: Denoiser, args: argparse.Namespace, clf: AttributeClassifier) 
     for steps in args.inject_steps:
         igrid = timestep_grid(steps, dn.num_train_timesteps, "linspace")
         for label, settings in (
-            ("defaults", InjectionSettings()),
-            ("clip_x0 g1 t_edit0", InjectionSettings(clip_x0=True, g=1.0, t_edit=0)),
+            ("defaults", InjectParams()),
+            ("clip_x0 g1 t_edit0", InjectParams(clip_x0=True, g=1.0, t_edit=0)),
         ):
 
-            def inject(grid_: list[int] = igrid, s: InjectionSettings = settings) -> torch.Tensor:
+            def inject(grid_: list[int] = igrid, s: InjectParams = settings) -> torch.Tensor:
                 traj = content_trajectory(dn, content, grid_, refine=1)
                 x_T_s = ddim_invert(dn, style, grid_, fixed_point_iters=1).x_T
                 gens = [torch.Generator().manual_seed(i) for i in range(args.pairs)]

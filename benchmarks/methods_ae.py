@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import model_domain, write_json
+from contract.methods.inject import InjectParams
 from worker.engine import Denoiser, ddim_invert, ddim_sample, ddpm_invert, load_denoiser
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.hspace import inject as hspace_inject
@@ -61,7 +62,7 @@ from worker.engine.methods.directions import (
     pca_fit,
     supervised_directions,
 )
-from worker.engine.methods.inject import InjectionSettings, content_trajectory, inject_content
+from worker.engine.methods.inject import content_trajectory, inject_content
 from worker.engine.schedule import timestep_grid
 from worker.training import aligned
 
@@ -176,7 +177,7 @@ def eval_inject(
     for cfg in configs:
         steps = int(cfg.get("steps", 50))
         refine = int(cfg.get("refine", 1))
-        settings = InjectionSettings(
+        settings = InjectParams(
             **{k: v for k, v in cfg.items() if k not in ("steps", "refine", "mask")}
         )
         grid = timestep_grid(steps, dn.num_train_timesteps, "linspace")
@@ -607,7 +608,7 @@ def eval_hstats(
         c_traj = content_trajectory(dn, content, grid, refine=refine)
         s_traj = content_trajectory(dn, style, grid, refine=refine)
     assert s_traj.x_T is not None
-    settings = InjectionSettings(g=1.0, t_edit=0, clip_x0=True)
+    settings = InjectParams(g=1.0, t_edit=0, clip_x0=True)
     rows = []
     for mode in ("plain", "style mean", "style mean and std"):
         patched = _with_style_stats(mode, s_traj.h, grid)

@@ -31,8 +31,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from contract.methods.reconstruct import ReconstructParams
 from service.embedded import LocalStack as Stack
-from service.method_specs import ReconstructParams
 from worker.training.aligned import generate
 
 # the service's default inversion (refine 1), so the engine side does the same work
@@ -91,7 +91,7 @@ def engine_once(dn: Any, data: bytes, steps: int) -> float:
 
 def executor_once(dn: Any, data: bytes, steps: int, context: Any) -> float:
     """The worker's own code in this process, no HTTP or Redis: blob in, job, PNG out."""
-    from service.contract import JobKind, JobPayload
+    from contract.jobs import JobKind, JobPayload
     from worker.executor import prepare, run_batch
 
     blob = context.blobs.put(data)
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             api = stack.start_api("--no-access-log")
             # interleaved, so machine drift hits all three alike: the engine in this
             # process, a first edit through the service, and its cached re-edit
-            from service.blobs import LocalBlobStore
+            from store.blobs import LocalBlobStore
             from worker.executor import RunContext
             from worker.inversion_cache import InversionCache
 

@@ -8,13 +8,13 @@ from fastapi import FastAPI
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from service.blobs import LocalBlobStore
 from service.errors import install_error_handlers
 from service.http_methods import MethodsMiddleware
 from service.limits import BodyLimitMiddleware
 from service.openapi_contract import finish as finish_openapi
 from service.routes import assets, catalog, edits, health, images, jobs
 from service.settings import Settings, get_settings
+from store.blobs import LocalBlobStore
 
 
 def create_app(settings: Settings | None = None, redis: Redis | None = None) -> FastAPI:

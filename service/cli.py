@@ -80,8 +80,8 @@ def _worker(_args: argparse.Namespace) -> int:
 def _gc(args: argparse.Namespace) -> int:
     from redis import Redis
 
-    from service.retention import collect_garbage
     from service.settings import get_settings
+    from store.retention import collect_garbage
 
     settings = get_settings()
     if not settings.redis_url:

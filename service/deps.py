@@ -9,10 +9,10 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from redis import Redis
 
-from service.blobs import BlobStore
 from service.errors import ApiError
 from service.jobs import JobQueue
 from service.settings import Settings
+from store.blobs import BlobStore
 
 
 def get_settings_dep(request: Request) -> Settings:

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 from redis import Redis
 
-from service.contract import HEARTBEAT_KEY
+from contract.keys import HEARTBEAT_KEY
 
 _PR_SET_PDEATHSIG = 1
 

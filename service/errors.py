@@ -13,7 +13,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.method_specs import METHODS, blamed_field
+from contract.methods import METHODS
+from contract.spec import blamed_field
 
 log = logging.getLogger("editserve.api")
 

@@ -5,7 +5,7 @@ discriminator), takes its own ``inputs`` (the image roles it reads, each a conte
 and its own ``params`` model. The routes validate with these classes and the OpenAPI
 document publishes them, so a generated client has one request class per method and
 the document refuses what the API refuses (the cross-field rules included,
-``service.param_rules``).
+``contract.rules``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from typing import Annotated, Any, Literal, NotRequired, Required, Union
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 from typing_extensions import TypedDict
 
-from service.contract import JobKind
-from service.method_specs import METHODS, MethodSpec
-from service.param_rules import condition_schema
+from contract.jobs import JobKind
+from contract.methods import METHODS
+from contract.rules import condition_schema
+from contract.spec import MethodSpec
 
 ContentId = Annotated[
     str,

@@ -32,18 +32,15 @@ from rq.serializers import JSONSerializer
 from rq.utils import now as utcnow
 from rq.utils import utcformat
 
-from service.contract import (
+from contract.jobs import RETRYABLE, ErrorCode, JobEvent, JobKind, JobPayload, JobStatus
+from contract.keys import (
     CANCEL_KEY,
     HEARTBEAT_KEY,
     JOB_EVENTS,
+    JOB_INDEX,
     MODELS_KEY,
     OPEN_JOBS_KEY,
-    RETRYABLE,
-    ErrorCode,
-    JobEvent,
-    JobKind,
-    JobPayload,
-    JobStatus,
+    OWNER_JOBS,
     doorbell_key,
     queue_name,
 )
@@ -54,11 +51,7 @@ DOORBELL_DEPTH = 64  # tokens kept per queue; more would only wake workers for n
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 RUNNER = "worker.jobs.perform"  # the RQ job function (JSON args: the payload)
 
-# sorted set: every job of an owner ("-": no API keys), scored by submit time, for listing
-JOB_INDEX = "editserve:jobs:{owner}"
 
-# sorted set: an owner's jobs not yet seen ended, scored by when their place was taken
-OWNER_JOBS = "editserve:owner-jobs:{owner}"
 OWNER_RESERVE_GRACE_S = 60  # a place taken by a submit whose job is not (yet) in Redis
 
 # Take a place for job ARGV[3] among KEYS[1]'s owner's jobs if fewer than ARGV[2] are

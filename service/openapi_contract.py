@@ -7,14 +7,15 @@
   500 (an internal error, still in the error shape) everywhere.
 - The PNG download is a binary ``image/png`` body.
 - A method's parameter defaults are in their descriptions, not ``default``
-  (``service.method_specs.publish_defaults``: a model's editing defaults replace them).
+  (``contract.spec.publish_defaults``: a model's editing defaults replace them).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from service.method_specs import METHODS, publish_defaults
+from contract.methods import METHODS
+from contract.spec import publish_defaults
 
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 _DESCRIPTIONS = {

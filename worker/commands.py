@@ -58,13 +58,9 @@ def inject_command(args: argparse.Namespace) -> int:
     """`editserve edit inject`: method A locally, with the API's parameter schema and defaults."""
     from pydantic import ValidationError
 
+    from contract.methods.inject import InjectParams
     from service.client import parse_value
-    from service.method_specs import InjectParams
-    from worker.engine.methods.inject import (
-        InjectionSettings,
-        content_trajectory,
-        inject_content,
-    )
+    from worker.engine.methods.inject import content_trajectory, inject_content
     from worker.engine.sampling import ddim_invert
     from worker.engine.schedule import timestep_grid
 
@@ -81,7 +77,6 @@ def inject_command(args: argparse.Namespace) -> int:
         content = load_images([Path(args.content)], (h, w), c, params.fit)
         style = load_images([Path(args.style)], (h, w), c, params.fit)
         grid = timestep_grid(params.steps, denoiser.num_train_timesteps, params.grid)
-        settings = InjectionSettings.from_params(params)
         with tqdm(total=3 * len(grid) - 2, desc="inject", unit="step", file=sys.stderr) as bar:
 
             def tick(_i: int, _n: int) -> None:
@@ -95,7 +90,7 @@ def inject_command(args: argparse.Namespace) -> int:
                 progress=tick,
             ).x_T  # fmt: skip
             x0 = inject_content(
-                denoiser, x_T, trajectory, settings,
+                denoiser, x_T, trajectory, params,
                 generator=torch.Generator().manual_seed(args.seed), progress=tick,
             )  # fmt: skip
     except EngineError as exc:

@@ -45,8 +45,8 @@ from rq.exceptions import DequeueTimeout
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 
-from service.contract import OPEN_JOBS_KEY, doorbell_key
-from service.metrics import record_outcome
+from contract.keys import OPEN_JOBS_KEY, doorbell_key
+from store.metrics import record_outcome
 
 log = logging.getLogger("editserve.worker")
 DOORBELL_POLL_S = 0.25

@@ -12,8 +12,8 @@ from typing import Any
 
 from rq import get_current_job
 
-from service.blobs import LocalBlobStore
-from service.contract import JobPayload
+from contract.jobs import JobPayload
+from store.blobs import LocalBlobStore
 from worker.engine import ModelRegistry, ModelSpec
 from worker.executor import JobFailed, prepare, run_batch
 from worker.settings import WorkerSettings

@@ -19,7 +19,7 @@ survive a fork; the models must stay resident in this one process. So:
   back at its next step: its jobs go to the front of their queue with no attempt
   spent, and another worker starts them at once instead of after a lease. A second
   signal hands the batch back at the next step; a third exits at once, as RQ does.
-- Blob retention (``service.retention``): every ``gc_interval_s`` one worker deletes
+- Blob retention (``store.retention``): every ``gc_interval_s`` one worker deletes
   the blobs no job or asset references that nothing named for ``gc_min_age_s``.
 - Redis unreachable mid-batch (a restart, a failover): the batch computes on; its
   progress and cancel checks are skipped until Redis answers, and its outcome is
@@ -52,22 +52,14 @@ from rq.utils import now as utcnow
 from rq.utils import utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
-from service.assets import AssetIndex
-from service.blobs import BlobStore, LocalBlobStore
-from service.contract import (
-    CANCEL_KEY,
-    HEARTBEAT_KEY,
-    JOB_EVENTS,
-    MODELS_KEY,
-    ErrorCode,
-    JobEvent,
-    JobKind,
-    JobPayload,
-    queue_name,
-)
-from service.method_specs import METHODS, batch_key, check_editing_defaults
-from service.metrics import record_observation, record_outcome
-from service.retention import maybe_collect
+from contract.jobs import ErrorCode, JobEvent, JobKind, JobPayload
+from contract.keys import CANCEL_KEY, HEARTBEAT_KEY, JOB_EVENTS, MODELS_KEY, queue_name
+from contract.methods import check_editing_defaults
+from store.assets import AssetIndex
+from store.blobs import BlobStore, LocalBlobStore
+from store.metrics import record_observation, record_outcome
+from store.retention import maybe_collect
+from worker.batching import batch_key
 from worker.dequeue import (
     claiming_queue,
     recover_claims,
@@ -227,10 +219,11 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             settings.inversion_cache_mb * 1024 * 1024, folder=settings.blob_dir / "inversions"
         )
         self._running: dict[str, RunningJob] = {}
+        self.asset_index = AssetIndex(connection)
         self.context = RunContext(
             cache=self.cache,
             blobs=blobs,
-            assets=AssetIndex(connection),
+            assets=self.asset_index,
             classifier=_load_classifier(settings.classifier),
             clip=_load_clip(settings.clip, settings.device),
             vgg=_load_vgg(settings.vgg, settings.device),
@@ -499,10 +492,9 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
     def _gather(self, first: Job, queue: Queue) -> list[Job]:
         """Claim up to max_batch - 1 more queued jobs with the first one's batch key."""
         want = self.settings.max_batch - 1
-        spec = METHODS.get(payload_of(first).method)
-        if want <= 0 or spec is None or not spec.batchable:
-            return []
         key = self._batch_key(first)
+        if want <= 0 or key is None:  # a fit, or a method this worker does not know
+            return []
         deadline = time.monotonic() + self.settings.max_wait_ms / 1000
         taken: list[Job] = []
         seen: set[str] = set()
@@ -522,7 +514,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         return taken
 
     @staticmethod
-    def _batch_key(job: Job) -> str:
+    def _batch_key(job: Job) -> str | None:
         payload = payload_of(job)
         return batch_key(payload.method, payload.params)
 
@@ -558,7 +550,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             for run in runs:
                 self._fail(run, queue, ErrorCode.MODEL_UNAVAILABLE, str(exc), retry=False)
             return
-        prepared: list[tuple[RunningJob, PreparedJob]] = []
+        prepared: list[tuple[RunningJob, PreparedJob[Any]]] = []
         for run in runs:
             try:
                 prepared.append((run, prepare(run.payload, denoiser, self.blobs)))
@@ -768,11 +760,11 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         ids = [self.blobs.put(png) for png in output.images]
         if output.asset is not None and run.asset_id is None:
             asset = output.asset
-            run.asset_id = self.context.assets.create(
+            run.asset_id = self.asset_index.create(
                 name=asset.name,
                 model=run.payload.model,
                 method=run.payload.method,
-                blob=self.blobs.put(asset.to_bytes()),
+                blob=self.blobs.put(asset.data),
                 params=asset.params,
                 metrics=asset.metrics,
                 owner=run.payload.owner,

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
-from service.assets import AssetIndex
 from service.deps import OwnerDep, RedisDep
 from service.errors import ApiError, ErrorResponse
+from store.assets import AssetIndex
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"])
 

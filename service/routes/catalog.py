@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from contract.methods import METHODS
 from service.deps import QueueDep, SettingsDep
 from service.jobs import JobQueue
-from service.method_specs import METHODS
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 

@@ -11,15 +11,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Header, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.assets import AssetIndex
-from service.blobs import is_content_id
-from service.contract import JobKind, JobPayload
+from contract.jobs import JobKind, JobPayload
+from contract.keys import IDEMPOTENCY_KEY
+from contract.methods import METHODS
+from contract.spec import first_error, with_model_defaults
 from service.deps import BlobsDep, OwnerDep, QueueDep, RedisDep, SettingsDep
 from service.errors import ApiError, ErrorResponse
 from service.job_requests import EditRequest, FitRequest, request_parts
-from service.method_specs import METHODS, first_error, with_model_defaults
-from service.ownership import owns_image
 from service.uploads import upright_size
+from store.assets import AssetIndex
+from store.blobs import is_content_id
+from store.ownership import owns_image
 
 router = APIRouter(prefix="/v1", tags=["edits"])
 
@@ -203,7 +205,7 @@ def submit_job(
 ) -> JobAccepted:
     digest = hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
     idem_key = (
-        f"editserve:idempotency:{owner or '-'}:{idempotency_key}" if idempotency_key else None
+        IDEMPOTENCY_KEY.format(owner=owner or "-", key=idempotency_key) if idempotency_key else None
     )
     if idem_key:
         seen = redis.get(idem_key)

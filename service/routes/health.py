@@ -8,8 +8,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from service.jobs import JobQueue
-from service.metrics import render
 from service.settings import Settings
+from store.metrics import render
 
 router = APIRouter(tags=["health"])
 

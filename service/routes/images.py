@@ -12,8 +12,8 @@ from starlette.datastructures import UploadFile
 
 from service.deps import BlobsDep, OwnerDep, SettingsDep, get_redis
 from service.errors import ApiError, ErrorResponse
-from service.ownership import record_upload
 from service.uploads import check_image
+from store.ownership import record_upload
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 

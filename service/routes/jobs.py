@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from service.contract import JOB_EVENTS, JobEvent, JobStatus
+from contract.jobs import JobEvent, JobStatus
+from contract.keys import JOB_EVENTS
 from service.deps import BlobsDep, OwnerDep, QueueDep
 from service.errors import ApiError, ErrorResponse
 from service.jobs import JobNotFound, JobQueue

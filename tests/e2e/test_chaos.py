@@ -22,7 +22,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from service.embedded import LocalStack, RedisProcess
-from service.metrics import read_outcomes
+from store.metrics import read_outcomes
 from tests.e2e.conftest import E2E_MODEL
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -19,13 +19,14 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from service.assets import AssetIndex
-from service.blobs import LocalBlobStore
-from service.contract import HEARTBEAT_KEY, JobKind, JobPayload
+from contract.jobs import JobKind, JobPayload
+from contract.keys import HEARTBEAT_KEY
 from service.embedded import LocalStack as Stack
 from service.embedded import spawn
 from service.jobs import JobQueue
-from service.metrics import read_outcomes
+from store.assets import AssetIndex
+from store.blobs import LocalBlobStore
+from store.metrics import read_outcomes
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

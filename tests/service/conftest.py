@@ -12,8 +12,8 @@ from typing import Any
 from fastapi.testclient import TestClient
 from redis import Redis
 
+from contract.keys import HEARTBEAT_KEY, MODELS_KEY
 from service.app import create_app
-from service.contract import HEARTBEAT_KEY, MODELS_KEY
 from service.embedded import RedisProcess
 from service.settings import Settings
 

@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
+from contract.keys import JOB_INDEX
 from service.embedded import RedisProcess
-from service.jobs import JOB_INDEX
 from tests.service.conftest import PNG, api_on_redis
 
 

@@ -16,7 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
-from service.contract import JOB_EVENTS, JobEvent
+from contract.jobs import JobEvent
+from contract.keys import JOB_EVENTS
 from service.embedded import RedisProcess
 from tests.service.conftest import PNG, api_on_redis
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.method_specs import METHODS, first_error
+from contract.methods import METHODS
+from contract.spec import first_error
 
 
 def _refused(method: str, params: dict[str, object]) -> tuple[str, str]:

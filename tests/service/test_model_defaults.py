@@ -11,9 +11,9 @@ from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from service.contract import HEARTBEAT_KEY, MODELS_KEY
+from contract.keys import HEARTBEAT_KEY, MODELS_KEY
+from contract.methods import check_editing_defaults
 from service.embedded import RedisProcess
-from service.method_specs import check_editing_defaults
 from tests.service.conftest import PNG, api_on_redis
 
 TEXT = {"name": "text", "family": "pixel", "conditional": True, "image_size": [32, 32],
@@ -75,7 +75,8 @@ def test_the_shipped_text_models_defaults_are_valid() -> None:
 def test_a_model_default_yields_where_the_request_makes_it_inapplicable() -> None:
     """A model's default t_start (for its signal-leak default) does not refuse a request
     for the direct form: it is left unused, while the request's own t_start would be."""
-    from service.method_specs import METHODS, with_model_defaults
+    from contract.methods import METHODS
+    from contract.spec import with_model_defaults
 
     spec = METHODS["style-generate"].params
     defaults = {"style-generate": {"form": "signal_leak", "t_start": 500}}

@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from contract.keys import OWNER_JOBS
 from service.embedded import RedisProcess
-from service.jobs import OWNER_JOBS, OWNER_RESERVE_GRACE_S, JobQueue
+from service.jobs import OWNER_RESERVE_GRACE_S, JobQueue
 from tests.service.conftest import PNG, api_on_redis
 
 

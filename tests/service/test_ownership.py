@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
-from service.assets import AssetIndex
 from service.embedded import RedisProcess
+from store.assets import AssetIndex
 from tests.service.conftest import PNG, announce_worker, api_on_redis
 
 FILES = {"file": ("a.png", PNG, "image/png")}

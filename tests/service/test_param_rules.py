@@ -17,9 +17,10 @@ import pytest
 from jsonschema import Draft202012Validator
 from pydantic import TypeAdapter, ValidationError
 
+from contract.methods import METHODS
+from contract.params import MethodParams
+from contract.rules import Applies, condition_schema, satisfies
 from service.job_requests import REQUESTS
-from service.method_specs import METHODS, MethodParams
-from service.param_rules import Applies, condition_schema, satisfies
 
 # values for the fields a method requires (valid on their own)
 REQUIRED = {

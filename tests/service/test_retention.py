@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from service.assets import AssetIndex
-from service.blobs import LocalBlobStore
-from service.contract import JobKind, JobPayload
+from contract.jobs import JobKind, JobPayload
+from contract.keys import GC_LOCK
 from service.embedded import RedisProcess
 from service.jobs import JobQueue
-from service.retention import GC_LOCK, collect_garbage, maybe_collect
+from store.assets import AssetIndex
+from store.blobs import LocalBlobStore
+from store.retention import collect_garbage, maybe_collect
 from tests.service.conftest import announce_worker
 
 DAY = 86400.0

@@ -5,15 +5,15 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from service.blobs import LocalBlobStore
-from service.contract import ErrorCode, JobKind, JobPayload
+from contract.jobs import ErrorCode, JobKind, JobPayload
+from store.blobs import LocalBlobStore
 from worker.engine import Denoiser
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.methods.directions import supervised_directions
@@ -113,7 +113,7 @@ class _Assets:
     ) -> str:
         assert output.asset is not None
         asset_id = f"a{len(self.records)}"
-        blob = store.put(output.asset.to_bytes())
+        blob = store.put(output.asset.data)
         self.records[asset_id] = {"id": asset_id, "model": model, "method": "directions",
                                   "blob": blob, "owner": owner}  # fmt: skip
         return asset_id
@@ -252,7 +252,7 @@ def test_style_noise_fit_then_generate(
     assert out.asset.tensors["mean"].shape == model.sample_shape
     asset = f"a{len(assets.records)}"
     assets.records[asset] = {"id": asset, "model": model.name, "method": "style-noise",
-                             "blob": store.put(out.asset.to_bytes()), "owner": None}  # fmt: skip
+                             "blob": store.put(out.asset.data), "owner": None}  # fmt: skip
 
     def payload(seed: int, **params: object) -> JobPayload:
         return JobPayload(id="g", kind=JobKind.EDIT, model="m", method="style-generate",
@@ -304,7 +304,7 @@ def test_boundary_fit_then_edit_lands_at_the_distance(pixel: Denoiser, tmp_path:
     assert searched.metrics["t0_searched"] is True and 0 < searched.metrics["t0"] <= 999
 
     asset = "a0"
-    blob = store.put(labelled.asset.to_bytes())
+    blob = store.put(labelled.asset.data)
     assets.records[asset] = {"id": asset, "model": pixel.name, "method": "boundary",
                              "blob": blob, "owner": None}  # fmt: skip
     image = _blob(store, 20)
@@ -356,7 +356,7 @@ def test_lam_fit_then_mix_on_seeds_and_real_images(cond: Denoiser, tmp_path: Pat
     out = _one(cond, fit, store, ctx)
     assert out.asset is not None and out.asset.tensors["lam"].shape == (3,)
     assert len(out.images) == 1 and "loss_last" in out.metrics
-    blob = store.put(out.asset.to_bytes())
+    blob = store.put(out.asset.data)
     assets.records["a0"] = {"id": "a0", "model": cond.name, "method": "lam", "blob": blob,
                             "owner": None}  # fmt: skip
 
@@ -477,10 +477,10 @@ def test_inject_takes_a_mask_input_and_a_masked_job_does_not_change_its_batch_ma
     pair = {"content": _blob(store, 1), "style": _blob(store, 2)}
     params = {"steps": 6, "t_edit": 0, "t_boost": 0, "g": 0.8}
 
-    def job(**inputs: str) -> PreparedJob:
+    def job(**inputs: str) -> PreparedJob[Any]:
         return prepare(_payload("inject", {**pair, **inputs}, **params), pixel, store)
 
-    def run(*jobs: PreparedJob) -> list[bytes]:
+    def run(*jobs: PreparedJob[Any]) -> list[bytes]:
         return [out.images[0] for out in run_batch(pixel, list(jobs), lambda *_: None)]
 
     (plain,) = run(job())
@@ -496,11 +496,3 @@ def test_inject_takes_a_mask_input_and_a_masked_job_does_not_change_its_batch_ma
     assert mixed[1] == run(job(mask=black), job(mask=black))[1]
     assert plain != nothing
     assert job(mask=black).images["mask"].shape == (1, 1, *pixel.h_shape[1:])
-
-
-def test_every_method_has_a_handler_and_every_handler_a_method() -> None:
-    """METHODS (service) and HANDLERS (worker) are keyed by the same names."""
-    from service.method_specs import METHODS
-    from worker.executor import HANDLERS
-
-    assert sorted(METHODS) == sorted(HANDLERS)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.blobs import LocalBlobStore
-from service.contract import JobKind, JobPayload
+from contract.jobs import JobKind, JobPayload
+from store.blobs import LocalBlobStore
 from worker import jobs
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.contract import JobKind, queue_name
+from contract.jobs import JobKind
+from contract.keys import queue_name
 from worker.settings import parse_models
 
 

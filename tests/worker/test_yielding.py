@@ -19,8 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from service.blobs import LocalBlobStore
-from service.contract import JobKind, JobPayload
+from contract.jobs import JobKind, JobPayload
+from store.blobs import LocalBlobStore
 from worker.engine import Denoiser
 from worker.engine.classifier import AttributeClassifier
 from worker.executor import JobOutput, RunContext, prepare, run_batch

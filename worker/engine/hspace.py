@@ -165,7 +165,7 @@ def power_iteration(
     vjp: Callable[[torch.Tensor], torch.Tensor],
     in_shape: tuple[int, ...],
     out_shape: tuple[int, ...],
-    k: int = 3,
+    k: int,
     iters: int = 50,
     tol: float = 1e-5,
     generator: torch.Generator | None = None,

@@ -78,7 +78,7 @@ def invert(
     grid: GridKind = "leading",
     cond: Conditioning | None = None,
     generator: Generators = None,
-    refine: int = 0,
+    refine: int,
     progress: ProgressFn | None = None,
 ) -> Inversion:
     """``ddim``: deterministic DDIM inversion (approximate; ``refine`` fixed-point
@@ -122,7 +122,7 @@ def reconstruct(
     grid: GridKind = "leading",
     cond: Conditioning | None = None,
     generator: Generators = None,
-    refine: int = 0,
+    refine: int,
     progress: ProgressFn | None = None,
 ) -> Reconstruction:
     """Invert ``images`` over ``steps`` steps and sample back; PSNR against the input."""

@@ -66,12 +66,12 @@ def test_edit_across_on_a_tiny_model(pixel: Denoiser) -> None:
     g = torch.Generator().manual_seed(1)
     images = torch.rand(12, 3, 16, 16, generator=g) * 2 - 1
     images[6:, 0] = 0.9  # a "red" class
-    search = find_mixing_step(pixel, images, steps=6, tol=0.05, generator=g)
+    search = find_mixing_step(pixel, images, steps=6, tol=0.05, generator=g, refine=0)
     assert search.t0 in search.radius and search.reference[0] == pytest.approx(1.0, abs=0.02)
     mean, std = search.radius[search.t0]
     close = abs(mean - search.reference[0]) <= 0.05 and abs(std - search.reference[1]) <= 0.05
     assert search.found == close
-    x_t0, h, grid = invert_to(pixel, images, 400, steps=5)
+    x_t0, h, grid = invert_to(pixel, images, 400, steps=5, refine=0)
     assert grid[-1] == 400 and h.shape == (12, *pixel.h_shape)
     labels = (torch.arange(12) >= 6).long()
     bx, bh = fit_boundary(x_t0, labels, held_out=0.0), fit_boundary(h, labels, held_out=0.0)

@@ -76,4 +76,4 @@ def test_jacobian_directions_are_orthonormal_with_decreasing_sigma(pixel: Denois
     assert bool((sigma > 0).all()) and bool((sigma[:-1] >= sigma[1:] * 0.99).all())
     assert pixel.hooks.active == []
     with pytest.raises(InputError, match="per image"):
-        jacobian_directions(pixel, _x_T(3), 500)
+        jacobian_directions(pixel, _x_T(3), 500, k=3)

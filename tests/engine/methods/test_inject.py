@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from contract.methods.inject import InjectParams
 from worker.engine import Denoiser, InputError, ddim_invert, ddim_sample, timestep_grid
-from worker.engine.methods.inject import InjectionSettings, content_trajectory, inject_content
+from worker.engine.methods.inject import content_trajectory, inject_content
 
 GRID = timestep_grid(10, 1000, "linspace")
 
@@ -19,12 +20,12 @@ def _setup(pixel: Denoiser) -> tuple[torch.Tensor, torch.Tensor]:
     return content, x_T
 
 
-PLAIN = InjectionSettings(g=0.0, t_edit=0, t_boost=0, lam=1.0)
+PLAIN = InjectParams(g=0.0, t_edit=0, t_boost=0, lam=1.0)
 
 
 def test_content_trajectory_has_h_at_every_step(pixel: Denoiser) -> None:
     content, _ = _setup(pixel)
-    traj = content_trajectory(pixel, content, GRID)
+    traj = content_trajectory(pixel, content, GRID, refine=0)
     assert sorted(traj.h) == GRID
     assert traj.h[GRID[-1]].shape == (2, *pixel.h_shape)
     assert pixel.hooks.active == []
@@ -36,15 +37,15 @@ def test_ratio_zero_is_plain_regeneration(pixel: Denoiser) -> None:
     differ, on any CPU. (A tolerance of 1e-4 failed on AVX2 kernels, at 3e-4, while h'
     came back in another layout than h and took other kernels.)"""
     content, x_T = _setup(pixel)
-    out = inject_content(pixel, x_T, content_trajectory(pixel, content, GRID), PLAIN)
+    out = inject_content(pixel, x_T, content_trajectory(pixel, content, GRID, refine=0), PLAIN)
     assert torch.equal(out, ddim_sample(pixel, x_T, GRID))
 
 
 def test_ratio_one_changes_the_output_and_an_empty_mask_does_not(pixel: Denoiser) -> None:
     content, x_T = _setup(pixel)
-    traj = content_trajectory(pixel, content, GRID)
+    traj = content_trajectory(pixel, content, GRID, refine=0)
     plain = ddim_sample(pixel, x_T, GRID)
-    full = InjectionSettings(g=1.0, t_edit=0, t_boost=0, lam=1.0)
+    full = InjectParams(g=1.0, t_edit=0, t_boost=0, lam=1.0)
     assert (inject_content(pixel, x_T, traj, full) - plain).abs().max() > 1e-2
     empty = torch.zeros(1, 1, *pixel.h_shape[1:])
     masked = inject_content(pixel, x_T, traj, full, mask=empty)
@@ -53,20 +54,18 @@ def test_ratio_one_changes_the_output_and_an_empty_mask_does_not(pixel: Denoiser
 
 def test_skip_calibration_and_damping_run_and_differ(pixel: Denoiser) -> None:
     content, x_T = _setup(pixel)
-    traj = content_trajectory(pixel, content, GRID)
-    base = InjectionSettings(g=0.5, t_edit=0, t_boost=0, lam=1.0)
+    traj = content_trajectory(pixel, content, GRID, refine=0)
+    base = InjectParams(g=0.5, t_edit=0, t_boost=0, lam=1.0)
     a = inject_content(pixel, x_T, traj, base)
-    b = inject_content(
-        pixel, x_T, traj, InjectionSettings(g=0.5, t_edit=0, t_boost=0, lam=1.0, w=1.0)
-    )
-    c = inject_content(pixel, x_T, traj, InjectionSettings(g=0.5, t_edit=0, t_boost=0, lam=0.9))
+    b = inject_content(pixel, x_T, traj, InjectParams(g=0.5, t_edit=0, t_boost=0, lam=1.0, w=1.0))
+    c = inject_content(pixel, x_T, traj, InjectParams(g=0.5, t_edit=0, t_boost=0, lam=0.9))
     assert torch.isfinite(b).all() and (a - b).abs().max() > 1e-3 and (a - c).abs().max() > 1e-3
 
 
 def test_quality_boost_draws_from_the_generator(pixel: Denoiser) -> None:
     content, x_T = _setup(pixel)
-    traj = content_trajectory(pixel, content, GRID)
-    boosted = InjectionSettings(g=0.3, t_edit=500, t_boost=300, lam=1.0)
+    traj = content_trajectory(pixel, content, GRID, refine=0)
+    boosted = InjectParams(g=0.3, t_edit=500, t_boost=300, lam=1.0)
     run = [
         inject_content(pixel, x_T, traj, boosted, generator=torch.Generator().manual_seed(s))
         for s in (1, 1, 2)
@@ -75,27 +74,26 @@ def test_quality_boost_draws_from_the_generator(pixel: Denoiser) -> None:
 
 
 @pytest.mark.parametrize(("field", "settings"), [
-    ("g", InjectionSettings(g=1.5)), ("t_edit", InjectionSettings(t_edit=2000)),
-    ("w", InjectionSettings(w=-1)), ("lam", InjectionSettings(lam=0)),
+    # built without pydantic's checks: the engine's own check must catch them
+    ("g", InjectParams.model_construct(g=1.5)),
+    ("t_edit", InjectParams.model_construct(t_edit=2000)),
+    ("w", InjectParams.model_construct(w=-1)),
+    ("lam", InjectParams.model_construct(lam=0)),
 ])  # fmt: skip
-def test_bad_settings_name_the_field(
-    pixel: Denoiser, field: str, settings: InjectionSettings
-) -> None:
+def test_bad_settings_name_the_field(pixel: Denoiser, field: str, settings: InjectParams) -> None:
     content, x_T = _setup(pixel)
-    traj = content_trajectory(pixel, content, GRID)
+    traj = content_trajectory(pixel, content, GRID, refine=0)
     with pytest.raises(InputError, match=f"^{field}:"):
         inject_content(pixel, x_T, traj, settings)
 
 
 def test_clip_x0_bounds_the_edited_prediction(pixel: Denoiser) -> None:
-    import dataclasses
-
     from worker.engine.sampling import predict_x0
 
     content, x_T = _setup(pixel)
-    traj = content_trajectory(pixel, content, GRID)
-    full = InjectionSettings(g=1.0, t_edit=0, t_boost=0, lam=1.0)
-    clipped = dataclasses.replace(full, clip_x0=True)
+    traj = content_trajectory(pixel, content, GRID, refine=0)
+    full = InjectParams(g=1.0, t_edit=0, t_boost=0, lam=1.0)
+    clipped = full.model_copy(update={"clip_x0": True})
     free, held = inject_content(pixel, x_T, traj, full), inject_content(pixel, x_T, traj, clipped)
     assert not torch.allclose(free, held)
     # every step's x0_hat from the edited eps is in [-1, 1], so the final x_0 is too
@@ -125,7 +123,7 @@ def test_only_replace_steps_inject_and_boost(
 
     grid = timestep_grid(40, 1000, "linspace")
     content = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1
-    traj = content_trajectory(pixel, content, grid)
+    traj = content_trajectory(pixel, content, grid, refine=0)
     calls = {"inject": 0, "noise": 0}
     real_inject, real_noise = module.inject, pixel.noise  # type: ignore[attr-defined]
 
@@ -139,7 +137,7 @@ def test_only_replace_steps_inject_and_boost(
 
     monkeypatch.setattr(module, "inject", counting_inject)
     monkeypatch.setattr(pixel, "noise", counting_noise)
-    settings = InjectionSettings(g=0.5, t_edit=0, t_boost=500, lam=1.0, replace_steps=8)
+    settings = InjectParams(g=0.5, t_edit=0, t_boost=500, lam=1.0, replace_steps=8)
     assert traj.x_T is not None
     out = inject_content(pixel, traj.x_T, traj, settings, generator=torch.Generator())
     assert torch.isfinite(out).all()
@@ -161,9 +159,9 @@ def test_calibration_keeps_p_tildes_mean_and_is_never_damped(pixel: Denoiser) ->
     # every step calibrates (t_edit 0), so damping, which a calibrated step replaces,
     # must change nothing
     content, x_T = _setup(pixel)
-    traj = content_trajectory(pixel, content, GRID)
-    calibrated = InjectionSettings(g=0.5, t_edit=0, t_boost=0, w=1.0, lam=1.0, t_damp=0)
-    damped = InjectionSettings(g=0.5, t_edit=0, t_boost=0, w=1.0, lam=0.9, t_damp=0)
+    traj = content_trajectory(pixel, content, GRID, refine=0)
+    calibrated = InjectParams(g=0.5, t_edit=0, t_boost=0, w=1.0, lam=1.0, t_damp=0)
+    damped = InjectParams(g=0.5, t_edit=0, t_boost=0, w=1.0, lam=0.9, t_damp=0)
     assert torch.equal(
         inject_content(pixel, x_T, traj, calibrated), inject_content(pixel, x_T, traj, damped)
     )
@@ -173,10 +171,10 @@ def test_a_symmetric_injection_takes_both_terms_from_the_injected_h(pixel: Denoi
     """asymmetric false (outside the reference): eps~ drives x0_hat and the direction, so
     at g = 1 with t_edit 0 it is a plain generation with h replaced by norm(h_c)."""
     content, x_T = _setup(pixel)
-    traj = content_trajectory(pixel, content, GRID)
-    sym = InjectionSettings(g=0.0, t_edit=0, t_boost=0, lam=1.0, asymmetric=False)
+    traj = content_trajectory(pixel, content, GRID, refine=0)
+    sym = InjectParams(g=0.0, t_edit=0, t_boost=0, lam=1.0, asymmetric=False)
     assert torch.equal(inject_content(pixel, x_T, traj, sym), ddim_sample(pixel, x_T, GRID))
-    full_sym = InjectionSettings(g=1.0, t_edit=0, t_boost=0, lam=1.0, asymmetric=False)
-    full_asym = InjectionSettings(g=1.0, t_edit=0, t_boost=0, lam=1.0)
+    full_sym = InjectParams(g=1.0, t_edit=0, t_boost=0, lam=1.0, asymmetric=False)
+    full_asym = InjectParams(g=1.0, t_edit=0, t_boost=0, lam=1.0)
     a, b = inject_content(pixel, x_T, traj, full_sym), inject_content(pixel, x_T, traj, full_asym)
     assert (a - b).abs().max() > 1e-3

@@ -65,7 +65,7 @@ def test_corrections_bring_the_neutral_run_back_to_the_real_image(cond: Denoiser
     g = torch.Generator().manual_seed(1)
     x0 = torch.randn(1, *cond.sample_shape, generator=g)
     c_n, c_t = cond.encode_prompt([NEUTRAL]), cond.encode_prompt([TARGET])
-    corr = real_image_corrections(cond, x0, grid, c_n, correct_share=1.0, generator=g)
+    corr = real_image_corrections(cond, x0, grid, c_n, correct_share=1.0, generator=g, refine=0)
     with torch.no_grad():
         back = sample_mixed(cond, corr.x_T, grid, c_n, c_t, torch.ones(5), corrections=corr)
         plain = sample_mixed(cond, corr.x_T, grid, c_n, c_t, torch.ones(5))
@@ -150,7 +150,7 @@ def test_plms_corrections_bring_the_neutral_run_back_to_the_real_image(cond: Den
     x0 = torch.randn(1, *cond.sample_shape, generator=g)
     c_n, c_t = cond.encode_prompt([NEUTRAL]), cond.encode_prompt([TARGET])
     corr = real_image_corrections(cond, x0, grid, c_n, correct_share=1.0, sampler="plms",
-                                  generator=g)  # fmt: skip
+                                  generator=g, refine=0)  # fmt: skip
     with torch.no_grad():
         back = sample_mixed(cond, corr.x_T, grid, c_n, c_t, torch.ones(5), corrections=corr,
                             sampler="plms")  # fmt: skip

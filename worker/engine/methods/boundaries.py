@@ -20,12 +20,14 @@ METHODS.md, section B:
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from worker.engine.assets import grid_of, pack, unpack
 from worker.engine.denoiser import Denoiser
 from worker.engine.errors import InputError
 from worker.engine.noise import Generators
@@ -113,7 +115,7 @@ def find_mixing_step(
     *,
     steps: int = 40,
     tol: float = 0.02,
-    refine: int = 0,
+    refine: int,
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
 ) -> MixingSearch:
@@ -163,7 +165,7 @@ def invert_to(
     x0: torch.Tensor,
     t0: int,
     steps: int,
-    refine: int = 0,
+    refine: int,
     progress: ProgressFn | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """(x_t0, h at t0, grid): DDIM inversion on ``linspace(0, 1, steps) * t0``
@@ -207,3 +209,46 @@ def edit_across(
 
     with denoiser.hooks.edit_h("boundary.first_step", move_h):
         return ddim_sample(denoiser, moved, grid, eta=eta, generator=generator, progress=progress)
+
+
+@dataclass
+class BoundaryAsset:
+    """A boundary fit as stored: x_t0's and h's hyperplanes at t0 = grid[-1]."""
+
+    model: str
+    grid: list[int]  # the inversion grid to t0
+    x: Boundary
+    h: Boundary
+    # the fit's images' median |signed distance| on x and on h: the unit an edit's
+    # distance is best chosen in (None for assets from before they were stored)
+    scale_x: float | None
+    scale_h: float | None
+    refine: int  # the fit's DDIM refinement (0 for assets from before it existed)
+
+    def to_safetensors(self) -> bytes:
+        meta = {
+            "kind": "boundary",
+            "model": self.model,
+            "grid": json.dumps(self.grid),
+            "offset_x": repr(self.x.offset),
+            "offset_h": repr(self.h.offset),
+            "refine": str(self.refine),
+        }
+        if self.scale_x is not None and self.scale_h is not None:
+            meta.update(scale_x=repr(self.scale_x), scale_h=repr(self.scale_h))
+        return pack({"normal_x": self.x.normal, "normal_h": self.h.normal}, meta)
+
+    @classmethod
+    def from_safetensors(cls, data: bytes) -> BoundaryAsset:
+        tensors, meta = unpack(data, "boundary")
+        nan = float("nan")
+        scales = ("scale_x" in meta) and ("scale_h" in meta)
+        return cls(
+            model=meta.get("model", ""),
+            grid=grid_of(meta),
+            x=Boundary(tensors["normal_x"], float(meta["offset_x"]), nan, nan),
+            h=Boundary(tensors["normal_h"], float(meta["offset_h"]), nan, nan),
+            scale_x=float(meta["scale_x"]) if scales else None,
+            scale_h=float(meta["scale_h"]) if scales else None,
+            refine=int(meta.get("refine", "0")),
+        )

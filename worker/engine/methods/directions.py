@@ -16,12 +16,15 @@ Directions, one per grid step:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from worker.engine.assets import grid_of, pack, unpack
 from worker.engine.denoiser import Denoiser
 from worker.engine.errors import InputError
 from worker.engine.hspace import align_signs, pca_directions, power_iteration
@@ -84,7 +87,7 @@ def jacobian_directions(
     x_t: torch.Tensor,
     t: int,
     *,
-    k: int = 3,
+    k: int,
     iters: int = 50,
     tol: float = 1e-5,
     generator: torch.Generator | None = None,
@@ -209,3 +212,40 @@ def edit_with_direction(
         if progress is not None:
             progress(i + 1, n)
     return x
+
+
+@dataclass
+class DirectionsAsset:
+    """A directions fit as stored: per grid step t, (k, *h) directions ("t<t>" tensors)."""
+
+    kind: str  # pca, supervised or jacobian
+    model: str
+    grid: list[int]
+    directions: dict[int, torch.Tensor]
+    refine: int  # the fit's DDIM refinement (0 for assets from before it existed)
+
+    @property
+    def components(self) -> int:
+        return int(next(iter(self.directions.values())).shape[0])
+
+    def to_safetensors(self) -> bytes:
+        meta = {
+            "kind": self.kind,
+            "grid": json.dumps(self.grid),
+            "model": self.model,
+            "components": str(self.components),
+            "refine": str(self.refine),
+        }
+        return pack({f"t{t}": self.directions[t] for t in self.grid}, meta)
+
+    @classmethod
+    def from_safetensors(cls, data: bytes) -> DirectionsAsset:
+        tensors, meta = unpack(data, "directions")
+        dirs = {int(name[1:]): v for name, v in tensors.items() if name.startswith("t")}
+        return cls(
+            kind=meta.get("kind", "pca"),
+            model=meta.get("model", ""),
+            grid=grid_of(meta),
+            directions=dirs,
+            refine=int(meta.get("refine", "0")),
+        )

@@ -25,13 +25,12 @@ unconditional model (METHODS.md, section A):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 
-from service.method_specs import InjectParams
+from contract.methods.inject import InjectParams
 from worker.engine.denoiser import Denoiser
 from worker.engine.errors import InputError
 from worker.engine.hspace import inject
@@ -45,43 +44,24 @@ from worker.engine.sampling import (
     reverse_steps,
 )
 
-_DEFAULTS = InjectParams()  # one place for the defaults: the API schema's
 
-
-@dataclass(frozen=True)
-class InjectionSettings:
-    """Defaults from the reference scripts, in the model's own timestep scale (T = 1000)."""
-
-    g: float = _DEFAULTS.g  # content ratio (0.4 for artistic styles)
-    t_edit: int = _DEFAULTS.t_edit  # inject at t >= t_edit
-    t_boost: int = _DEFAULTS.t_boost  # eta = 1 at t <= t_boost (0: no boost)
-    w: float = _DEFAULTS.w  # skip-calibration strength (0 in every reference example)
-    lam: float = _DEFAULTS.lam  # early-step damping (1.0 for out-of-domain styles)
-    t_damp: int = _DEFAULTS.t_damp  # damping at t >= t_damp
-    clip_x0: bool = _DEFAULTS.clip_x0  # pixel models: x0_hat of the edited eps into [-1, 1]
-    replace_steps: int = _DEFAULTS.replace_steps  # injections spread over the grid
-    asymmetric: bool = _DEFAULTS.asymmetric  # False: both terms of the step from h' (eps~)
-
-    @classmethod
-    def from_params(cls, params: InjectParams) -> InjectionSettings:
-        """The engine's settings from the API's parameters (the fields they share)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in params.model_dump().items() if k in names})
-
-    def check(self, num_train_timesteps: int) -> None:
-        T = num_train_timesteps
-        if not 0.0 <= self.g <= 1.0:
-            raise InputError(f"g: must lie in [0, 1], got {self.g}")
-        for name in ("t_edit", "t_boost", "t_damp"):
-            value = getattr(self, name)
-            if not 0 <= value <= T:
-                raise InputError(f"{name}: must lie in [0, {T}], got {value}")
-        if self.w < 0:
-            raise InputError(f"w: must be >= 0, got {self.w}")
-        if not 0.0 < self.lam <= 1.0:
-            raise InputError(f"lam: must lie in (0, 1], got {self.lam}")
-        if self.replace_steps < 1:
-            raise InputError(f"replace_steps: must be >= 1, got {self.replace_steps}")
+def check_settings(settings: InjectParams, num_train_timesteps: int) -> None:
+    """The parameters' ranges again, here in the model's own timestep scale: a model with
+    T < 1000 narrows t_edit, t_boost and t_damp (a params object built with
+    ``model_construct`` skips pydantic's checks, so every range is read here)."""
+    T = num_train_timesteps
+    if not 0.0 <= settings.g <= 1.0:
+        raise InputError(f"g: must lie in [0, 1], got {settings.g}")
+    for name in ("t_edit", "t_boost", "t_damp"):
+        value = getattr(settings, name)
+        if not 0 <= value <= T:
+            raise InputError(f"{name}: must lie in [0, {T}], got {value}")
+    if settings.w < 0:
+        raise InputError(f"w: must be >= 0, got {settings.w}")
+    if not 0.0 < settings.lam <= 1.0:
+        raise InputError(f"lam: must lie in (0, 1], got {settings.lam}")
+    if settings.replace_steps < 1:
+        raise InputError(f"replace_steps: must be >= 1, got {settings.replace_steps}")
 
 
 def replace_step_indices(n: int, replace_steps: int) -> set[int]:
@@ -106,7 +86,8 @@ def content_trajectory(
     x0_c: torch.Tensor,
     grid: list[int],
     progress: ProgressFn | None = None,
-    refine: int = 0,
+    *,
+    refine: int,
 ) -> ContentTrajectory:
     """Invert C and record h at every grid step: n - 1 inversion calls plus one at the top
     (``refine``: fixed-point iterations per inversion step, see ``ddim_invert``)."""
@@ -133,7 +114,7 @@ def inject_content(
     denoiser: Denoiser,
     x_T_style: torch.Tensor,
     content: ContentTrajectory,
-    settings: InjectionSettings,
+    settings: InjectParams,
     *,
     mask: torch.Tensor | None = None,
     masked_rows: torch.Tensor | None = None,
@@ -144,8 +125,9 @@ def inject_content(
 
     ``mask`` ((B or 1, 1, H, W) at h's resolution) makes the injection local (the
     reference's rule, see ``hspace.inject``), for the rows ``masked_rows`` names (all
-    by default)."""
-    settings.check(denoiser.num_train_timesteps)
+    by default). ``settings`` is the method's parameters (only the generation's fields
+    are read here: the inversion's ran before)."""
+    check_settings(settings, denoiser.num_train_timesteps)
     grid = content.grid
     x = x_T_style.to(device=denoiser.device, dtype=torch.float32)
     n = len(grid)

@@ -32,6 +32,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from worker.engine.assets import grid_of, pack, unpack
 from worker.engine.denoiser import Conditioning, Denoiser
 from worker.engine.errors import InputError
 from worker.engine.sampling import ddim_invert, ddim_step, reverse_steps
@@ -349,7 +350,7 @@ def real_image_corrections(
     uncond: torch.Tensor | None = None,
     guidance: float = 1.0,
     correct_share: float = 2 / 3,
-    refine: int = 0,
+    refine: int,
     sampler: Sampler = "ddim",
     generator: torch.Generator | None = None,
 ) -> Corrections:
@@ -468,3 +469,41 @@ def _decode_differentiable(denoiser: Denoiser, x0: torch.Tensor) -> torch.Tensor
     z = x0.to(dtype=denoiser.vae.dtype) / float(denoiser.vae.config.scaling_factor)
     decoded: torch.Tensor = denoiser.vae.decode(z).sample
     return decoded.float()
+
+
+@dataclass
+class LamAsset:
+    """A lam fit as stored: one mixing weight per step of ``grid``, for its prompts."""
+
+    model: str
+    grid: list[int]
+    lam: torch.Tensor  # (len(grid),)
+    neutral: str
+    target: str
+    guidance_scale: float
+    sampler: Sampler  # lam is learned through one sampler; mix uses the same
+
+    def to_safetensors(self) -> bytes:
+        meta = {
+            "kind": "lam",
+            "model": self.model,
+            "grid": json.dumps(self.grid),
+            "neutral": self.neutral,
+            "target": self.target,
+            "guidance_scale": repr(self.guidance_scale),
+            "sampler": self.sampler,
+        }
+        return pack({"lam": self.lam}, meta)
+
+    @classmethod
+    def from_safetensors(cls, data: bytes) -> LamAsset:
+        tensors, meta = unpack(data, "lam")
+        return cls(
+            model=meta.get("model", ""),
+            grid=grid_of(meta),
+            lam=tensors["lam"],
+            neutral=meta["neutral"],
+            target=meta["target"],
+            guidance_scale=float(meta.get("guidance_scale", "1.0")),
+            sampler="plms" if meta.get("sampler") == "plms" else "ddim",
+        )

@@ -29,6 +29,7 @@ from typing import Literal
 
 import torch
 
+from worker.engine.assets import pack, unpack
 from worker.engine.errors import InputError
 from worker.engine.noise import Generators, prior_noise, randn
 
@@ -136,3 +137,21 @@ def initial_noise(
         eps = prior_noise(drawn.shape, generator, drawn.device, offset)
         return math.sqrt(alpha_bar_T) * drawn + math.sqrt(1 - alpha_bar_T) * eps
     raise InputError(f"form: expected direct or signal_leak, got {form!r}")
+
+
+@dataclass
+class StyleNoiseAsset:
+    """A style-noise fit as stored: the distribution, and the model it is in the space of."""
+
+    model: str
+    style: StyleNoise
+
+    def to_safetensors(self) -> bytes:
+        meta = {"kind": "style-noise", "model": self.model, "count": str(self.style.count)}
+        return pack(self.style.tensors(), meta)
+
+    @classmethod
+    def from_safetensors(cls, data: bytes) -> StyleNoiseAsset:
+        tensors, meta = unpack(data, "style-noise")
+        count = int(meta.get("count", "0"))
+        return cls(model=meta.get("model", ""), style=StyleNoise.from_tensors(tensors, count))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-IMAGE_OWNERS = "editserve:image-owners:{id}"  # set of owner digests
+from contract.keys import IMAGE_OWNERS
 
 
 def record_upload(redis: Any, blob_id: str, owner: str) -> None:

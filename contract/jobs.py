@@ -1,8 +1,7 @@
-"""The contract between the API and the workers: torch-free, JSON on the wire.
+"""Jobs on the wire: payloads, statuses, events and error codes (torch-free, JSON).
 
-This is the only module ``service/`` and ``worker/`` share. A job travels as a
-``JobPayload`` (JSON, never pickle); images travel as content ids into the blob
-store, never as bytes in Redis.
+A job travels as a ``JobPayload`` (JSON, never pickle); images travel as content ids
+into the blob store, never as bytes in Redis.
 """
 
 from __future__ import annotations
@@ -11,21 +10,6 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
-
-QUEUE_PREFIX = "editserve"
-HEARTBEAT_KEY = "editserve:workers:heartbeat"  # hash: worker name -> unix time of last beat
-MODELS_KEY = "editserve:workers:models"  # hash: worker name -> JSON list of model descriptions
-CANCEL_KEY = "editserve:cancel:{id}"  # set by the API; a running job stops at its next step
-JOB_EVENTS = "editserve:job-events:{id}"  # pub/sub: the worker announces a job's end
-# sorted set: every accepted job not yet seen ended, by submit time; a worker's
-# maintenance queues again any that says queued while nothing holds it
-OPEN_JOBS_KEY = "editserve:open-jobs"
-
-
-def doorbell_key(queue_key: str) -> str:
-    """A list the API pushes a token to after each submit to ``queue_key`` (the RQ
-    queue's Redis key): idle workers block on it. It carries no job."""
-    return f"{queue_key}:doorbell"
 
 
 class JobStatus(StrEnum):
@@ -90,10 +74,3 @@ class JobPayload(BaseModel):
     seed: int = 0
     owner: str | None = None
     max_attempts: int = 3
-
-
-def queue_name(model: str, kind: JobKind = JobKind.EDIT) -> str:
-    """Two RQ queues per model, edits and fits; the workers that hold the model listen on
-    every edit queue before any fit queue, so a queued edit never waits behind a queued
-    fit (a fit can take minutes; an edit, a second). ``model`` has no ':' (settings)."""
-    return f"{QUEUE_PREFIX}:{model}" if kind == JobKind.EDIT else f"{QUEUE_PREFIX}:{model}:fits"

@@ -26,13 +26,14 @@ from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from service.assets import AssetIndex
-from service.blobs import is_content_id
-from service.ownership import forget_image
+from contract.keys import GC_LOCK
+from store.assets import AssetIndex
+from store.blobs import is_content_id
+from store.ownership import forget_image
 
 log = logging.getLogger("editserve.retention")
 
-GC_LOCK = "editserve:gc:lock"
+
 INVERSIONS = "inversions"
 
 

@@ -14,9 +14,7 @@ from typing import Any
 
 from redis import Redis
 
-ASSET_KEY = "editserve:asset:{id}"
-ASSET_INDEX = "editserve:assets"  # sorted set: id by creation time
-ASSET_VERSIONS = "editserve:asset-versions:{owner}:{name}"  # counter per name
+from contract.keys import ASSET_INDEX, ASSET_KEY, ASSET_VERSIONS
 
 
 class AssetIndex:

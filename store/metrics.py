@@ -16,7 +16,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from redis import Redis
 
-OUTCOMES_KEY = "editserve:stats:outcomes"
+from contract.keys import HISTOGRAM_KEY, OUTCOMES_KEY
+
 HISTOGRAMS = {
     "batch_size": (1, 2, 4, 8, 16, 32),
     "run_seconds": (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
@@ -32,7 +33,7 @@ def _bound(value: float) -> str:
 
 
 def _hist_key(name: str) -> str:
-    return f"editserve:stats:hist:{name}"
+    return HISTOGRAM_KEY.format(name=name)
 
 
 def record_outcome(redis: Any, status: str) -> None:

@@ -49,7 +49,7 @@ class LocalBlobStore:
         blob_id = content_id(data)
         path = self._path(blob_id)
         if path.exists():
-            self.touch(blob_id)  # uploaded again: wanted again (see service.retention)
+            self.touch(blob_id)  # uploaded again: wanted again (see store.retention)
             return blob_id
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")

@@ -1,0 +1,74 @@
+"""Method C (Wu et al.): learned per-step mixing weights between two prompts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from contract.jobs import JobKind
+from contract.params import AssetName, FitField, MethodParams, Refine
+from contract.spec import MethodSpec
+
+
+class LamFitParams(MethodParams):
+    """Method C fit (Wu et al.): per-step mixing weights between two prompts, as an asset."""
+
+    name: AssetName
+    neutral: str = Field(min_length=1, max_length=500, description="neutral prompt c_n")
+    target: str = Field(min_length=1, max_length=500, description="target prompt c_t")
+    steps: int = Field(50, ge=2, le=200, description="sampling steps (one lam per step)")
+    epochs: int = Field(10, ge=1, le=100, description="Adam epochs (full sampling runs)")
+    lr: float = Field(0.05, gt=0.0, le=1.0, description="Adam learning rate")
+    content_weight: float = Field(0.05, ge=0.0, le=100.0, description="content term weight")
+    guidance_scale: float = Field(1.0, ge=1.0, le=30.0, description="classifier-free guidance")
+    sampler: Literal["ddim", "plms"] = Field(
+        "ddim",
+        description="the sampler lam is learned through (and that mix then uses): DDIM, or "
+        "PLMS as the reference's Stable Diffusion sampler (one more U-Net call at the first "
+        "step)",
+    )
+    noisy_share: float = Field(0.4, ge=0.0, le=1.0, description="init: lam = 1 on this share")
+    scorer: Literal["classifier", "clip"] = Field(
+        "classifier",
+        description="image-text scorer of the loss: the worker's attribute classifier, or "
+        "CLIP from the worker's local folder (EDITSERVE_CLIP)",
+    )
+    content: Literal["scorer", "vgg"] = Field(
+        "scorer",
+        description="the loss's content term: the scorer's own (pixel MSE for the "
+        "classifier, CLIP features for clip), or VGG16 perceptual features as the reference "
+        "(the worker's local weights, EDITSERVE_VGG)",
+    )
+    refine: Refine = 1
+    fit: FitField = "error"
+
+
+class MixParams(MethodParams):
+    """Method C edit: sample with a learned lam (on a seed, or on inputs.image when given)."""
+
+    asset: str = Field(min_length=1, max_length=64, description="a lam asset id")
+    correct_share: float = Field(2 / 3, ge=0.0, le=1.0, description="real images: corrected share")
+    refine: Refine = 1
+    fit: FitField = "error"
+
+
+LAM = MethodSpec(
+    name="lam",
+    kind=JobKind.FIT,
+    summary="Learn per-step mixing weights between a neutral and a target prompt.",
+    params=LamFitParams,
+    inputs=(),
+    optional_inputs=("image",),
+    families=("pixel", "latent"),
+)
+
+MIX = MethodSpec(
+    name="mix",
+    kind=JobKind.EDIT,
+    asset_params={"asset": "lam"},
+    summary="Apply learned prompt-mixing weights to a new seed or a real image.",
+    params=MixParams,
+    inputs=(),
+    optional_inputs=("image",),
+)

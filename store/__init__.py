@@ -1,0 +1,1 @@
+"""Storage both processes use: the blob store, the asset index, metrics, ownership, retention."""

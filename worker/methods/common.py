@@ -1,0 +1,170 @@
+"""Helpers more than one method's handler uses: inversions through the cache, assets,
+generated samples, the classifier's labels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from worker.engine import Conditioning, Denoiser
+from worker.engine.reconstruct import Inversion, invert
+from worker.engine.sampling import ddim_sample
+from worker.engine.schedule import timestep_grid
+from worker.inversion_cache import InversionCache, InversionKey
+from worker.methods.handler import (
+    Batch,
+    PreparedJob,
+    ProgressFn,
+    RunContext,
+    chunk_tick,
+    phase,
+    refused,
+)
+
+
+def conditioning(denoiser: Denoiser, jobs: list[PreparedJob[Any]]) -> Conditioning | None:
+    """The jobs' prompts as the model's conditioning (None for an unconditional model)."""
+    if not denoiser.conditional:
+        return None
+    return denoiser.conditioning([getattr(job.params, "prompt", "") for job in jobs])
+
+
+def ddim_kind(refine: int, base: str = "ddim") -> str:
+    """The inversion cache's kind of a DDIM inversion with ``refine`` fixed-point iterations."""
+    return base if refine == 0 else f"{base}+fp{refine}"
+
+
+def through_cache(
+    cache: InversionCache | None,
+    keys: list[InversionKey],
+    compute: Callable[[list[int]], list[Inversion]],
+) -> tuple[list[Inversion], list[bool]]:
+    """Rows from the cache where present; ``compute(missing indices)`` for the rest, cached."""
+    parts: list[Inversion | None] = [cache.get(k) if cache is not None else None for k in keys]
+    missing = [i for i, part in enumerate(parts) if part is None]
+    if missing:
+        for i, row in zip(missing, compute(missing), strict=True):
+            parts[i] = row
+            if cache is not None:
+                cache.put(keys[i], row)
+    rows = [part for part in parts if part is not None]
+    return rows, [i not in missing for i in range(len(keys))]
+
+
+def invert_cached(
+    denoiser: Denoiser,
+    batch: Batch[Any],
+    images: torch.Tensor,
+    cache: InversionCache | None,
+    progress: Callable[[int, int], None],
+) -> tuple[Inversion, list[bool]]:
+    """The batch's inversion of ``inputs.image``: cached rows reused, the rest inverted
+    together and cached. Reads steps, inversion, grid and refine from ``batch.shared``."""
+    p = batch.shared
+
+    def key(job: PreparedJob[Any]) -> InversionKey:
+        return InversionKey(
+            model=denoiser.name,
+            image=job.payload.inputs["image"],
+            kind=p.inversion if p.inversion == "ddpm" else ddim_kind(p.refine),
+            steps=p.steps,
+            grid=p.grid,
+            prompt=getattr(job.params, "prompt", ""),
+            seed=job.payload.seed if p.inversion == "ddpm" else None,
+        )
+
+    def compute(missing: list[int]) -> list[Inversion]:
+        sub = [batch.jobs[i] for i in missing]
+        return invert(
+            denoiser,
+            images[missing],
+            steps=p.steps,
+            inversion=p.inversion,
+            grid=p.grid,
+            cond=conditioning(denoiser, sub),
+            generator=[torch.Generator().manual_seed(job.payload.seed) for job in sub],
+            refine=p.refine,
+            progress=progress,
+        ).rows()
+
+    rows, hits = through_cache(cache, [key(job) for job in batch.jobs], compute)
+    return Inversion.stack(rows), hits
+
+
+def load_asset(
+    ctx: RunContext, asset_id: str, method: str, where: str, batch: Batch[Any], model: str
+) -> bytes:
+    """The bytes of an asset of ``method``, fitted on ``model``, that every job may use."""
+    record = ctx.assets.get(asset_id) if ctx.assets is not None else None
+    # jobs batch by asset id: each of them must own it (or it has no owner)
+    foreign = record is not None and any(
+        record.get("owner") not in (None, job.payload.owner) for job in batch.jobs
+    )
+    if record is None or foreign or record.get("method") != method or ctx.blobs is None:
+        raise refused(f"{where}: no {method} asset {asset_id!r}")
+    if record["model"] != model:
+        raise refused(f"{where}: fitted on model {record['model']}, not {model}")
+    return ctx.blobs.get(record["blob"])
+
+
+def require_unconditional(denoiser: Denoiser) -> None:
+    if denoiser.conditional:
+        raise refused(
+            f"model: h-space directions run on unconditional models; {denoiser.name} is "
+            "text-conditioned"
+        )
+
+
+def require_text_model(denoiser: Denoiser) -> None:
+    if not denoiser.conditional:
+        raise refused(
+            f"model: prompt mixing needs a text-conditioned model; {denoiser.name} is not"
+        )
+
+
+def generate(
+    denoiser: Denoiser, count: int, steps: int, seed: int, progress: ProgressFn
+) -> torch.Tensor:
+    """``count`` samples (images in [-1, 1]), eta = 1, in chunks of 64."""
+    gen = torch.Generator().manual_seed(seed)
+    grid = timestep_grid(steps, denoiser.num_train_timesteps)
+    outs = []
+    n, chunks = len(grid), -(-count // 64)
+    for chunk, start in enumerate(range(0, count, 64)):
+        x_T = denoiser.noise(
+            (min(64, count - start), *denoiser.sample_shape), gen, torch.device("cpu")
+        )
+        x0 = ddim_sample(
+            denoiser, x_T, grid, eta=1.0, generator=gen,
+            progress=chunk_tick(phase(progress, "sampling"), chunk * n, chunks * n),
+        )  # fmt: skip
+        outs.append(denoiser.decode(x0))
+    return torch.cat(outs).cpu()
+
+
+def classifier_scores(
+    factor: str | None, value: str | None, images: torch.Tensor, ctx: RunContext
+) -> torch.Tensor:
+    """P(factor = value) of each image by the worker's classifier, (N,) on the CPU."""
+    clf = ctx.classifier
+    if clf is None:
+        raise refused(
+            "factor: this worker has no classifier to label samples (EDITSERVE_CLASSIFIER); "
+            "give positives and negatives instead"
+        )
+    if factor not in clf.factors:
+        raise refused(f"params.factor: one of {', '.join(clf.factors)}")
+    values = clf.factors[factor]
+    if value not in values:
+        raise refused(f"params.value: one of {', '.join(values)}")
+    if tuple(images.shape[1:]) != (3, clf.image_size, clf.image_size):
+        raise refused(
+            f"factor: the classifier judges {clf.image_size}px RGB images; this model makes "
+            f"{tuple(images.shape[1:])}"
+        )
+    param = next(clf.parameters())
+    logits = clf(images.clamp(-1, 1).to(device=param.device, dtype=param.dtype))[factor]
+    scores: torch.Tensor = logits.float().softmax(-1)[:, values.index(value)].cpu()
+    return scores
