@@ -13,6 +13,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY contract ./contract
 COPY store ./store
+COPY cli ./cli
 COPY service ./service
 COPY worker ./worker
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
 import shutil
 import signal
 import socket
@@ -27,6 +26,7 @@ import httpx
 from redis import Redis
 
 from contract.keys import HEARTBEAT_KEY
+from service.settings import child_environment
 
 _PR_SET_PDEATHSIG = 1
 
@@ -129,7 +129,7 @@ class LocalStack:
 
     def start_worker(self, name: str, **env: str) -> subprocess.Popen[bytes]:
         worker_env = {**self.env, "EDITSERVE_WORKER_NAME": name, **env}
-        proc = spawn([sys.executable, "-m", "service.cli", "worker"], worker_env, self._log(name))
+        proc = spawn([sys.executable, "-m", "cli.main", "worker"], worker_env, self._log(name))
         self.workers[name] = proc
         self.procs.append(proc)
         self.wait_for_worker(name, proc)
@@ -152,7 +152,7 @@ class LocalStack:
 
     def start_api(self, *args: str, **env: str) -> str:
         port = free_port()
-        command = [sys.executable, "-m", "service.cli", "api", "--host", "127.0.0.1"]
+        command = [sys.executable, "-m", "cli.main", "api", "--host", "127.0.0.1"]
         proc = spawn([*command, "--port", str(port), *args], {**self.env, **env}, self._log("api"))
         self.procs.append(proc)
         url = f"http://127.0.0.1:{port}"
@@ -307,17 +307,16 @@ def run_stack(
     (0), or when a child keeps dying and its restarts give up (1, with the reason).
     """
     redis = RedisProcess(data_dir / "redis").start()
-    env = {
-        **os.environ,
+    env = child_environment({
         "EDITSERVE_REDIS_URL": redis.url,
         "EDITSERVE_BLOB_DIR": str((data_dir / "blobs").resolve()),
         **env_overrides,
-    }
+    })  # fmt: skip
     python = sys.executable
-    api_args = [python, "-m", "service.cli", "api", "--host", host, "--port", str(port)]
+    api_args = [python, "-m", "cli.main", "api", "--host", host, "--port", str(port)]
     children = [
         Supervised("redis-server", lambda: _RedisChild(redis.start())),
-        Supervised("worker", lambda: spawn([python, "-m", "service.cli", "worker"], env)),
+        Supervised("worker", lambda: spawn([python, "-m", "cli.main", "worker"], env)),
         Supervised("API", lambda: spawn(api_args, env)),
     ]
     children[0].proc, children[0].started_at = _RedisChild(redis), time.monotonic()

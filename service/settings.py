@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -45,3 +46,9 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def child_environment(overrides: dict[str, str]) -> dict[str, str]:
+    """The environment a process this one starts gets: this one's, with ``overrides``
+    (the embedded stack hands its children their Redis URL and blob folder this way)."""
+    return {**os.environ, **overrides}

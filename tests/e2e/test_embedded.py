@@ -32,7 +32,7 @@ def _alive(pid: int) -> bool:
 def test_serve_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port),
+        [sys.executable, "-m", "cli.main", "serve", "--port", str(port),
          "--data-dir", str(tmp_path), "--models", f"shapes32={E2E_MODEL}"],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
@@ -118,18 +118,18 @@ def test_serve_restarts_a_dead_worker_and_a_dead_redis(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port),
+        [sys.executable, "-m", "cli.main", "serve", "--port", str(port),
          "--data-dir", str(tmp_path), "--models", f"shapes32={E2E_MODEL}"],
         env={**os.environ, "OMP_NUM_THREADS": "1", "EDITSERVE_WORKER_FRESH_S": "3"},
     )  # fmt: skip
     try:
         _ready_within(url, 90)
-        worker = _child(proc.pid, "service.cli worker")
+        worker = _child(proc.pid, "cli.main worker")
         os.kill(worker, signal.SIGKILL)
         killed = time.monotonic()
         assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200  # the API stays up
         queued = _reconstruct(url)  # accepted while no worker runs
-        new_worker = _child(proc.pid, "service.cli worker")
+        new_worker = _child(proc.pid, "cli.main worker")
         assert new_worker != worker
         _succeeds(url, queued)
         took_worker = time.monotonic() - killed

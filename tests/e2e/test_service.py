@@ -449,7 +449,7 @@ def test_a_worker_with_a_long_grace_runs_on_until_a_second_sigterm(stack: Stack)
 def test_a_second_worker_cannot_take_a_live_workers_name(stack: Stack) -> None:
     alive = next(name for name, proc in stack.workers.items() if proc.poll() is None)
     impostor = spawn(
-        [sys.executable, "-m", "service.cli", "worker"],
+        [sys.executable, "-m", "cli.main", "worker"],
         {**stack.env, "EDITSERVE_WORKER_NAME": alive},
         None,
     )
@@ -783,7 +783,7 @@ def test_inject_content_into_a_style_over_http(stack: Stack) -> None:
 def test_cli_fits_pca_directions_and_edits_along_one(
     stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from service.cli import main
+    from cli.main import main
 
     api = stack.api_url
     fit = ["fit", "directions", "--url", api, "--model", "shapes32", "--name", "pca-cli",
@@ -807,12 +807,12 @@ def test_cli_fits_pca_directions_and_edits_along_one(
 def test_cli_fits_a_style_and_the_api_generates_in_it(
     stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from service.cli import main
+    from cli.main import main
 
     api = stack.api_url
     whites = sorted(EXAMPLES.glob("*-on-white.png")) + sorted(EXAMPLES.glob("*-on-grey.png"))
     fit = ["fit", "style-noise", "--url", api, "--model", "shapes32", "--name", "light",
-           *[arg for path in whites for arg in ("--image", str(path))]]  # fmt: skip
+           *[arg for path in whites for arg in ("--images", str(path))]]  # fmt: skip
     assert main(fit) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["metrics"]["images"] == len(whites)
@@ -834,7 +834,7 @@ def test_cli_fits_a_style_and_the_api_generates_in_it(
 def test_cli_fits_a_boundary_and_the_api_edits_across_it(
     stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from service.cli import main
+    from cli.main import main
 
     api = stack.api_url
     fit = ["fit", "boundary", "--url", api, "--model", "shapes32", "--name", "red",

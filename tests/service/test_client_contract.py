@@ -1,4 +1,4 @@
-"""The shipped client (``service.client``, the CLI's) is checked against the document.
+"""The shipped client (``cli.client``, the CLI's) is checked against the document.
 
 Every call it makes is captured (an httpx mock transport) and matched to an operation
 of the committed OpenAPI document: its method and path template, every query
@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from jsonschema import Draft202012Validator
 
-from service.client import Client
+from cli.client import Client
 from service.openapi_doc import PATH
 
 DOC = json.loads(PATH.read_text())

@@ -139,7 +139,7 @@ def test_cli_gc_dry_run_prints_the_report(
     server: RedisProcess, redis: Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    from service.cli import main
+    from cli.main import main
     from service.settings import get_settings
 
     store = LocalBlobStore(tmp_path / "blobs")
