@@ -42,8 +42,8 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         max_json_depth=settings.max_json_depth,
     )
     app.add_middleware(MethodsMiddleware, routes=app.router.routes)
-    routers = (health, images, edits, jobs, assets, catalog)
-    for router in (module.router for module in routers):
+    for router in (health.router, images.router, edits.build_router(), jobs.router,
+                   assets.router, catalog.router):  # fmt: skip
         app.include_router(router)
     generated = app.openapi
 

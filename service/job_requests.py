@@ -95,16 +95,21 @@ def _request_model(spec: MethodSpec) -> type[BaseModel]:
     return model
 
 
-REQUESTS: dict[str, type[BaseModel]] = {name: _request_model(s) for name, s in METHODS.items()}
+_BUILT: dict[int, type[BaseModel]] = {}
 
 
-def _union(kind: JobKind) -> Any:
-    members = tuple(REQUESTS[name] for name, spec in METHODS.items() if spec.kind == kind)
+def request_model(spec: MethodSpec) -> type[BaseModel]:
+    """The request class of ``spec`` (built once per spec)."""
+    if id(spec) not in _BUILT:
+        _BUILT[id(spec)] = _request_model(spec)
+    return _BUILT[id(spec)]
+
+
+def request_union(kind: JobKind) -> Any:
+    """Every registered method of ``kind``'s request, discriminated by ``method``: read
+    when the app is built, so a method registered before then is served."""
+    members = tuple(request_model(spec) for spec in METHODS.values() if spec.kind == kind)
     return Annotated[Union[members], Field(discriminator="method")]  # noqa: UP007
-
-
-EditRequest = _union(JobKind.EDIT)
-FitRequest = _union(JobKind.FIT)
 
 
 def request_parts(body: BaseModel) -> dict[str, Any]:

@@ -17,13 +17,11 @@ from contract.methods import METHODS
 from contract.spec import first_error, with_model_defaults
 from service.deps import BlobsDep, OwnerDep, QueueDep, RedisDep, SettingsDep
 from service.errors import ApiError, ErrorResponse
-from service.job_requests import EditRequest, FitRequest, request_parts
+from service.job_requests import request_parts, request_union
 from service.uploads import upright_size
 from store.assets import AssetIndex
 from store.blobs import is_content_id
 from store.ownership import owns_image
-
-router = APIRouter(prefix="/v1", tags=["edits"])
 
 
 class JobCreate(BaseModel):
@@ -318,20 +316,35 @@ class Submission:
 SubmissionDep = Annotated[Submission, Depends()]
 
 
-@router.post("/edits", status_code=202, response_model=JobAccepted, responses=_ERRORS)
-def create_edit(
-    body: Annotated[EditRequest, Body()], response: Response, submission: SubmissionDep
-) -> JobAccepted:
-    """Queue an edit; poll the returned job link for progress and outputs.
+def build_router() -> APIRouter:
+    """The submit routes, their bodies the union of the methods registered now."""
+    router = APIRouter(prefix="/v1", tags=["edits"])
+    edit_request, fit_request = request_union(JobKind.EDIT), request_union(JobKind.FIT)
 
-    The body is one method's request (``method`` picks which): its ``inputs``, its
-    ``params``, with the model's measured editing defaults for what it leaves out."""
-    return submission.submit(JobCreate(**request_parts(body)), JobKind.EDIT, response)
+    def create_edit(
+        body: BaseModel,
+        response: Response,
+        submission: SubmissionDep,
+    ) -> JobAccepted:
+        """Queue an edit; poll the returned job link for progress and outputs.
 
+        The body is one method's request (``method`` picks which): its ``inputs``, its
+        ``params``, with the model's measured editing defaults for what it leaves out."""
+        return submission.submit(JobCreate(**request_parts(body)), JobKind.EDIT, response)
 
-@router.post("/fits", status_code=202, response_model=JobAccepted, responses=_ERRORS)
-def create_fit(
-    body: Annotated[FitRequest, Body()], response: Response, submission: SubmissionDep
-) -> JobAccepted:
-    """Queue a fit; its job's result names the asset it made."""
-    return submission.submit(JobCreate(**request_parts(body)), JobKind.FIT, response)
+    def create_fit(
+        body: BaseModel,
+        response: Response,
+        submission: SubmissionDep,
+    ) -> JobAccepted:
+        """Queue a fit; its job's result names the asset it made."""
+        return submission.submit(JobCreate(**request_parts(body)), JobKind.FIT, response)
+
+    # the bodies' types exist only now (this module's annotations are strings, which
+    # FastAPI would resolve in the module's namespace)
+    create_edit.__annotations__["body"] = Annotated[edit_request, Body()]
+    create_fit.__annotations__["body"] = Annotated[fit_request, Body()]
+    for path, endpoint in (("/edits", create_edit), ("/fits", create_fit)):
+        router.add_api_route(path, endpoint, methods=["POST"], status_code=202,
+                             response_model=JobAccepted, responses=_ERRORS)  # fmt: skip
+    return router

@@ -20,7 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 from contract.methods import METHODS
 from contract.params import MethodParams
 from contract.rules import Applies, condition_schema, satisfies
-from service.job_requests import REQUESTS
+from service.job_requests import request_model
 
 # values for the fields a method requires (valid on their own)
 REQUIRED = {
@@ -108,7 +108,7 @@ def test_a_condition_on_an_absent_field_reads_its_default() -> None:
 def test_an_input_a_condition_requires_is_in_the_request_schema() -> None:
     """directions with kind jacobian needs inputs.image: the API's check and the
     request schema agree, with and without params and inputs."""
-    schema = TypeAdapter(REQUESTS["directions"]).json_schema()
+    schema = TypeAdapter(request_model(METHODS["directions"])).json_schema()
     validator = Draft202012Validator(schema)
     spec = METHODS["directions"]
     image = {"image": "0" * 64}
