@@ -74,3 +74,32 @@ class JobPayload(BaseModel):
     seed: int = 0
     owner: str | None = None
     max_attempts: int = 3
+
+
+# what a worker writes into the RQ job's meta, and the API reads back
+META_PROGRESS, META_RESULT, META_ERROR = "progress", "result", "error"
+
+
+class JobProgress(BaseModel):
+    """Steps done of the current phase (a fit has several), and the phase's time left."""
+
+    step: int = 0
+    total: int = 0
+    phase: str | None = None
+    eta_s: float | None = Field(None, description="seconds left in this phase, by its pace")
+
+
+class JobError(BaseModel):
+    """Why a job failed or was canceled."""
+
+    code: ErrorCode
+    message: str
+    retryable: bool
+
+
+class JobResult(BaseModel):
+    """A succeeded job's outputs (blob ids of PNGs), the asset it made, its metrics."""
+
+    outputs: list[str] = Field(default_factory=list)
+    asset: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)

@@ -16,10 +16,10 @@ canceled, stopped                    canceled
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +32,20 @@ from rq.serializers import JSONSerializer
 from rq.utils import now as utcnow
 from rq.utils import utcformat
 
-from contract.jobs import RETRYABLE, ErrorCode, JobEvent, JobKind, JobPayload, JobStatus
+from contract.jobs import (
+    META_ERROR,
+    META_PROGRESS,
+    META_RESULT,
+    RETRYABLE,
+    ErrorCode,
+    JobError,
+    JobEvent,
+    JobKind,
+    JobPayload,
+    JobProgress,
+    JobResult,
+    JobStatus,
+)
 from contract.keys import (
     CANCEL_KEY,
     HEARTBEAT_KEY,
@@ -44,6 +57,7 @@ from contract.keys import (
     doorbell_key,
     queue_name,
 )
+from contract.models import ModelInfo, decode_models
 
 DOORBELL_DEPTH = 64  # tokens kept per queue; more would only wake workers for nothing
 
@@ -108,6 +122,14 @@ def _text(value: bytes | str) -> str:
 
 class JobNotFound(KeyError):
     pass
+
+
+@dataclass
+class HeldModel:
+    """A model as live workers announce it, and how many of them hold it."""
+
+    info: ModelInfo
+    workers: int = 0
 
 
 class JobQueue:
@@ -254,37 +276,39 @@ class JobQueue:
         status = _STATUS.get(rq_status, JobStatus.QUEUED) if rq_status else JobStatus.QUEUED
         meta = job.get_meta(refresh=False)
         payload = JobPayload.model_validate(job.args[0])
-        result = meta.get("result") or {}
-        error = meta.get("error")
+        result = JobResult.model_validate(meta.get(META_RESULT) or {})
+        error = JobError.model_validate(meta[META_ERROR]) if meta.get(META_ERROR) else None
         if status == JobStatus.FAILED and error is None:
             # failed without a word from a worker: its worker died and retries are spent
-            error = {
-                "code": ErrorCode.WORKER_LOST.value,
-                "message": f"the worker running this job was lost; gave up after "
+            error = JobError(
+                code=ErrorCode.WORKER_LOST,
+                message=f"the worker running this job was lost; gave up after "
                 f"{payload.max_attempts} attempts",
-                "retryable": ErrorCode.WORKER_LOST in RETRYABLE,
-            }
+                retryable=ErrorCode.WORKER_LOST in RETRYABLE,
+            )
         position = None
         if status == JobStatus.QUEUED:
             position = job.get_position()
-        progress = meta.get("progress") or {"step": 0, "total": 0}
-        if status == JobStatus.SUCCEEDED and progress["total"]:
-            progress = {"step": progress["total"], "total": progress["total"]}
+        progress = JobProgress.model_validate(meta.get(META_PROGRESS) or {})
+        if status == JobStatus.SUCCEEDED and progress.total:
+            progress = JobProgress(step=progress.total, total=progress.total)
         return {
             "id": job.id,
             "kind": payload.kind.value,
             "model": payload.model,
             "method": payload.method,
             "status": status.value,
-            "progress": progress,
+            "progress": progress.model_dump(mode="json", exclude_none=True),
             "queue_position": position,
             "created_at": _ts(job.created_at),
             "started_at": _ts(job.started_at) if status != JobStatus.QUEUED else None,
             "ended_at": _ts(job.ended_at) if status.final else None,
-            "error": error if status in (JobStatus.FAILED, JobStatus.CANCELED) else None,
-            "outputs": result.get("outputs", []) if status == JobStatus.SUCCEEDED else [],
-            "asset": result.get("asset") if status == JobStatus.SUCCEEDED else None,
-            "metrics": result.get("metrics", {}),
+            "error": error.model_dump(mode="json")
+            if error is not None and status in (JobStatus.FAILED, JobStatus.CANCELED)
+            else None,
+            "outputs": result.outputs if status == JobStatus.SUCCEEDED else [],
+            "asset": result.asset if status == JobStatus.SUCCEEDED else None,
+            "metrics": result.metrics,
             "owner": meta.get("owner"),
         }
 
@@ -302,21 +326,20 @@ class JobQueue:
         beats = self.redis.hgetall(HEARTBEAT_KEY)
         return {_text(name): float(ts) for name, ts in beats.items() if now - float(ts) <= fresh_s}
 
-    def model_descriptions(self, fresh_s: float) -> dict[str, dict[str, Any]]:
-        """Every model a live worker holds, by name."""
+    def model_descriptions(self, fresh_s: float) -> dict[str, HeldModel]:
+        """Every model a live worker holds, by name, with how many hold it."""
         live = self.live_workers(fresh_s)
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, HeldModel] = {}
         for name, raw in self.redis.hgetall(MODELS_KEY).items():
-            worker = _text(name)
-            if worker not in live:
+            if _text(name) not in live:
                 continue
-            for model in json.loads(raw):
-                entry = out.setdefault(model["name"], {**model, "workers": 0})
-                entry["workers"] += 1
+            for model in decode_models(raw):
+                entry = out.setdefault(model.name, HeldModel(info=model))
+                entry.workers += 1
         return out
 
     def models(self) -> list[str]:
         names: set[str] = set()
         for raw in self.redis.hgetall(MODELS_KEY).values():
-            names.update(m["name"] for m in json.loads(raw))
+            names.update(m.name for m in decode_models(raw))
         return sorted(names)

@@ -31,7 +31,6 @@ survive a fork; the models must stay resident in this one process. So:
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -52,9 +51,20 @@ from rq.utils import now as utcnow
 from rq.utils import utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
-from contract.jobs import ErrorCode, JobEvent, JobKind, JobPayload
+from contract.jobs import (
+    META_ERROR,
+    META_PROGRESS,
+    META_RESULT,
+    ErrorCode,
+    JobError,
+    JobEvent,
+    JobKind,
+    JobPayload,
+    JobResult,
+)
 from contract.keys import CANCEL_KEY, HEARTBEAT_KEY, JOB_EVENTS, MODELS_KEY, queue_name
 from contract.methods import check_editing_defaults
+from contract.models import encode_models
 from store.assets import AssetIndex
 from store.blobs import BlobStore, LocalBlobStore
 from store.metrics import record_observation, record_outcome
@@ -297,7 +307,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         models = [self.registry.get(name).describe() for name in self.registry.names]
         with self.connection.pipeline() as pipe:
             pipe.hset(HEARTBEAT_KEY, self.name, time.time())
-            pipe.hset(MODELS_KEY, self.name, json.dumps(models))
+            pipe.hset(MODELS_KEY, self.name, encode_models(models))
             pipe.execute()
 
     def _beat_forever(self) -> None:
@@ -624,7 +634,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
                 try:
                     for run in runs:
                         if not run.canceled:
-                            run.job.meta["progress"] = view
+                            run.job.meta[META_PROGRESS] = view.model_dump(mode="json")
                             run.job.save_meta()
                 except STORE_DOWN as exc:
                     self._store_down(exc)
@@ -710,11 +720,8 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             run.canceled = True
             return
         run.canceled = run.done = True
-        run.job.meta["error"] = {
-            "code": ErrorCode.CANCELED.value,
-            "message": "canceled while running",
-            "retryable": False,
-        }
+        error = JobError(code=ErrorCode.CANCELED, message="canceled while running", retryable=False)
+        run.job.meta[META_ERROR] = error.model_dump(mode="json")
         run.job.save_meta()
         run.job.ended_at = None
         run.job.cancel()
@@ -731,7 +738,7 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         with self._lock:
             run.done = True  # the heartbeat thread renews its lease no more
         job = run.job
-        job.meta.pop("progress", None)
+        job.meta.pop(META_PROGRESS, None)
         job.meta["handed_back"] = int(job.meta.get("handed_back", 0)) + 1
         job.started_at = None
         job.worker_name = None
@@ -772,17 +779,17 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
             )["id"]
         enqueued = run.job.enqueued_at.timestamp() if run.job.enqueued_at else run.started
         queue_ms = 1e3 * (run.started - enqueued)
-        result: dict[str, Any] = {
-            "outputs": ids,
-            "asset": run.asset_id,
-            "metrics": {
+        result = JobResult(
+            outputs=ids,
+            asset=run.asset_id,
+            metrics={
                 **output.metrics,
                 "queue_ms": round(queue_ms, 1),
                 "run_ms": round(run_ms, 1),
                 "batch_size": batch,
             },
-        }
-        run.job.meta["result"] = result
+        ).model_dump(mode="json")
+        run.job.meta[META_RESULT] = result
         run.job.save_meta()
         run.done = True
         self._finalize_success(run.job, queue, run.execution, result)
@@ -800,7 +807,9 @@ class BatchWorker(SimpleWorker):  # type: ignore[misc]  # rq's classes are Any t
         run.done = True
         if not retry:
             run.job.retries_left = 0
-        run.job.meta["error"] = {"code": code.value, "message": message, "retryable": retry}
+        run.job.meta[META_ERROR] = JobError(code=code, message=message, retryable=retry).model_dump(
+            mode="json"
+        )
         run.job.save_meta()
         self.handle_execution_ended(run.job, queue, self.settings.lease_s)
         self.handle_job_failure(

@@ -26,6 +26,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from contract.jobs import JobProgress
+
 YIELD_CHECK_S = 0.25  # how often a fit's step boundary looks for queued edits
 
 
@@ -61,7 +63,7 @@ class PhaseProgress:
     phase: str | None = None
     first: tuple[float, int] | None = None  # (when, step) of the phase's first report
 
-    def report(self, step: int, total: int, phase: str | None = None) -> dict[str, Any]:
+    def report(self, step: int, total: int, phase: str | None = None) -> JobProgress:
         now = self.clock()
         if phase != self.phase or self.first is None or step < self.first[1]:
             self.phase, self.first = phase, (now, step)
@@ -69,4 +71,4 @@ class PhaseProgress:
         first_at, first_step = self.first
         if step > first_step and total > 0:
             eta = round((now - first_at) / (step - first_step) * max(total - step, 0), 1)
-        return {"step": step, "total": total, "phase": phase, "eta_s": eta}
+        return JobProgress(step=step, total=total, phase=phase, eta_s=eta)

@@ -8,29 +8,17 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from contract.methods import METHODS
+from contract.models import ModelInfo
 from service.deps import QueueDep, SettingsDep
 from service.jobs import JobQueue
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
 
-class ModelPublic(BaseModel):
-    name: str
-    family: str
-    conditional: bool
-    image_size: list[int]
-    channels: int
-    h_shape: list[int]
-    num_train_timesteps: int
-    prediction_type: str
-    dtype: str
-    device: str
-    workers: int
-    editing_defaults: dict[str, dict[str, Any]] = Field(
-        default_factory=dict,
-        description="per method, the defaults measured on this model; they replace the "
-        "method's own defaults, and a request's values replace both",
-    )
+class ModelPublic(ModelInfo):
+    """A model, as the live workers that hold it describe it."""
+
+    workers: int = Field(description="live workers that hold it")
 
 
 class MethodPublic(BaseModel):
@@ -54,7 +42,10 @@ class MethodPublic(BaseModel):
 def list_models(queue: QueueDep, settings: SettingsDep) -> list[ModelPublic]:
     """Models held by workers with a fresh heartbeat."""
     models = queue.model_descriptions(fresh_s=settings.worker_fresh_s)
-    return [ModelPublic.model_validate(m) for _, m in sorted(models.items())]
+    return [
+        ModelPublic(**held.info.model_dump(), workers=held.workers)
+        for _, held in sorted(models.items())
+    ]
 
 
 @router.get("/methods", response_model=list[MethodPublic])
@@ -65,9 +56,9 @@ def list_methods(request: Request, settings: SettingsDep) -> list[MethodPublic]:
     out = []
     for spec in METHODS.values():
         per_model = {
-            name: model["editing_defaults"][spec.name]
-            for name, model in sorted(models.items())
-            if spec.name in (model.get("editing_defaults") or {})
+            name: held.info.editing_defaults[spec.name]
+            for name, held in sorted(models.items())
+            if spec.name in held.info.editing_defaults
         }
         out.append(MethodPublic.model_validate({**spec.describe(), "model_defaults": per_model}))
     return out

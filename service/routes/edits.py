@@ -138,7 +138,8 @@ def _validate(body: JobCreate, kind: JobKind, ctx: Any, owner: str | None) -> di
     if body.model not in models:  # a reference to a model no worker holds, as for images
         known = ", ".join(sorted(models)) or "none (no worker has started)"
         raise ApiError(404, "not_found", f"unknown model {body.model!r}; known: {known}", "model")
-    family = models[body.model].get("family")
+    model = models[body.model].info
+    family = model.family
     if family not in spec.families:
         raise ApiError(
             409,
@@ -148,7 +149,7 @@ def _validate(body: JobCreate, kind: JobKind, ctx: Any, owner: str | None) -> di
         )
     # the request's own values first (their errors and what they would leave unused),
     # then over the model's measured editing defaults: what the worker runs
-    model_defaults = models[body.model].get("editing_defaults") or {}
+    model_defaults = model.editing_defaults
     try:
         parsed = spec.params.model_validate(body.params)
     except ValidationError as exc:
@@ -167,7 +168,7 @@ def _validate(body: JobCreate, kind: JobKind, ctx: Any, owner: str | None) -> di
     # 409: one that this model would ignore (a prompt on an unconditional model)
     for ignored, status, code in (
         (parsed.ignored_by_rules(), 422, "invalid_request"),
-        (parsed.unused_on_model(bool(models[body.model].get("conditional"))), 409, "incompatible"),
+        (parsed.unused_on_model(model.conditional), 409, "incompatible"),
     ):
         if ignored is not None:
             name, why = ignored
@@ -185,7 +186,7 @@ def _validate(body: JobCreate, kind: JobKind, ctx: Any, owner: str | None) -> di
     missing = spec.missing_input(spec.params.model_validate(params), set(body.inputs))
     if missing is not None:
         raise ApiError(422, "invalid_request", f"inputs.{missing}: missing", f"inputs.{missing}")
-    _check_references(spec, body, params, owner, ctx, models[body.model].get("image_size"))
+    _check_references(spec, body, params, owner, ctx, model.image_size)
     return params
 
 

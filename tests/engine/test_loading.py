@@ -142,7 +142,7 @@ def test_a_folders_editing_defaults_are_read_and_a_bad_file_refused(
     )
     dn = load_denoiser(folder, device="cpu")
     assert dn.editing_defaults == {"inject": {"g": 0.5}}
-    assert dn.describe()["editing_defaults"] == {"inject": {"g": 0.5}}
+    assert dn.describe().editing_defaults == {"inject": {"g": 0.5}}
     (folder / "editing_defaults.json").write_text(json.dumps({"methods": {"inject": 0.5}}))
     with pytest.raises(ModelLoadError, match="'methods' must map method names to objects"):
         load_denoiser(folder, device="cpu")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from fastapi.testclient import TestClient
 from redis import Redis
 
 from contract.keys import HEARTBEAT_KEY, MODELS_KEY
+from contract.models import ModelInfo, encode_models
 from service.app import create_app
 from service.embedded import RedisProcess
 from service.settings import Settings
@@ -23,8 +23,17 @@ PNG = next((Path(__file__).resolve().parents[2] / "examples").glob("*.png")).rea
 def announce_worker(redis: Redis, model: str = "shapes32") -> None:
     """A worker's presence, as it publishes it: the API then accepts jobs for ``model``."""
     redis.hset(HEARTBEAT_KEY, "w", time.time())
-    description = {"name": model, "family": "pixel", "image_size": [32, 32]}
-    redis.hset(MODELS_KEY, "w", json.dumps([description]))
+    redis.hset(MODELS_KEY, "w", encode_models([model_info(model)]))
+
+
+def model_info(name: str = "shapes32", **fields: Any) -> ModelInfo:
+    """A 32 px pixel model's description, as a worker announces it."""
+    base: dict[str, Any] = {
+        "name": name, "family": "pixel", "image_size": [32, 32], "channels": 3,
+        "sample_shape": [3, 32, 32], "h_shape": [128, 4, 4], "num_train_timesteps": 1000,
+        "prediction_type": "epsilon", "device": "cpu", "dtype": "float32",
+    }  # fmt: skip
+    return ModelInfo(**{**base, **fields})
 
 
 @contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -13,13 +12,11 @@ from rq.serializers import JSONSerializer
 
 from contract.keys import HEARTBEAT_KEY, MODELS_KEY
 from contract.methods import check_editing_defaults
+from contract.models import encode_models
 from service.embedded import RedisProcess
-from tests.service.conftest import PNG, api_on_redis
+from tests.service.conftest import PNG, api_on_redis, model_info
 
-TEXT = {"name": "text", "family": "pixel", "conditional": True, "image_size": [32, 32],
-        "channels": 3, "h_shape": [128, 4, 4], "num_train_timesteps": 1000,
-        "prediction_type": "epsilon", "dtype": "float32", "device": "cpu",
-        "editing_defaults": {"reconstruct": {"steps": 20}}}  # fmt: skip
+TEXT = model_info("text", conditional=True, editing_defaults={"reconstruct": {"steps": 20}})
 
 
 def test_defaults_must_be_optional_parameters_within_range() -> None:
@@ -41,7 +38,7 @@ def test_the_models_defaults_apply_and_the_requests_values_win(
         redis = Redis.from_url(server.url)
         redis.hdel(MODELS_KEY, "w")  # the fixture's bare announcement: only ours is listed
         redis.hset(HEARTBEAT_KEY, "w2", time.time())
-        redis.hset(MODELS_KEY, "w2", json.dumps([TEXT]))
+        redis.hset(MODELS_KEY, "w2", encode_models([TEXT]))
         image = client.post("/v1/images", files={"file": ("a.png", PNG)}).json()["id"]
         queue = Queue("editserve:text", connection=redis, serializer=JSONSerializer)
 

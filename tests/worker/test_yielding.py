@@ -186,12 +186,12 @@ def test_the_yield_budget_bounds_edit_time_per_window() -> None:
 def test_progress_reports_each_phase_and_its_time_left() -> None:
     now = [100.0]
     shown = PhaseProgress(clock=lambda: now[0])
-    assert shown.report(1, 10, "sampling") == {
+    assert shown.report(1, 10, "sampling").model_dump() == {
         "step": 1, "total": 10, "phase": "sampling", "eta_s": None
     }  # fmt: skip
     now[0] = 104.0
-    assert shown.report(3, 10, "sampling")["eta_s"] == 14.0  # 2 s a step, 7 to go
+    assert shown.report(3, 10, "sampling").eta_s == 14.0  # 2 s a step, 7 to go
     now[0] = 105.0
-    assert shown.report(1, 40, "search")["eta_s"] is None  # a new phase: pace unknown
+    assert shown.report(1, 40, "search").eta_s is None  # a new phase: pace unknown
     now[0] = 106.0
-    assert shown.report(5, 40, "search")["eta_s"] == 8.8  # 0.25 s a step, 35 to go
+    assert shown.report(5, 40, "search").eta_s == 8.8  # 0.25 s a step, 35 to go

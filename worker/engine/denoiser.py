@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import torch
 
+from contract.models import ModelInfo
 from worker.engine import unet_split
 from worker.engine.errors import InputError
 from worker.engine.hooks import HookManager, StepClock
@@ -166,22 +167,22 @@ class Denoiser:
     def num_train_timesteps(self) -> int:
         return self.schedule.num_train_timesteps
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ModelInfo:
         c, h, w = self.image_shape
-        return {
-            "name": self.name,
-            "family": self.family,
-            "conditional": self.conditional,
-            "image_size": [h, w],
-            "channels": c,
-            "sample_shape": list(self.sample_shape),
-            "h_shape": list(self.h_shape),
-            "num_train_timesteps": self.num_train_timesteps,
-            "prediction_type": self.prediction_type,
-            "device": str(self.device),
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "editing_defaults": self.editing_defaults,
-        }
+        return ModelInfo(
+            name=self.name,
+            family=self.family,
+            conditional=self.conditional,
+            image_size=[h, w],
+            channels=c,
+            sample_shape=list(self.sample_shape),
+            h_shape=list(self.h_shape),
+            num_train_timesteps=self.num_train_timesteps,
+            prediction_type=self.prediction_type,
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+            editing_defaults=self.editing_defaults,
+        )
 
     @property
     def h_shape(self) -> tuple[int, ...]:
