@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         prefix="inductor-"
     )
     # imported after the cache folder is set: Inductor reads it at import
+    from worker.boot import compile_model
     from worker.engine import load_denoiser
     from worker.engine.images import psnr
     from worker.engine.reconstruct import reconstruct
-    from worker.runner import compile_model
     from worker.training.aligned import generate
 
     eager = load_denoiser(args.model, name="eager", device=args.device, dtype=args.dtype)

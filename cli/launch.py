@@ -38,7 +38,8 @@ def api(args: argparse.Namespace) -> int:
 
 
 def worker(_args: argparse.Namespace) -> int:
-    from worker.runner import WorkerNameTaken, run_worker
+    from worker.boot import run_worker
+    from worker.runner import WorkerNameTaken
     from worker.settings import WorkerSettings
 
     try:

@@ -24,13 +24,13 @@ from contract.spec import MethodSpec
 from service.app import create_app
 from service.embedded import RedisProcess
 from service.settings import Settings
+from worker.boot import build_worker
 from worker.engine import Denoiser
 from worker.engine.images import to_pil, to_tensor
 from worker.engine.noise import Generators
 from worker.engine.sampling import predict_x0
 from worker.methods import register, unregister
 from worker.methods.handler import Batch, Handler, JobOutput, ProgressFn, RunContext, png
-from worker.runner import build_worker
 from worker.settings import WorkerSettings
 
 

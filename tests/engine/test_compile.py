@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from worker.boot import compile_buckets, compile_model
 from worker.engine import Conditioning, Denoiser, load_denoiser
 from worker.engine.errors import InputError
-from worker.runner import compile_buckets, compile_model
 
 
 @pytest.fixture(scope="module")

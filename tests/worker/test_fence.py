@@ -19,7 +19,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from service.embedded import RedisProcess
-from worker.runner import FENCE_LOST, FENCE_OURS, FENCE_RECLAIMED, fence, fence_script
+from worker.lease import FENCE_LOST, FENCE_OURS, FENCE_RECLAIMED, fence, fence_script
 
 LEASE_S = 4
 

@@ -7,7 +7,8 @@ from collections.abc import Callable
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from worker.runner import outlasts_grace, retry_while_store_down
+from worker.resilience import retry_while_store_down
+from worker.shutdown import outlasts_grace
 
 
 def test_no_shutdown_never_hands_back() -> None:

@@ -22,8 +22,9 @@ from rq.serializers import JSONSerializer
 
 import worker.runner as runner
 from service.embedded import RedisProcess
+from worker.boot import build_worker
 from worker.dequeue import ClaimingQueue, claiming_queue
-from worker.runner import BatchWorker, build_worker
+from worker.runner import BatchWorker
 from worker.settings import WorkerSettings
 
 

@@ -1,0 +1,65 @@
+"""Every use of an RQ private API, in one place (rq is pinned to 3.0.x in pyproject).
+
+The worker is an RQ ``SimpleWorker`` that batches, fences and hands jobs back, which
+RQ has no public hooks for. What it touches beyond RQ's public API is here, each with
+a test in ``tests/worker/test_rq_compat.py`` that fails on an RQ release that moved it:
+
+- ``Worker._ordered_queues``: the order the next dequeue reads the queues in;
+- ``Worker._stop_requested``: the loop's "stop after this job" flag;
+- ``Worker._shutdown``: what RQ's stop handler calls (overridden, see ``SHUTDOWN_HOOK``);
+- ``Worker._finalize_success``: RQ's bookkeeping of a job that returned;
+- ``Queue._enqueue_job``: enqueue without RQ's dependency checks, at the front.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rq import Queue
+from rq.executions import Execution
+from rq.job import Job
+from rq.worker import SimpleWorker
+
+# the name of the worker method RQ's signal handler calls on the first stop signal
+SHUTDOWN_HOOK = "_shutdown"
+
+
+def set_queue_order(worker: SimpleWorker, queues: list[Queue]) -> None:
+    """The order the worker's next dequeue reads ``queues`` in."""
+    worker._ordered_queues = list(queues)
+
+
+def request_stop_after_job(worker: SimpleWorker) -> None:
+    """The loop stops before its next dequeue (a running batch ends first)."""
+    worker._stop_requested = True
+
+
+def stop_requested(worker: SimpleWorker) -> bool:
+    return bool(worker._stop_requested)
+
+
+def finalize_success(
+    worker: SimpleWorker, job: Job, queue: Queue, execution: Execution, result: Any
+) -> None:
+    """RQ's own end of a job that returned ``result``: finished, result stored, registries."""
+    worker._finalize_success(job, queue, execution, result)
+
+
+def enqueue_at_front(queue: Queue, job: Job, pipeline: Any) -> None:
+    """Put ``job`` back at the head of ``queue`` (in ``pipeline``), as RQ enqueues."""
+    queue._enqueue_job(job, pipeline=pipeline, at_front=True)
+
+
+def check() -> None:
+    """Raise RuntimeError naming what the installed RQ lacks (the worker checks at start)."""
+    missing = [
+        name
+        for owner, name in (
+            (SimpleWorker, "_finalize_success"),
+            (SimpleWorker, SHUTDOWN_HOOK),
+            (Queue, "_enqueue_job"),
+        )
+        if not callable(getattr(owner, name, None))
+    ]
+    if missing:
+        raise RuntimeError(f"this RQ version lacks {', '.join(missing)}; editserve needs rq 3.0")
