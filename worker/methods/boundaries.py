@@ -122,11 +122,9 @@ def run_boundary_edit(
     """Invert to t0, move to distance d (x and h), denoise with eta."""
     require_unconditional(denoiser)
     p = batch.shared
-    data = load_asset(ctx, p.asset, "boundary", "params.asset", batch, denoiser.name)
-    try:
-        asset = BoundaryAsset.from_safetensors(data)
-    except EngineError as exc:
-        raise refused(f"params.asset: {exc}") from exc
+    asset = load_asset(
+        ctx, p.asset, BoundaryAsset, "boundary", "params.asset", batch, denoiser.name
+    )
     grid = asset.grid
     x0 = denoiser.encode(batch.stack("image"))
     # inverted as the fit's images were (assets from before "refine" were plain DDIM)

@@ -4,11 +4,11 @@ generated samples, the classifier's labels."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 
-from worker.engine import Conditioning, Denoiser
+from worker.engine import Conditioning, Denoiser, EngineError
 from worker.engine.reconstruct import Inversion, invert
 from worker.engine.sampling import ddim_sample
 from worker.engine.schedule import timestep_grid
@@ -22,6 +22,8 @@ from worker.methods.handler import (
     phase,
     refused,
 )
+
+A = TypeVar("A", covariant=True)
 
 
 def conditioning(denoiser: Denoiser, jobs: list[PreparedJob[Any]]) -> Conditioning | None:
@@ -93,10 +95,24 @@ def invert_cached(
     return Inversion.stack(rows), hits
 
 
+class AssetCodec(Protocol[A]):
+    """A fit method's typed asset (``to_safetensors`` / ``from_safetensors``)."""
+
+    @classmethod
+    def from_safetensors(cls, data: bytes) -> A: ...
+
+
 def load_asset(
-    ctx: RunContext, asset_id: str, method: str, where: str, batch: Batch[Any], model: str
-) -> bytes:
-    """The bytes of an asset of ``method``, fitted on ``model``, that every job may use."""
+    ctx: RunContext,
+    asset_id: str,
+    codec: type[AssetCodec[A]],
+    method: str,
+    where: str,
+    batch: Batch[Any],
+    model: str,
+) -> A:
+    """The asset ``asset_id`` of ``method``, fitted on ``model``, that every job of the
+    batch may use, decoded by ``codec``; refused, naming ``where``, when it is not one."""
     record = ctx.assets.get(asset_id) if ctx.assets is not None else None
     # jobs batch by asset id: each of them must own it (or it has no owner)
     foreign = record is not None and any(
@@ -106,7 +122,10 @@ def load_asset(
         raise refused(f"{where}: no {method} asset {asset_id!r}")
     if record["model"] != model:
         raise refused(f"{where}: fitted on model {record['model']}, not {model}")
-    return ctx.blobs.get(record["blob"])
+    try:
+        return codec.from_safetensors(ctx.blobs.get(record["blob"]))
+    except EngineError as exc:
+        raise refused(f"{where}: {exc}") from exc
 
 
 def require_unconditional(denoiser: Denoiser) -> None:

@@ -14,7 +14,7 @@ from contract.methods.directions import (
     DirectionEditParams,
     DirectionFitParams,
 )
-from worker.engine import Denoiser, EngineError
+from worker.engine import Denoiser
 from worker.engine.hspace import project_out, project_out_joint
 from worker.engine.images import to_pil
 from worker.engine.methods.directions import (
@@ -47,11 +47,7 @@ from worker.methods.handler import (
 def load_directions(
     ctx: RunContext, asset_id: str, where: str, batch: Batch[Any], model: str
 ) -> DirectionsAsset:
-    data = load_asset(ctx, asset_id, "directions", where, batch, model)
-    try:
-        return DirectionsAsset.from_safetensors(data)
-    except EngineError as exc:
-        raise refused(f"{where}: {exc}") from exc
+    return load_asset(ctx, asset_id, DirectionsAsset, "directions", where, batch, model)
 
 
 def generated_h(

@@ -7,7 +7,7 @@ import time
 import torch
 
 from contract.methods.mixing import LAM, MIX, LamFitParams, MixParams
-from worker.engine import Denoiser, EngineError
+from worker.engine import Denoiser
 from worker.engine.images import to_pil
 from worker.engine.methods.mixing import (
     ClassifierScorer,
@@ -125,11 +125,7 @@ def run_mix(
     """The learned lam on each job's seed (or its real image)."""
     require_text_model(denoiser)
     p = batch.shared
-    data = load_asset(ctx, p.asset, "lam", "params.asset", batch, denoiser.name)
-    try:
-        asset = LamAsset.from_safetensors(data)
-    except EngineError as exc:
-        raise refused(f"params.asset: {exc}") from exc
+    asset = load_asset(ctx, p.asset, LamAsset, "lam", "params.asset", batch, denoiser.name)
     guidance = asset.guidance_scale
     c_n = denoiser.encode_prompt([asset.neutral])
     c_t = denoiser.encode_prompt([asset.target])

@@ -56,11 +56,9 @@ def run_style_generate(
 ) -> list[JobOutput]:
     """One sample per job, starting from the style's distribution."""
     p = batch.shared
-    data = load_asset(ctx, p.asset, "style-noise", "params.asset", batch, denoiser.name)
-    try:
-        style = StyleNoiseAsset.from_safetensors(data).style
-    except EngineError as exc:
-        raise refused(f"params.asset: {exc}") from exc
+    style = load_asset(
+        ctx, p.asset, StyleNoiseAsset, "style-noise", "params.asset", batch, denoiser.name
+    ).style
     if tuple(style.mean.shape) != denoiser.sample_shape:
         raise refused(
             f"params.asset: fitted for x_T of shape {tuple(style.mean.shape)}, "
