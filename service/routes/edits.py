@@ -202,23 +202,15 @@ def submit_job(
     owner: str | None,
     idempotency_key: str | None,
 ) -> JobAccepted:
+    """Validate, take a place, enqueue: the job is queued once, whatever is retried."""
     digest = hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
     idem_key = (
         IDEMPOTENCY_KEY.format(owner=owner or "-", key=idempotency_key) if idempotency_key else None
     )
-    if idem_key:
-        seen = redis.get(idem_key)
-        if seen is not None:
-            record = json.loads(seen)
-            if record["digest"] != digest:
-                raise ApiError(
-                    409,
-                    "idempotency_conflict",
-                    "this Idempotency-Key was used with a different request body",
-                    "Idempotency-Key",
-                )
-            response.headers["Idempotent-Replayed"] = "true"
-            return JobAccepted.model_validate(record["response"])
+    replayed = _replayed(redis, idem_key, digest)
+    if replayed is not None:
+        response.headers["Idempotent-Replayed"] = "true"
+        return replayed
     params = _validate(body, kind, _Refs(settings, queue, blobs, redis), owner)
     depth = queue.depth()
     if depth >= settings.queue_depth_cap:
@@ -231,26 +223,11 @@ def submit_job(
     job_id = queue.new_id()
     capped = owner if settings.owner_queue_cap > 0 else None  # the key whose place we take
     if capped is not None:
-        taken, held = queue.reserve_owner_place(capped, job_id, settings.owner_queue_cap)
-        if not taken:
-            raise ApiError(
-                429,
-                "owner_queue_full",
-                f"this API key has {held} jobs queued or running (the cap is "
-                f"{settings.owner_queue_cap}); wait for one to end",
-                headers={"Retry-After": "5"},
-            )
+        _take_place(queue, capped, job_id, settings.owner_queue_cap)
     payload = JobPayload(
-        id=job_id,
-        kind=kind,
-        model=body.model,
-        method=body.method,
-        params=params,
-        inputs=body.inputs,
-        seed=body.seed,
-        owner=owner,
-        max_attempts=settings.job_attempts,
-    )
+        id=job_id, kind=kind, model=body.model, method=body.method, params=params,
+        inputs=body.inputs, seed=body.seed, owner=owner, max_attempts=settings.job_attempts,
+    )  # fmt: skip
     accepted = JobAccepted(
         id=payload.id,
         status="queued",
@@ -264,16 +241,9 @@ def submit_job(
                 if capped is not None:
                     queue.release_owner_place(capped, job_id)
                 return submit_job(
-                    body,
-                    kind,
-                    response,
-                    settings=settings,
-                    queue=queue,
-                    blobs=blobs,
-                    redis=redis,
-                    owner=owner,
-                    idempotency_key=idempotency_key,
-                )
+                    body, kind, response, settings=settings, queue=queue, blobs=blobs,
+                    redis=redis, owner=owner, idempotency_key=idempotency_key,
+                )  # fmt: skip
         queue.submit(payload)
     except Exception:
         # not enqueued: a replay must not answer with this id, and the place is free
@@ -286,6 +256,35 @@ def submit_job(
         raise
     response.headers["Location"] = accepted.links.self
     return accepted
+
+
+def _replayed(redis: Any, idem_key: str | None, digest: str) -> JobAccepted | None:
+    """The first answer to this Idempotency-Key, if it was used with this same body."""
+    seen = redis.get(idem_key) if idem_key else None
+    if seen is None:
+        return None
+    record = json.loads(seen)
+    if record["digest"] != digest:
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            "this Idempotency-Key was used with a different request body",
+            "Idempotency-Key",
+        )
+    return JobAccepted.model_validate(record["response"])
+
+
+def _take_place(queue: Any, owner: str, job_id: str, cap: int) -> None:
+    """A place among the key's queued or running jobs, or a 429 when all are taken."""
+    taken, held = queue.reserve_owner_place(owner, job_id, cap)
+    if not taken:
+        raise ApiError(
+            429,
+            "owner_queue_full",
+            f"this API key has {held} jobs queued or running (the cap is {cap}); "
+            "wait for one to end",
+            headers={"Retry-After": "5"},
+        )
 
 
 @dataclass
