@@ -579,10 +579,14 @@ def _with_style_stats(mode: str, style_h: dict[int, torch.Tensor], grid: list[in
     order = iter(sorted(grid, reverse=True))  # t_edit 0: one injection per step
 
     def patched(
-        h: torch.Tensor, h_c: torch.Tensor, g: float, mask: torch.Tensor | None = None
+        h: torch.Tensor,
+        h_c: torch.Tensor,
+        g: float,
+        mask: torch.Tensor | None = None,
+        masked_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         t = next(order)
-        out = hspace_inject(h, h_c, g, mask)
+        out = hspace_inject(h, h_c, g, mask, masked_rows)
         if mode == "plain":
             return out
         ref = style_h[t].to(out)
