@@ -71,11 +71,11 @@ def run_local(
                     params[name] = assets.add(blobs, Path(value), method)
                 elif isinstance(value, list):
                     params[name] = [assets.add(blobs, Path(v), method) for v in value]
-            _check_as_given(spec, params, denoiser.conditional)
+            merged = with_model_defaults(spec.name, params, denoiser.editing_defaults)
+            _check_as_given(spec, params, denoiser.conditional, merged)
             payload = JobPayload(
                 id="local", kind=spec.kind, model=denoiser.name, method=spec.name, seed=seed,
-                params=with_model_defaults(spec.name, params, denoiser.editing_defaults),
-                inputs=ids,
+                params=merged, inputs=ids,
             )  # fmt: skip
             context = RunContext(blobs=blobs, assets=assets, classifier=_classifier())
             output = _run(denoiser, payload, blobs, context)
@@ -84,17 +84,23 @@ def run_local(
     return _write(output, out, spec)
 
 
-def _check_as_given(spec: MethodSpec, params: dict[str, Any], conditional: bool) -> None:
+def _check_as_given(
+    spec: MethodSpec, params: dict[str, Any], conditional: bool, merged: dict[str, Any]
+) -> None:
     """The request as the command line gave it, checked as the API checks a request:
-    its own values (before the model's defaults), and none the method would ignore."""
+    its own values (before the model's defaults), and none the method would ignore,
+    alone or with the model's defaults (``merged``)."""
     from pydantic import ValidationError
 
     try:
         given = spec.params.model_validate(params)
+        with_defaults = spec.params.model_validate(merged)
     except ValidationError as exc:
         where, msg = first_error(exc)
         raise LocalFailure(f"{where}: {msg}") from None
-    ignored = given.inapplicable(conditional)
+    ignored = given.inapplicable(conditional) or given.ignored_by_rules(
+        with_defaults.field_values()
+    )
     if ignored is not None:
         raise LocalFailure(f"params.{ignored[0]}: {ignored[1]}")
 

@@ -96,10 +96,12 @@ class MethodParams(BaseModel):
                     return name, "the model is unconditional; it takes no prompt"
         return None
 
-    def ignored_by_rules(self) -> tuple[str, str] | None:
+    def ignored_by_rules(self, values: dict[str, Any] | None = None) -> tuple[str, str] | None:
         """(field, why) of a value the request set that the method's ``Applies`` rules
-        say it would ignore (the published schema has these rules too)."""
-        values = self.field_values()
+        say it would ignore (the published schema has these rules too). ``values``: the
+        values the job will run with, where they are not the request's own (the model's
+        editing defaults merged in); default, the request's."""
+        values = self.field_values() if values is None else values
         for rule in self.RULES:
             if isinstance(rule, Applies) and rule.broken(self.model_fields_set, values):
                 return rule.field, rule.why

@@ -166,13 +166,23 @@ def _validate(body: JobCreate, kind: JobKind, ctx: Any, owner: str | None) -> di
         ) from exc
     # 422: a value the method's own rules say it would ignore (the schema has the rules);
     # 409: one that this model would ignore (a prompt on an unconditional model)
-    for ignored, status, code in (
-        (parsed.ignored_by_rules(), 422, "invalid_request"),
-        (parsed.unused_on_model(model.conditional), 409, "incompatible"),
+    # 409 too: one that the model's defaults would make it ignore (refine on a model whose
+    # default inversion is ddpm); a model's default that the request makes inapplicable
+    # yields instead (the worker reads it only where it applies)
+    for ignored, status, code, where in (
+        (parsed.ignored_by_rules(), 422, "invalid_request", ""),
+        (parsed.unused_on_model(model.conditional), 409, "incompatible", ""),
+        (
+            parsed.ignored_by_rules(merged.field_values()),
+            409,
+            "incompatible",
+            f" with model {body.model}'s defaults",
+        ),
     ):
         if ignored is not None:
             name, why = ignored
-            raise ApiError(status, code, f"params.{name}: not used here: {why}", f"params.{name}")
+            message = f"params.{name}: not used here{where}: {why}"
+            raise ApiError(status, code, message, f"params.{name}")
     params = merged.model_dump(mode="json")
     roles = (*spec.inputs, *spec.optional_inputs)
     for role in body.inputs:

@@ -54,7 +54,13 @@ def test_the_models_defaults_fill_in_and_the_requests_values_win(
             "params": {"asset": "a1", "h_distance": 1.0}}  # fmt: skip
     r = client.post("/v1/edits", json=edit)
     assert r.status_code == 409 and r.json()["error"]["field"] == "params.h_distance", r.text
-    assert len(queue.jobs) == 1
+    # a value the model's defaults would leave unused (refine: DDIM inversion only)
+    r = client.post("/v1/edits", json={**body, "params": {"refine": 2}})
+    assert r.status_code == 409 and r.json()["error"]["field"] == "params.refine", r.text
+    assert "with model shapes32's defaults" in r.json()["error"]["message"]
+    ok = client.post("/v1/edits", json={**body, "params": {"refine": 2, "inversion": "ddim"}})
+    assert ok.status_code == 202, ok.text
+    assert len(queue.jobs) == 2
 
 
 def test_refusals_name_the_field_and_queue_nothing(routes: tuple[TestClient, FakeQueue]) -> None:
