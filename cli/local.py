@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.jobs import JobPayload
-from contract.spec import MethodSpec, first_error, with_model_defaults
+from contract.spec import MethodSpec, Refused, resolve_params
 
 
 class LocalFailure(Exception):
@@ -27,11 +27,11 @@ class LocalAssets:
         return self.records.get(asset_id)
 
     def add(self, blobs: Any, path: Path, method: str) -> str:
-        from worker.engine.assets import unpack
+        from worker.engine.assets import metadata
 
         data = path.read_bytes()
         blob: str = blobs.put(data)
-        model = unpack(data, method)[1].get("model", "")
+        model = metadata(data, method).get("model", "")
         self.records[blob] = {"id": blob, "method": method, "model": model, "blob": blob}
         return blob
 
@@ -71,38 +71,20 @@ def run_local(
                     params[name] = assets.add(blobs, Path(value), method)
                 elif isinstance(value, list):
                     params[name] = [assets.add(blobs, Path(v), method) for v in value]
-            merged = with_model_defaults(spec.name, params, denoiser.editing_defaults)
-            _check_as_given(spec, params, denoiser.conditional, merged)
+            # checked as the API checks a request, then run as the worker runs a job
+            merged = resolve_params(
+                spec, params, denoiser.editing_defaults,
+                conditional=denoiser.conditional, model=denoiser.name,
+            )  # fmt: skip
             payload = JobPayload(
                 id="local", kind=spec.kind, model=denoiser.name, method=spec.name, seed=seed,
-                params=merged, inputs=ids,
+                params=merged.model_dump(mode="json"), inputs=ids,
             )  # fmt: skip
             context = RunContext(blobs=blobs, assets=assets, classifier=_classifier())
             output = _run(denoiser, payload, blobs, context)
-        except (JobFailed, EngineError) as exc:
+        except (JobFailed, EngineError, Refused) as exc:
             raise LocalFailure(str(exc)) from exc
     return _write(output, out, spec)
-
-
-def _check_as_given(
-    spec: MethodSpec, params: dict[str, Any], conditional: bool, merged: dict[str, Any]
-) -> None:
-    """The request as the command line gave it, checked as the API checks a request:
-    its own values (before the model's defaults), and none the method would ignore,
-    alone or with the model's defaults (``merged``)."""
-    from pydantic import ValidationError
-
-    try:
-        given = spec.params.model_validate(params)
-        with_defaults = spec.params.model_validate(merged)
-    except ValidationError as exc:
-        where, msg = first_error(exc)
-        raise LocalFailure(f"{where}: {msg}") from None
-    ignored = given.inapplicable(conditional) or given.ignored_by_rules(
-        with_defaults.field_values()
-    )
-    if ignored is not None:
-        raise LocalFailure(f"params.{ignored[0]}: {ignored[1]}")
 
 
 def _run(denoiser: Any, payload: JobPayload, blobs: Any, context: Any) -> Any:

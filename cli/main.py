@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cli import launch, methods
-from cli.client import ApiFailure, Client, parse_value
+from cli.client import ApiFailure, Client
 from cli.settings import CliSettings
 
 
@@ -147,12 +147,7 @@ def _submit(args: argparse.Namespace) -> int:
     for item in args.image:
         role, _, path = item.rpartition("=")
         inputs[role or "image"] = client.upload(Path(path))
-    params = {}
-    for item in args.param:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--param wants key=value, got {item!r}")
-        params[key] = parse_value(value)
+    params = methods.parse_params(args.param)
     body = {"model": args.model, "method": args.method, "inputs": inputs, "params": params,
             "seed": args.seed}  # fmt: skip
     return _through_service(args, body, fit=args.fit)

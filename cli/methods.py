@@ -76,12 +76,19 @@ def collect(args: argparse.Namespace, spec: MethodSpec) -> tuple[dict[str, str],
             inputs[key.removeprefix("input.")] = value
         elif key.startswith("param."):
             params[key.removeprefix("param.")] = value
-    for item in args.param:
+    params.update(parse_params(args.param))
+    return inputs, params
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """``--param key=value`` items by the API's names, the values read as JSON."""
+    params = {}
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--param wants key=value, got {item!r}")
         params[key] = parse_value(value)
-    return inputs, params
+    return params
 
 
 def add_commands(

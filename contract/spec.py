@@ -108,3 +108,51 @@ def blamed_field(message: str) -> tuple[str | None, str]:
     msg = message.removeprefix("Value error, ")
     head, sep, rest = msg.partition(":")
     return (head, rest.strip()) if sep and head.isidentifier() else (None, msg)
+
+
+class Refused(ValueError):
+    """A request's parameters refused: ``where`` names the field; ``incompatible``: valid
+    on its own but not on this model (the API's 409), else malformed (its 422)."""
+
+    def __init__(self, where: str, message: str, *, incompatible: bool) -> None:
+        super().__init__(message)
+        self.where, self.message, self.incompatible = where, message, incompatible
+
+
+def resolve_params(
+    spec: MethodSpec,
+    params: dict[str, Any],
+    model_defaults: dict[str, dict[str, Any]],
+    *,
+    conditional: bool,
+    model: str,
+) -> MethodParams:
+    """The parameters a job runs with: the request's own values checked first (their
+    errors, and what they would leave unused), then over the model's editing defaults.
+
+    A value the method's own rules say it would ignore is malformed; one that this model
+    would ignore (a prompt on an unconditional model), or that the model's defaults
+    would make it ignore (refine on a model whose default inversion is ddpm), is
+    incompatible. A model default that the request makes inapplicable yields instead
+    (the worker reads it only where it applies)."""
+    try:
+        given = spec.params.model_validate(params)
+    except ValidationError as exc:
+        where, msg = first_error(exc)
+        raise Refused(where, f"{where}: {msg}", incompatible=False) from exc
+    try:
+        merged = spec.params.model_validate(with_model_defaults(spec.name, params, model_defaults))
+    except ValidationError as exc:  # valid alone, not with this model's defaults
+        where, msg = first_error(exc)
+        message = f"{where}: with model {model}'s defaults: {msg}"
+        raise Refused(where, message, incompatible=True) from exc
+    for ignored, incompatible, how in (
+        (given.ignored_by_rules(), False, ""),
+        (given.unused_on_model(conditional), True, ""),
+        (given.ignored_by_rules(merged.field_values()), True, f" with model {model}'s defaults"),
+    ):
+        if ignored is not None:
+            name, why = ignored
+            where = f"params.{name}"
+            raise Refused(where, f"{where}: not used here{how}: {why}", incompatible=incompatible)
+    return merged

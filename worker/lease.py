@@ -63,8 +63,7 @@ def fence(
     """One of ``FENCE_OURS``, ``FENCE_RECLAIMED``, ``FENCE_LOST`` (see ``_FENCE``)."""
     keys = [queue.started_job_registry.key, queue.key]
     args = [execution.composite_key, job.id, time.time() + lease_s, "1" if reclaim else "0"]
-    verdict: int = script(keys=keys, args=args)
-    return verdict
+    return int(script(keys=keys, args=args))
 
 
 class LeaseKeeping(WorkerState):

@@ -34,10 +34,6 @@ def request_stop_after_job(worker: SimpleWorker) -> None:
     worker._stop_requested = True
 
 
-def stop_requested(worker: SimpleWorker) -> bool:
-    return bool(worker._stop_requested)
-
-
 def finalize_success(
     worker: SimpleWorker, job: Job, queue: Queue, execution: Execution, result: Any
 ) -> None:

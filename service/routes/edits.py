@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from contract.jobs import JobKind, JobPayload
 from contract.keys import IDEMPOTENCY_KEY
 from contract.methods import METHODS
-from contract.spec import first_error, with_model_defaults
+from contract.models import ModelInfo
+from contract.params import MethodParams
+from contract.spec import MethodSpec, Refused, resolve_params
 from service.deps import BlobsDep, OwnerDep, QueueDep, RedisDep, SettingsDep
 from service.errors import ApiError, ErrorResponse
 from service.job_requests import request_parts, request_union
@@ -123,6 +125,17 @@ def _check_references(
         ctx.blobs.touch(blob_id)  # named now: retention keeps it at least gc_min_age_s from here
 
 
+def _params_for(spec: MethodSpec, body: JobCreate, model: ModelInfo) -> MethodParams:
+    """The parameters the worker will run (``contract.spec.resolve_params``), or the
+    refusal as the API's 422 (malformed) or 409 (``incompatible`` with this model)."""
+    try:
+        return resolve_params(spec, body.params, model.editing_defaults,
+                              conditional=model.conditional, model=body.model)  # fmt: skip
+    except Refused as exc:
+        status, code = (409, "incompatible") if exc.incompatible else (422, "invalid_request")
+        raise ApiError(status, code, exc.message, exc.where) from exc
+
+
 def _validate(body: JobCreate, kind: JobKind, ctx: Any, owner: str | None) -> dict[str, Any]:
     queue = ctx.queue
     spec = METHODS.get(body.method)
@@ -147,42 +160,7 @@ def _validate(body: JobCreate, kind: JobKind, ctx: Any, owner: str | None) -> di
             f"{body.method} needs a {' or '.join(spec.families)} model; {body.model} is {family}",
             "model",
         )
-    # the request's own values first (their errors and what they would leave unused),
-    # then over the model's measured editing defaults: what the worker runs
-    model_defaults = model.editing_defaults
-    try:
-        parsed = spec.params.model_validate(body.params)
-    except ValidationError as exc:
-        where, msg = first_error(exc)
-        raise ApiError(422, "invalid_request", f"{where}: {msg}", where) from exc
-    try:
-        merged = spec.params.model_validate(
-            with_model_defaults(body.method, body.params, model_defaults)
-        )
-    except ValidationError as exc:  # valid alone, not with this model's defaults
-        where, msg = first_error(exc)
-        raise ApiError(
-            409, "incompatible", f"{where}: with model {body.model}'s defaults: {msg}", where
-        ) from exc
-    # 422: a value the method's own rules say it would ignore (the schema has the rules);
-    # 409: one that this model would ignore (a prompt on an unconditional model)
-    # 409 too: one that the model's defaults would make it ignore (refine on a model whose
-    # default inversion is ddpm); a model's default that the request makes inapplicable
-    # yields instead (the worker reads it only where it applies)
-    for ignored, status, code, where in (
-        (parsed.ignored_by_rules(), 422, "invalid_request", ""),
-        (parsed.unused_on_model(model.conditional), 409, "incompatible", ""),
-        (
-            parsed.ignored_by_rules(merged.field_values()),
-            409,
-            "incompatible",
-            f" with model {body.model}'s defaults",
-        ),
-    ):
-        if ignored is not None:
-            name, why = ignored
-            message = f"params.{name}: not used here{where}: {why}"
-            raise ApiError(status, code, message, f"params.{name}")
+    merged = _params_for(spec, body, model)
     params = merged.model_dump(mode="json")
     roles = (*spec.inputs, *spec.optional_inputs)
     for role in body.inputs:
@@ -193,7 +171,7 @@ def _validate(body: JobCreate, kind: JobKind, ctx: Any, owner: str | None) -> di
                 f"{body.method} takes no input {role!r}; inputs: {', '.join(roles) or 'none'}",
                 f"inputs.{role}",
             )
-    missing = spec.missing_input(spec.params.model_validate(params), set(body.inputs))
+    missing = spec.missing_input(merged, set(body.inputs))
     if missing is not None:
         raise ApiError(422, "invalid_request", f"inputs.{missing}: missing", f"inputs.{missing}")
     _check_references(spec, body, params, owner, ctx, model.image_size)

@@ -97,3 +97,6 @@ def test_a_codec_refuses_bytes_that_are_no_asset() -> None:
 
     with pytest.raises(InputError, match="not a lam asset"):
         LamAsset.from_safetensors(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    whole = LamAsset("m", [0, 1], torch.ones(2), "a", "b", 1.0, "ddim").to_safetensors()
+    with pytest.raises(InputError, match="not a lam asset"):  # cut short: tensors missing
+        LamAsset.from_safetensors(whole[:-3])

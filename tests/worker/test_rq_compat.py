@@ -59,7 +59,6 @@ def test_a_stop_after_the_job_ends_the_loop_before_its_next_dequeue(redis: Redis
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         rq_compat.request_stop_after_job(worker)
-        assert rq_compat.stop_requested(worker)
         worker.work(burst=True)
     finally:
         for sig, handler in saved.items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 import torch
@@ -130,19 +131,21 @@ class AssetOutput:
     params: dict[str, Any]
     metrics: dict[str, Any]
 
-    @property
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """The stored tensors, read back (for reports and tests; edits use the codecs)."""
+    @cached_property
+    def _stored(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         from worker.engine.assets import unpack
 
-        return unpack(self.data, self.name)[0]
+        return unpack(self.data, self.name)
+
+    @property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The stored tensors, read back once (for reports and tests; edits use the codecs)."""
+        return self._stored[0]
 
     @property
     def meta(self) -> dict[str, str]:
-        """The stored metadata, read back."""
-        from worker.engine.assets import unpack
-
-        return unpack(self.data, self.name)[1]
+        """The stored metadata, read back once."""
+        return self._stored[1]
 
 
 @dataclass
