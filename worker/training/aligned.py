@@ -143,6 +143,28 @@ def twins(
     return np.stack(a_imgs), np.stack(b_imgs), a_labels, b_labels
 
 
+def style_twins(seed: int, pairs: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (A, B) with the same content and jitter and a different style: B changes
+    the object colour, the background or both (a third each). For training an h that
+    the style does not move."""
+    rng = np.random.default_rng(seed)
+    a_imgs, b_imgs = [], []
+    for _ in range(pairs):
+        a = random_labels(rng)
+        which = int(rng.integers(3))
+        colour, background = a.colour, a.background
+        if which in (0, 2):
+            colour = (colour + 1 + int(rng.integers(len(COLOURS) - 1))) % len(COLOURS)
+        if which in (1, 2):
+            k = len(BACKGROUNDS)
+            background = (background + 1 + int(rng.integers(k - 1))) % k
+        b = Labels(a.shape, a.size, a.aspect, colour, background)
+        jitter_seed = int(rng.integers(2**31))
+        a_imgs.append(render(a, np.random.default_rng(jitter_seed), size))
+        b_imgs.append(render(b, np.random.default_rng(jitter_seed), size))
+    return np.stack(a_imgs), np.stack(b_imgs)
+
+
 def label_array(labels: list[Labels]) -> np.ndarray:
     """(N, 5) int64, columns in ``FACTORS`` order."""
     return np.array([[getattr(lab, f) for f in FACTORS] for lab in labels], dtype=np.int64)

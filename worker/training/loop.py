@@ -82,13 +82,30 @@ def add_common_arguments(
     )
 
 
+def twin_h_distance(h: torch.Tensor) -> torch.Tensor:
+    """Mean over twin pairs of ||h_a - h_b||^2 / (||h_a||^2 + ||h_b||^2) / 2, the batch
+    being ``[A; B]``; the denominator carries no gradient, so the loss pulls twins'
+    h together and gives no reason to grow or shrink h."""
+    a, b = h.float().flatten(1).chunk(2)
+    scale = 0.5 * (a.pow(2).sum(1) + b.pow(2).sum(1)).detach() + 1e-8
+    return ((a - b).pow(2).sum(1) / scale).mean()
+
+
 def train_noise_model(
-    args: argparse.Namespace, model: torch.nn.Module, batch_fn: BatchFn
+    args: argparse.Namespace,
+    model: torch.nn.Module,
+    batch_fn: BatchFn,
+    h_invariance: float = 0.0,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train (or resume) ``model``; the EMA copy and the run's figures.
 
     With ``args.cut_skips`` the skips of that many deepest up blocks are cut (before the
     first step, and again after every optimiser step).
+
+    With ``h_invariance`` > 0 the batch is ``[A; B]``, B[i] a twin of A[i] (same content,
+    another style; ``batch_fn`` draws them), each pair noised with the same t and noise,
+    and ``h_invariance * twin_h_distance(h)`` is added to the loss: an h that the style
+    does not move, so the look can only reach the decoder through the skips.
     """
     if args.cut_skips:
         cut_skips(model, args.cut_skips)
@@ -113,6 +130,11 @@ def train_noise_model(
     deadline = time.monotonic() + args.minutes * 60
     bar = tqdm(initial=step, total=args.steps, desc="train", unit="step")
     losses: list[float] = []
+    twin_losses: list[float] = []
+    captured: list[torch.Tensor] = []
+    if h_invariance > 0:
+        mid = model.get_submodule("mid_block")
+        mid.register_forward_hook(lambda _m, _i, out: captured.append(out))
 
     def save() -> None:
         state = {"unet": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict()}
@@ -121,13 +143,21 @@ def train_noise_model(
     while step < args.steps and time.monotonic() < deadline:
         start = time.monotonic()
         x0, extra = batch_fn(step, gen)
-        t = torch.randint(0, 1000, (x0.shape[0],), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        offset = torch.randn(x0.shape[0], x0.shape[1], 1, 1, generator=gen)
+        drawn = x0.shape[0] // 2 if h_invariance > 0 else x0.shape[0]
+        t = torch.randint(0, 1000, (drawn,), generator=gen)
+        noise = torch.randn((drawn, *x0.shape[1:]), generator=gen)
+        offset = torch.randn(drawn, x0.shape[1], 1, 1, generator=gen)
         noise = noise + args.offset_noise * offset
+        if h_invariance > 0:  # a twin shares its partner's t and noise
+            t, noise = t.repeat(2), noise.repeat(2, 1, 1, 1)
         a = ab[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        captured.clear()
         loss = torch.nn.functional.mse_loss(model(x_t, t, **extra).sample, noise)
+        if h_invariance > 0:
+            twin = twin_h_distance(captured[0])
+            twin_losses.append(float(twin.detach()))
+            loss = loss + h_invariance * twin
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -145,7 +175,10 @@ def train_noise_model(
         losses.append(float(loss))
         bar.update(1)
         if step % 50 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            shown = {"loss": f"{np.mean(losses[-50:]):.4f}"}
+            if twin_losses:
+                shown["twin_h"] = f"{np.mean(twin_losses[-50:]):.4f}"
+            bar.set_postfix(shown)
         if step % args.save_every == 0:
             save()
     bar.close()
@@ -163,6 +196,10 @@ def train_noise_model(
         "parameters": sum(p.numel() for p in model.parameters()),
         "seed": args.seed,
         "cut_skip_levels": args.cut_skips,
+        "h_invariance": h_invariance,
+        "twin_h_distance_mean_last_200": (
+            round(float(np.mean(twin_losses[-200:])), 5) if twin_losses else None
+        ),
     }
     if final is not None and not math.isfinite(final):
         raise SystemExit("training diverged")

@@ -20,6 +20,7 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
@@ -55,14 +56,23 @@ def export(ema: UNet2DModel, out: Path, meta: dict[str, object]) -> None:
     (out / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def twin_batch(seed: int, step: int, batch: int, domain_name: str = "aligned") -> torch.Tensor:
+    """``[A; B]``: ``batch // 2`` style twins (same content and jitter, another style)."""
+    a, b = domain(domain_name).style_twins(seed * 1_000_003 + step, batch // 2)
+    images = np.concatenate([a, b])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
 def train(args: argparse.Namespace) -> None:
     def batch(step: int, _gen: torch.Generator) -> tuple[torch.Tensor, dict[str, object]]:
+        if args.h_invariance > 0:
+            return twin_batch(args.seed, step, args.batch, args.domain), {}
         return batch_images(args.seed, step, args.batch, args.domain), {}
 
     unet = build_unet()
     if args.init:  # fine-tune from exported weights (a fresh run only; a checkpoint wins)
         unet = UNet2DModel.from_pretrained(args.init, torch_dtype=torch.float32)
-    ema, meta = train_noise_model(args, unet, batch)
+    ema, meta = train_noise_model(args, unet, batch, h_invariance=args.h_invariance)
     meta["init"] = args.init
     meta["domain"] = args.domain
     export(ema, Path(args.out), meta)
@@ -76,6 +86,12 @@ def main() -> None:
     add_common_arguments(p, out="models/shapes32-ddpm", work_dir="var/train/shapes32-ddpm")
     p.add_argument("--init", default="", help="start from these exported weights")
     p.add_argument("--domain", default="aligned", help="the generator (one: aligned)")
+    p.add_argument(
+        "--h-invariance",
+        type=float,
+        default=0.0,
+        help="weight of the style twins' h distance (0: plain batches, no twins)",
+    )
     train(p.parse_args())
 
 
