@@ -74,7 +74,7 @@ def run_local(
             # checked as the API checks a request, then run as the worker runs a job
             merged = resolve_params(
                 spec, params, denoiser.editing_defaults,
-                conditional=denoiser.conditional, model=denoiser.name,
+                conditional=denoiser.conditional, model=denoiser.name, inputs=frozenset(ids),
             )  # fmt: skip
             payload = JobPayload(
                 id="local", kind=spec.kind, model=denoiser.name, method=spec.name, seed=seed,

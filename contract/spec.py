@@ -35,6 +35,8 @@ class MethodSpec:
     mask_inputs: tuple[str, ...] = ()
     # params naming assets (an id, or a list of ids) -> the fit method that makes them
     asset_params: dict[str, str] = field(default_factory=dict)
+    # params the method ignores where an (optional) input role is given -> that role
+    unused_with_input: dict[str, str] = field(default_factory=dict)
 
     def defaults(self) -> dict[str, Any]:
         return self.params.field_defaults()
@@ -126,6 +128,7 @@ def resolve_params(
     *,
     conditional: bool,
     model: str,
+    inputs: frozenset[str] = frozenset(),
 ) -> MethodParams:
     """The parameters a job runs with: the request's own values checked first (their
     errors, and what they would leave unused), then over the model's editing defaults.
@@ -134,12 +137,18 @@ def resolve_params(
     would ignore (a prompt on an unconditional model), or that the model's defaults
     would make it ignore (refine on a model whose default inversion is ddpm), is
     incompatible. A model default that the request makes inapplicable yields instead
-    (the worker reads it only where it applies)."""
+    (the worker reads it only where it applies). ``inputs``: the request's image roles;
+    a value the method ignores with one of them (``spec.unused_with_input``) is malformed."""
     try:
         given = spec.params.model_validate(params)
     except ValidationError as exc:
         where, msg = first_error(exc)
         raise Refused(where, f"{where}: {msg}", incompatible=False) from exc
+    for name, role in spec.unused_with_input.items():
+        if name in params and role in inputs:
+            where = f"params.{name}"
+            message = f"{where}: not used with inputs.{role} (the job works on that image)"
+            raise Refused(where, message, incompatible=False)
     try:
         merged = spec.params.model_validate(with_model_defaults(spec.name, params, model_defaults))
     except ValidationError as exc:  # valid alone, not with this model's defaults

@@ -53,7 +53,8 @@ def _inputs(spec: MethodSpec) -> type:
 
 
 def _input_rules(spec: MethodSpec) -> dict[str, Any]:
-    """``allOf`` clauses: an optional role that a condition on the params makes required."""
+    """``allOf`` clauses: an optional role that a condition on the params makes required,
+    and a param that a given role leaves unused."""
     defaults = spec.params.field_defaults()
     clauses = []
     for role, condition in spec.input_when.items():
@@ -64,6 +65,11 @@ def _input_rules(spec: MethodSpec) -> dict[str, Any]:
         clauses.append(
             {"if": test, "then": {"required": ["inputs"],
                                   "properties": {"inputs": {"required": [role]}}}}
+        )  # fmt: skip
+    for name, role in spec.unused_with_input.items():  # a value the method would ignore
+        clauses.append(
+            {"if": {"required": ["inputs"], "properties": {"inputs": {"required": [role]}}},
+             "then": {"properties": {"params": {"not": {"required": [name]}}}}}
         )  # fmt: skip
     return {"allOf": clauses} if clauses else {}
 

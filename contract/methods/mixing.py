@@ -29,6 +29,14 @@ class LamFitParams(MethodParams):
         "step)",
     )
     noisy_share: float = Field(0.4, ge=0.0, le=1.0, description="init: lam = 1 on this share")
+    seeds: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="fit on this many seeds at once (the job's seed and the next ones), the "
+        "loss their mean, so lam is learned for the prompts rather than for one sample; "
+        "the reference fits one image. Not used with inputs.image",
+    )
     scorer: Literal["classifier", "clip"] = Field(
         "classifier",
         description="image-text scorer of the loss: the worker's attribute classifier, or "
@@ -61,6 +69,7 @@ LAM = MethodSpec(
     inputs=(),
     optional_inputs=("image",),
     families=("pixel", "latent"),
+    unused_with_input={"seeds": "image"},
 )
 
 MIX = MethodSpec(

@@ -130,7 +130,8 @@ def _params_for(spec: MethodSpec, body: JobCreate, model: ModelInfo) -> MethodPa
     refusal as the API's 422 (malformed) or 409 (``incompatible`` with this model)."""
     try:
         return resolve_params(spec, body.params, model.editing_defaults,
-                              conditional=model.conditional, model=body.model)  # fmt: skip
+                              conditional=model.conditional, model=body.model,
+                              inputs=frozenset(body.inputs))  # fmt: skip
     except Refused as exc:
         status, code = (409, "incompatible") if exc.incompatible else (422, "invalid_request")
         raise ApiError(status, code, exc.message, exc.where) from exc

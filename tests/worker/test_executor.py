@@ -19,7 +19,7 @@ from worker.engine.classifier import AttributeClassifier
 from worker.engine.methods.directions import supervised_directions
 from worker.engine.methods.inject import content_trajectory
 from worker.engine.methods.mixing import reference_init
-from worker.engine.schedule import NoiseSchedule
+from worker.engine.schedule import NoiseSchedule, timestep_grid
 from worker.executor import JobFailed, JobOutput, PreparedJob, RunContext, prepare, run_batch
 from worker.inversion_cache import InversionCache
 
@@ -370,6 +370,33 @@ def test_lam_fit_then_mix_on_seeds_and_real_images(cond: Denoiser, tmp_path: Pat
     assert Image.open(io.BytesIO(real)).size == (16, 16)
     with pytest.raises(JobFailed, match="needs a text-conditioned model"):
         _one(pixel_model_for_refusal(tmp_path), fit, store, ctx)
+
+
+def test_a_lam_fit_on_several_seeds_learns_one_lam_for_all(cond: Denoiser, tmp_path: Path) -> None:
+    """``seeds`` 2 from seed 5: rows of seeds 5 and 6, one lam from their mean loss."""
+    from worker.engine.methods.mixing import optimise_lam
+    from worker.methods.mixing import scorer
+
+    store = LocalBlobStore(tmp_path)
+    clf = AttributeClassifier({"colour": ["red", "blue"]}, width=8, image_size=16).eval()
+    ctx = RunContext(blobs=store, assets=_Assets(), classifier=clf)
+    params = {"name": "red", "neutral": "a circle", "target": "a red circle", "steps": 3,
+              "epochs": 2, "seeds": 2}  # fmt: skip
+    fit = JobPayload(id="l", kind=JobKind.FIT, model="m", method="lam", params=params, seed=5)
+    out = _one(cond, fit, store, ctx)
+    assert out.asset is not None and len(out.images) == 2
+    cpu = torch.device("cpu")
+    rows = [cond.noise((1, *cond.sample_shape), torch.Generator().manual_seed(s), cpu)
+            for s in (5, 6)]  # fmt: skip
+    grid = timestep_grid(3, cond.num_train_timesteps)
+    both = optimise_lam(cond, torch.cat(rows), grid, "a circle", "a red circle",
+                        scorer(ctx, "classifier"), epochs=2)  # fmt: skip
+    one = optimise_lam(cond, rows[0], grid, "a circle", "a red circle",
+                       scorer(ctx, "classifier"), epochs=2)  # fmt: skip
+    # the job's lam is the two-row fit's (the same computation, so to float rounding of
+    # the same operations), not the one-seed fit's
+    assert torch.allclose(out.asset.tensors["lam"], both.lam, atol=1e-6)
+    assert not torch.allclose(both.lam, one.lam, atol=1e-6)
 
 
 def test_lam_fit_with_the_clip_scorer_and_its_refusal(cond: Denoiser, tmp_path: Path) -> None:

@@ -71,11 +71,21 @@ def mix_start(
     correct_share: float,
     refine: int,
     sampler: Sampler,
+    seeds: int = 1,
 ) -> tuple[torch.Tensor, Corrections | None]:
-    """x_T of the job's seed, or of its real image (inverted, with per-step corrections)."""
+    """x_T of the job's seed (and of the ``seeds - 1`` next ones, one row each, as a mix
+    job on that seed starts), or of its real image (inverted, with per-step corrections)."""
     gen = torch.Generator().manual_seed(job.payload.seed)
     if "image" not in job.images:
-        return denoiser.noise((1, *denoiser.sample_shape), gen, torch.device("cpu")), None
+        rows = [
+            denoiser.noise(
+                (1, *denoiser.sample_shape),
+                torch.Generator().manual_seed(job.payload.seed + k),
+                torch.device("cpu"),
+            )
+            for k in range(seeds)
+        ]
+        return torch.cat(rows), None
     corrections = real_image_corrections(
         denoiser, denoiser.encode(job.images["image"]), grid, c_n, uncond=uncond,
         guidance=guidance, correct_share=correct_share, refine=refine, sampler=sampler,
@@ -87,7 +97,7 @@ def mix_start(
 def run_lam_fit(
     denoiser: Denoiser, batch: Batch[LamFitParams], progress: ProgressFn, ctx: RunContext
 ) -> list[JobOutput]:
-    """One job -> a lam asset, learned on its seed (or its image)."""
+    """One job -> a lam asset, learned on its seeds (their mean loss) or its image."""
     require_text_model(denoiser)
     (job,) = batch.jobs
     p = job.params
@@ -99,7 +109,7 @@ def run_lam_fit(
     x_T, corrections = mix_start(
         denoiser, job, grid, c_n, uncond, p.guidance_scale,
         correct_share=MixParams.model_fields["correct_share"].default,
-        refine=p.refine, sampler=p.sampler,
+        refine=p.refine, sampler=p.sampler, seeds=p.seeds,
     )  # fmt: skip
     fit = optimise_lam(
         denoiser, x_T, grid, p.neutral, p.target, scorer(ctx, p.scorer, p.content),

@@ -113,3 +113,24 @@ def test_a_fit_goes_to_the_fit_route_only(routes: tuple[TestClient, FakeQueue]) 
     r = client.post("/v1/fits", json=body)
     assert r.status_code == 202, r.text
     assert kind_of(queue, r.json()["id"]) is JobKind.FIT
+
+
+def test_a_value_an_input_leaves_unused_is_refused(routes: tuple[TestClient, FakeQueue]) -> None:
+    """lam's ``seeds`` picks the sampled starts; with inputs.image the fit works on that
+    image, so a request giving both is a 422 naming the param, and queues nothing."""
+    client, queue = routes
+    queue.models["shapes32"].info.conditional = True
+    queue.models["shapes32"].info.editing_defaults = {"lam": {"seeds": 4}}
+    image = _upload(client)
+    params = {"name": "l", "neutral": "a circle", "target": "a red circle"}
+    body = {"model": "shapes32", "method": "lam", "params": params}
+    r = client.post("/v1/fits", json={**body, "inputs": {"image": image},
+                                      "params": {**params, "seeds": 2}})  # fmt: skip
+    assert r.status_code == 422 and r.json()["error"]["field"] == "params.seeds", r.text
+    assert not queue.jobs
+    # the model's default yields to the image (the worker reads it only on seeds)
+    r = client.post("/v1/fits", json={**body, "inputs": {"image": image}})
+    assert r.status_code == 202, r.text
+    r = client.post("/v1/fits", json={**body, "params": {**params, "seeds": 2}})
+    assert r.status_code == 202, r.text
+    assert queue.jobs[r.json()["id"]].payload.params["seeds"] == 2
