@@ -28,6 +28,7 @@ class DirectionFitParams(MethodParams):
         Applies("samples", ({"kind": {"enum": ["pca"]}}, _UNLABELLED),
                 "generated samples are for pca and classifier-labelled supervision"),
         Applies("top_k", (_UNLABELLED,), "for classifier-labelled supervision (factor/value)"),
+        Applies("balance", (_UNLABELLED,), "for classifier-labelled supervision (factor/value)"),
         Applies("project_out_solve", ({"project_out": {"minItems": 1}},), "for project_out"),
         Needs("negatives", {"kind": {"enum": ["supervised"]}, "positives": {"minItems": 1}},
               {"negatives": {"minItems": 1}},
@@ -53,6 +54,12 @@ class DirectionFitParams(MethodParams):
     factor: str | None = Field(None, max_length=100, description="classifier factor (supervised)")
     value: str | None = Field(None, max_length=100, description="the factor's target value")
     top_k: int = Field(64, ge=1, le=4096, description="top-K vs bottom-K samples (supervised)")
+    balance: bool = Field(
+        False,
+        description="classifier-labelled supervision: pair each positive with a negative "
+        "the classifier reads the same on every other factor, so the mean difference "
+        "carries no other factor (the reference takes top-K and bottom-K as they come)",
+    )
     positives: list[str] = Field(default_factory=list, max_length=512, description="image ids")
     negatives: list[str] = Field(default_factory=list, max_length=512, description="image ids")
     iters: int = Field(50, ge=1, le=500, description="power iterations (jacobian)")

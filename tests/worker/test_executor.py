@@ -152,6 +152,9 @@ def test_direction_fits_make_assets_and_edits_apply_them(pixel: Denoiser, tmp_pa
                   top_k=4)  # fmt: skip
     assert judged.metrics["positives"] == judged.metrics["negatives"] == 4
     assert judged.metrics["score_positives"] >= judged.metrics["score_negatives"]
+    balanced = _fit(pixel, store, ctx, kind="supervised", factor="colour", value="red",
+                    samples=16, top_k=4, balance=True)  # fmt: skip
+    assert balanced.metrics["positives"] == balanced.metrics["negatives"] <= 4
     jac = _fit(pixel, store, ctx, kind="jacobian", k=2, iters=5, inputs={"image": _blob(store, 4)})
     assert jac.asset is not None and len(jac.metrics["sigma_top_step"]) == 2
 
@@ -185,6 +188,25 @@ def test_direction_fits_make_assets_and_edits_apply_them(pixel: Denoiser, tmp_pa
     foreign = assets.add(store, pca, "tiny-pixel", owner="someone-else")
     with pytest.raises(JobFailed, match="no directions asset"):
         edit(foreign)
+
+
+def test_balanced_pairs_match_every_other_factor_and_take_the_strongest() -> None:
+    from worker.methods.directions import balanced_pairs
+
+    # the target's score and two other factors; the positives lean to shape 1, as a
+    # classifier's top-K of "large" leaned to triangles on the shipped model
+    score = torch.tensor([0.99, 0.95, 0.9, 0.8, 0.6, 0.3, 0.2, 0.1, 0.05, 0.01])
+    others = torch.tensor(
+        [[1, 0], [1, 0], [1, 1], [0, 0], [1, 0], [1, 0], [0, 0], [0, 0], [1, 1], [0, 1]]
+    )
+    pos, neg = balanced_pairs(score, others, top_k=8)
+    assert len(pos) == len(neg)
+    assert torch.equal(others[pos], others[neg])  # each pair agrees on the other factors
+    assert bool((score[pos] >= 0.5).all()) and bool((score[neg] < 0.5).all())
+    # 0.99 takes the only [1, 0] negative (0.3); 0.95 and 0.6 find none; 0.9 takes 0.05;
+    # 0.8 takes the lowest [0, 0] negative (0.1)
+    assert pos.tolist() == [0, 2, 3] and neg.tolist() == [5, 8, 7]
+    assert balanced_pairs(score, others, top_k=1)[0].tolist() == [0]
 
 
 def test_labelled_and_jacobian_fits_invert_with_the_given_refine(

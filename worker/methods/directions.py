@@ -72,13 +72,54 @@ def generated_h(
     return {t: torch.cat(v) for t, v in hs.items()}, torch.cat(outs)
 
 
+def other_labels(factor: str | None, images: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+    """(N, F) the classifier's labels of every factor but ``factor`` (and its valid head)."""
+    assert ctx.classifier is not None  # classifier_scores refused already
+    with torch.no_grad():
+        pred = ctx.classifier.predict(images.clamp(-1, 1))
+    names = [f for f in pred if f not in (factor, "valid")]
+    return torch.stack([pred[f][0].cpu() for f in names], dim=1)
+
+
+def balanced_pairs(
+    score: torch.Tensor, others: torch.Tensor, top_k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``top_k`` (positive, negative) pairs, equal on every other factor's label.
+
+    Positives (score >= 0.5) are taken from the highest score down; each is paired with
+    the lowest-scored unused negative (score < 0.5) of the same labels, where there is
+    one. Both sets then hold every combination of the other factors equally often."""
+    free: dict[tuple[int, ...], list[int]] = {}
+    for i in torch.argsort(score).tolist():  # lowest score first
+        if float(score[i]) < 0.5:
+            free.setdefault(tuple(others[i].tolist()), []).append(i)
+    pos: list[int] = []
+    neg: list[int] = []
+    for i in torch.argsort(score, descending=True).tolist():
+        if float(score[i]) < 0.5 or len(pos) >= top_k:
+            break
+        match = free.get(tuple(others[i].tolist()))
+        if match:
+            pos.append(i)
+            neg.append(match.pop(0))
+    return torch.tensor(pos, dtype=torch.long), torch.tensor(neg, dtype=torch.long)
+
+
 def supervised_by_classifier(
     p: DirectionFitParams, h: dict[int, torch.Tensor], images: torch.Tensor, ctx: RunContext
 ) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
     score = classifier_scores(p.factor, p.value, images, ctx)
     order = torch.argsort(score, descending=True)
-    k = min(p.top_k, len(order) // 2)
-    pos, neg = order[:k], order[-k:]  # top-K vs bottom-K, as Haas et al.
+    if p.balance:
+        pos, neg = balanced_pairs(score, other_labels(p.factor, images, ctx), p.top_k)
+    else:
+        k = min(p.top_k, len(order) // 2)
+        pos, neg = order[:k], order[-k:]  # top-K vs bottom-K, as Haas et al.
+    if len(pos) == 0:
+        raise refused(
+            f"params.value: no sample read as {p.factor}={p.value} has a counterpart on "
+            "the other factors; raise params.samples"
+        )
     dirs = supervised_directions(
         {t: v[pos] for t, v in h.items()}, {t: v[neg] for t, v in h.items()}
     )
