@@ -14,9 +14,12 @@ is read with confidence > 0.9) and the method's own figures:
   applied to held-out images lacking the value: success, preservation;
 - boundary-edit: a boundary fit per target, the same images: success, preservation;
 - style-generate: a style-noise fit per style (8 images sharing colour and
-  background), ``--images`` samples: takes the colour, the background, both;
-- mix (``--text-model``): a lam fit per task on its seed, applied to 32 other seeds:
-  success, preservation against the neutral prompt's image of the same seed.
+  background), ``--images`` samples: takes the colour, the background, both; with
+  ``--text-model`` also on that model, each sample prompted with a random shape, size
+  and aspect (no style): the same, and whether every content factor is the prompt's;
+- mix (``--text-model``): a lam fit per task on its seed(s) (the model's ``lam``
+  defaults), applied to 32 other seeds: success, preservation against the neutral
+  prompt's image of the same seed.
 
     python -m benchmarks.defaults --model models/shapes32-ddpm \\
         --classifier models/shapes32-classifier --only reconstruct inject
@@ -239,9 +242,15 @@ def eval_edit_by_target(
     return out
 
 
-def eval_style(b: Bench, count: int, style_images: int) -> dict[str, Any]:
+def eval_style(b: Bench, count: int, style_images: int, prompted: bool = False) -> dict[str, Any]:
+    """A style fitted from images sharing colour and background, then ``count`` samples.
+    ``prompted`` (a text model): each sample's prompt names a random shape, size and
+    aspect and no style factor, so the style has to come from the start; ``keeps_prompt``
+    is the share whose every content factor is the prompt's."""
     gen = b.gen
     out = {}
+    cols = list(gen.FACTORS)
+    content = [cols.index(f) for f in gen.CONTENT_FACTORS]
     for colour, background in STYLES:
         rng = np.random.default_rng(HELD_OUT_SEED + 11)
         style = {"colour": gen.FACTORS["colour"].index(colour),
@@ -251,16 +260,26 @@ def eval_style(b: Bench, count: int, style_images: int) -> dict[str, Any]:
             values = {f: style.get(f, int(rng.integers(len(v)))) for f, v in gen.FACTORS.items()}
             images.append(gen.render(gen.Labels(**values), rng))
         asset, _ = b.fit("style-noise", images=b.put(np.stack(images)))
-        outs = b.run([b.payload("style-generate", seed=k, asset=asset) for k in range(count)])
+        asked = [gen.random_labels(rng) for _ in range(count)] if prompted else []
+        prompts = [lab.caption(frozenset(gen.CONTENT_FACTORS)) for lab in asked]
+        outs = b.run([
+            b.payload("style-generate", seed=k, asset=asset,
+                      **({"prompt": prompts[k]} if prompted else {}))
+            for k in range(count)
+        ])  # fmt: skip
         labels, ok = b.judge(outs)
-        cols = list(gen.FACTORS)
         col = labels[:, cols.index("colour")] == style["colour"]
         bg = labels[:, cols.index("background")] == style["background"]
-        out[f"{colour} on {background}"] = {
+        row = {
             "samples": count, "takes_colour": _share(col), "takes_background": _share(bg),
             "takes_both": _share(col & bg), "in_distribution": _share(ok),
         }  # fmt: skip
-        print("style-generate", colour, background, json.dumps(out[f"{colour} on {background}"]))
+        if prompted:
+            wanted = gen.label_array(asked)[:, content]
+            row["keeps_prompt"] = _share(np.all(labels[:, content] == wanted, axis=1))
+            row["example_prompt"] = prompts[0]
+        out[f"{colour} on {background}"] = row
+        print("style-generate", colour, background, json.dumps(row), flush=True)
     return out
 
 
@@ -345,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         help="a request's own value, e.g. direction.scale=2 (to sweep a default)",
     )  # fmt: skip
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--text-only", action="store_true", help="style-generate: the text model's run only"
+    )
     p.add_argument("--json", dest="json_out")
     args = p.parse_args(argv)
     overrides = parse_overrides(args.set)
@@ -381,15 +403,17 @@ def main(argv: list[str] | None = None) -> int:
             results["boundary-edit"] = eval_edit_by_target(
                 b, "boundary-edit", "boundary", many, many_y, args.count, {}, args.factors
             )
-        if "style-generate" in args.only:
+        if "style-generate" in args.only and not args.text_only:
             results["style-generate"] = eval_style(b, args.images, 8)
-        if "mix" in args.only and args.text_model:
+        if args.text_model and {"style-generate", "mix"} & set(args.only):
             tm = load_denoiser(args.text_model, name="shapes32-text", device="cpu",
                                dtype="float32")  # fmt: skip
             tclf = AttributeClassifier.load(args.text_classifier or args.classifier)
-            results["mix"] = eval_mix(
-                Bench(tm, tclf, model_domain(args.text_model), Path(tmp) / "tb", overrides), 32
-            )
+            tb = Bench(tm, tclf, model_domain(args.text_model), Path(tmp) / "tb", overrides)
+            if "style-generate" in args.only:
+                results["style-generate-text"] = eval_style(tb, args.images, 8, prompted=True)
+            if "mix" in args.only:
+                results["mix"] = eval_mix(tb, 32)
     write_json(args.json_out, results)
     return 0
 
