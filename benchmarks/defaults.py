@@ -242,8 +242,11 @@ def eval_edit_by_target(
     return out
 
 
-def eval_style(b: Bench, count: int, style_images: int, prompted: bool = False) -> dict[str, Any]:
-    """A style fitted from images sharing colour and background, then ``count`` samples.
+def eval_style(
+    b: Bench, count: int, style_images: int, prompted: bool = False, first_seed: int = 0
+) -> dict[str, Any]:
+    """A style fitted from images sharing colour and background, then ``count`` samples
+    (seeds from ``first_seed``; prompts drawn from it too).
     ``prompted`` (a text model): each sample's prompt names a random shape, size and
     aspect and no style factor, so the style has to come from the start; ``keeps_prompt``
     is the share whose every content factor is the prompt's."""
@@ -260,10 +263,12 @@ def eval_style(b: Bench, count: int, style_images: int, prompted: bool = False) 
             values = {f: style.get(f, int(rng.integers(len(v)))) for f, v in gen.FACTORS.items()}
             images.append(gen.render(gen.Labels(**values), rng))
         asset, _ = b.fit("style-noise", images=b.put(np.stack(images)))
-        asked = [gen.random_labels(rng) for _ in range(count)] if prompted else []
+        # prompts: from 0 on, the draw goes on from the style images'; else a draw of its own
+        ask = rng if first_seed == 0 else np.random.default_rng(HELD_OUT_SEED + 13 + first_seed)
+        asked = [gen.random_labels(ask) for _ in range(count)] if prompted else []
         prompts = [lab.caption(frozenset(gen.CONTENT_FACTORS)) for lab in asked]
         outs = b.run([
-            b.payload("style-generate", seed=k, asset=asset,
+            b.payload("style-generate", seed=first_seed + k, asset=asset,
                       **({"prompt": prompts[k]} if prompted else {}))
             for k in range(count)
         ])  # fmt: skip
@@ -367,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--text-only", action="store_true", help="style-generate: the text model's run only"
     )
+    p.add_argument(
+        "--first-seed", type=int, default=0,
+        help="style-generate: samples' seeds (and prompts) from this one, e.g. to measure a "
+        "default on samples its sweep did not see",
+    )  # fmt: skip
     p.add_argument("--json", dest="json_out")
     args = p.parse_args(argv)
     overrides = parse_overrides(args.set)
@@ -404,14 +414,16 @@ def main(argv: list[str] | None = None) -> int:
                 b, "boundary-edit", "boundary", many, many_y, args.count, {}, args.factors
             )
         if "style-generate" in args.only and not args.text_only:
-            results["style-generate"] = eval_style(b, args.images, 8)
+            results["style-generate"] = eval_style(b, args.images, 8, first_seed=args.first_seed)
         if args.text_model and {"style-generate", "mix"} & set(args.only):
             tm = load_denoiser(args.text_model, name="shapes32-text", device="cpu",
                                dtype="float32")  # fmt: skip
             tclf = AttributeClassifier.load(args.text_classifier or args.classifier)
             tb = Bench(tm, tclf, model_domain(args.text_model), Path(tmp) / "tb", overrides)
             if "style-generate" in args.only:
-                results["style-generate-text"] = eval_style(tb, args.images, 8, prompted=True)
+                results["style-generate-text"] = eval_style(
+                    tb, args.images, 8, prompted=True, first_seed=args.first_seed
+                )
             if "mix" in args.only:
                 results["mix"] = eval_mix(tb, 32)
     write_json(args.json_out, results)
