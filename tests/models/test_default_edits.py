@@ -132,6 +132,34 @@ def test_style_generate_takes_the_style_background(bench: Bench) -> None:
     assert (labels[:, bg] == white).mean() >= 0.75
 
 
+def test_style_generate_with_a_prompt_takes_the_style_and_keeps_the_prompt(
+    text_bench: Bench,
+) -> None:
+    """D on the text model with its defaults (the signal leak from t_start 400): prompts
+    name shape, size and aspect, the style comes from the start (the card, 64 samples per
+    style; here 8 of 8 are valid, take both style factors and keep the prompt's content)."""
+    rng = np.random.default_rng(0)
+    red = aligned.FACTORS["colour"].index("red")
+    white = aligned.FACTORS["background"].index("white")
+    style = [aligned.render(aligned.Labels(i % 3, i % 2, (i // 2) % 2, red, white), rng)
+             for i in range(8)]  # fmt: skip
+    asset, _ = text_bench.fit("style-noise", images=text_bench.put(np.stack(style)))
+    asked = [aligned.Labels(k % 3, (k // 3) % 2, (k // 6) % 2, 0, 0) for k in range(8)]
+    prompts = [lab.caption(frozenset(aligned.CONTENT_FACTORS)) for lab in asked]
+    outs = text_bench.run([text_bench.payload("style-generate", seed=k, asset=asset,
+                                              prompt=prompts[k]) for k in range(8)])  # fmt: skip
+    labels, _ = text_bench.judge(outs)
+    assert _valid(text_bench, outs).sum() >= 7
+    cols = list(aligned.FACTORS)
+    takes = (labels[:, cols.index("colour")] == red) & (
+        labels[:, cols.index("background")] == white
+    )
+    assert takes.sum() >= 6
+    content = [cols.index(f) for f in aligned.CONTENT_FACTORS]
+    wanted = aligned.label_array(asked)[:, content]
+    assert np.all(labels[:, content] == wanted, axis=1).sum() >= 6
+
+
 def test_mix_of_a_fitted_lam_gives_valid_images(text_bench: Bench) -> None:
     """C on this model: the fit moves lam, and most mixes are valid images (the card:
     32 seeds, in distribution 0.53, success 0.38 for colour=blue)."""
