@@ -116,6 +116,9 @@ def _style_set(colour: str, background: str, count: int, seed: int) -> list[byte
     return images
 
 
+# D on the text model: prompts naming the content only, the style from the start
+STYLE_PROMPTS = ("a large tall circle", "a small wide square", "a large wide triangle",
+                 "a small tall circle")  # fmt: skip
 PAGES = ("reconstruct", "inject", "direction", "boundary-edit", "style-generate", "mix")
 
 
@@ -172,8 +175,9 @@ def build(
     pages["boundary-edit"] = rows
     # D: a style from 8 images sharing colour and background, then new samples
     rows = []
-    for colour, background in wanted("style-generate", (("red", "white"), ("yellow", "black"))):
-        style = _style_set(colour, background, 8, seed=5_000_000 + len(rows))
+    styles = wanted("style-generate", (("red", "white"), ("yellow", "black")))
+    for i, (colour, background) in enumerate(styles):
+        style = _style_set(colour, background, 8, seed=5_000_000 + i)
         uploaded = [client.upload(png) for png in style]
         fitted = fit("style-noise", name=f"{colour}-on-{background}", images=uploaded)
         samples = []
@@ -182,8 +186,18 @@ def build(
                     "params": {"asset": fitted["asset"]}}  # fmt: skip
             samples.append((f"sample {seed}", client.outputs(client.submit("edits", body))[0]))
         rows.append([("style image", style[0]), ("style image", style[1]), *samples])
+        if text_model:  # the same style on the text model, each sample with its prompt
+            fitted = fit("style-noise", "shapes32-text", name=f"{colour}-on-{background}",
+                         images=uploaded)  # fmt: skip
+            samples = []
+            for seed, prompt in enumerate(STYLE_PROMPTS):
+                body = {"model": "shapes32-text", "method": "style-generate", "seed": seed,
+                        "params": {"asset": fitted["asset"], "prompt": prompt}}  # fmt: skip
+                image = client.outputs(client.submit("edits", body))[0]
+                samples.append((prompt.removeprefix("a "), image))
+            rows.append([("style image", style[0]), ("style image", style[1]), *samples])
     pages["style-generate"] = rows
-    if text_model and "mix" in only:  # C: a lam fitted on one seed, applied to others
+    if text_model and "mix" in only:  # C: a lam fitted with the model's defaults, new seeds
         rows = []
         for neutral, target in (("a circle", "a blue circle"), ("a square", "a large square")):
             name = target.replace(" ", "-")
