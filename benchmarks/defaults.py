@@ -318,14 +318,15 @@ def eval_mix(b: Bench, others: int) -> dict[str, Any]:
         assert fitted.asset is not None
         seeds = range(100, 100 + others)
         labels, ok = b.judge(b.run([b.payload("mix", seed=s, asset=asset) for s in seeds]))
-        plain, _ = b.judge_tensor(_neutral_images(b, fitted.asset.meta, seeds))
+        plain, plain_ok = b.judge_tensor(_neutral_images(b, fitted.asset.meta, seeds))
         rest = [k for k in range(len(cols)) if k != j]
         success = labels[:, j] == v
         kept = np.all(labels[:, rest] == plain[:, rest], axis=1)
         out[f"{factor}={value}"] = {
             "seeds": others, "neutral_has_value": _share(plain[:, j] == v),
             "success": _share(success), "preservation": _share(kept),
-            "in_distribution": _share(ok),
+            "in_distribution": _share(ok), "neutral_in_distribution": _share(plain_ok),
+            "kept": {cols[k]: _share(labels[:, k] == plain[:, k]) for k in rest},
             "loss_first_last": [fitted.metrics["loss_first"], fitted.metrics["loss_last"]],
         }  # fmt: skip
         print("mix", factor, value, json.dumps(out[f"{factor}={value}"]), flush=True)

@@ -162,10 +162,13 @@ def test_style_generate_with_a_prompt_takes_the_style_and_keeps_the_prompt(
 
 def test_mix_of_a_fitted_lam_gives_valid_images(text_bench: Bench) -> None:
     """C on this model: the fit moves lam, and most mixes are valid images (the card:
-    32 seeds, in distribution 0.53, success 0.38 for colour=blue)."""
+    32 seeds, in distribution 0.69, success 0.91 for colour=blue; the fit here runs one
+    epoch on 2 seeds instead of 10 on the model's 4)."""
     from worker.engine.methods.mixing import reference_init
 
-    asset, fitted = text_bench.fit("lam", neutral="a circle", target="a blue circle", epochs=1)
+    asset, fitted = text_bench.fit(
+        "lam", neutral="a circle", target="a blue circle", epochs=1, seeds=2
+    )
     assert fitted.asset is not None
     lam = fitted.asset.tensors["lam"]
     assert not np.allclose(lam.numpy(), reference_init(len(lam), 0.4).numpy())
