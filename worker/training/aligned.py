@@ -123,6 +123,17 @@ def generate(seed: int, count: int, size: int = 32) -> tuple[np.ndarray, list[La
     return images, labels
 
 
+def _same_jitter(
+    a: Labels, b: Labels, rng: np.random.Generator, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` and ``b`` rendered with one draw of jitter and colour noise (from ``rng``)."""
+    jitter_seed = int(rng.integers(2**31))
+    return (
+        render(a, np.random.default_rng(jitter_seed), size),
+        render(b, np.random.default_rng(jitter_seed), size),
+    )
+
+
 def twins(
     factor: str, pairs: int, seed: int, size: int = 32
 ) -> tuple[np.ndarray, np.ndarray, list[Labels], list[Labels]]:
@@ -135,11 +146,11 @@ def twins(
         other = list(values)
         k = len(FACTORS[factor])
         other[index] = (values[index] + 1 + int(rng.integers(k - 1))) % k
-        jitter_seed = int(rng.integers(2**31))
         a_labels.append(Labels(*values))
         b_labels.append(Labels(*other))
-        a_imgs.append(render(a_labels[-1], np.random.default_rng(jitter_seed), size))
-        b_imgs.append(render(b_labels[-1], np.random.default_rng(jitter_seed), size))
+        a_img, b_img = _same_jitter(a_labels[-1], b_labels[-1], rng, size)
+        a_imgs.append(a_img)
+        b_imgs.append(b_img)
     return np.stack(a_imgs), np.stack(b_imgs), a_labels, b_labels
 
 
@@ -159,9 +170,9 @@ def style_twins(seed: int, pairs: int, size: int = 32) -> tuple[np.ndarray, np.n
             k = len(BACKGROUNDS)
             background = (background + 1 + int(rng.integers(k - 1))) % k
         b = Labels(a.shape, a.size, a.aspect, colour, background)
-        jitter_seed = int(rng.integers(2**31))
-        a_imgs.append(render(a, np.random.default_rng(jitter_seed), size))
-        b_imgs.append(render(b, np.random.default_rng(jitter_seed), size))
+        a_img, b_img = _same_jitter(a, b, rng, size)
+        a_imgs.append(a_img)
+        b_imgs.append(b_img)
     return np.stack(a_imgs), np.stack(b_imgs)
 
 

@@ -83,7 +83,7 @@ def add_common_arguments(
 
 
 def twin_h_distance(h: torch.Tensor) -> torch.Tensor:
-    """Mean over twin pairs of ||h_a - h_b||^2 / (||h_a||^2 + ||h_b||^2) / 2, the batch
+    """Mean over twin pairs of ||h_a - h_b||^2 / ((||h_a||^2 + ||h_b||^2) / 2), the batch
     being ``[A; B]``; the denominator carries no gradient, so the loss pulls twins'
     h together and gives no reason to grow or shrink h."""
     a, b = h.float().flatten(1).chunk(2)
