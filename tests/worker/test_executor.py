@@ -134,6 +134,7 @@ def _fit(pixel: Denoiser, store: LocalBlobStore, ctx: RunContext, **params: obje
 
 
 def test_direction_fits_make_assets_and_edits_apply_them(pixel: Denoiser, tmp_path: Path) -> None:
+    torch.manual_seed(0)  # the untrained classifier's weights, whatever ran before
     store = LocalBlobStore(tmp_path)
     assets = _Assets()
     factors = {"colour": ["red", "blue"], "shape": ["circle", "square"]}
