@@ -205,7 +205,63 @@ def eval_inject(b: Bench, pairs: int) -> dict[str, Any]:
             labels[:, cols.index(f)] == src[:, cols.index(f)]
         )
     row.update(keeps_content=_share(keeps), takes_style=_share(takes), both=_share(keeps & takes))
+    if hasattr(gen, "COLOURS") and "size" in cols:
+        outputs = np.stack([np.asarray(Image.open(io.BytesIO(o.images[0])).convert("RGB"))
+                            for o in outs])  # fmt: skip
+        row["where_the_colour_is_taken"] = _colour_by_overlap(
+            gen, outputs, content, style, c_lab, s_lab
+        )
+        col, size = cols.index("colour"), cols.index("size")
+        taken = labels[:, col] == s_lab[:, col]
+        larger = c_lab[:, size] > s_lab[:, size]
+        row["takes_colour_when_the_content_is_larger"] = _share(taken[larger])
+        row["takes_colour_when_the_content_is_smaller"] = _share(taken[~larger])
     return row
+
+
+def _object_pixels(gen: Any, images: np.ndarray, lab: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool: the pixels nearer the image's object colour than its background's."""
+    cols = list(gen.FACTORS)
+    fg = np.array(list(gen.COLOURS.values()), np.float32)[lab[:, cols.index("colour")]]
+    bg = np.array(list(gen.BACKGROUNDS.values()), np.float32)[lab[:, cols.index("background")]]
+    x = images.astype(np.float32)
+    to_fg = np.linalg.norm(x - fg[:, None, None], axis=-1)
+    to_bg = np.linalg.norm(x - bg[:, None, None], axis=-1)
+    nearer: np.ndarray = to_fg < to_bg
+    return nearer
+
+
+def _colour_by_overlap(
+    gen: Any, outputs: np.ndarray, content: np.ndarray, style: np.ndarray,
+    c_lab: np.ndarray, s_lab: np.ndarray,
+) -> dict[str, Any]:  # fmt: skip
+    """Which colour the output shows on the content's object pixels, split by whether
+    the style image's object covers the pixel too: the share of those pixels whose
+    nearest palette colour (objects' and backgrounds') is the style's object colour,
+    the content's object colour, or a background colour."""
+    cols = list(gen.FACTORS)
+    palette = np.array([*gen.COLOURS.values(), *gen.BACKGROUNDS.values()], np.float32)
+    nearest = np.argmin(
+        np.linalg.norm(outputs.astype(np.float32)[..., None, :] - palette, axis=-1), axis=-1
+    )
+    n_colours = len(gen.COLOURS)
+    style_c = s_lab[:, cols.index("colour")][:, None, None]
+    content_c = c_lab[:, cols.index("colour")][:, None, None]
+    in_content = _object_pixels(gen, content, c_lab)
+    in_style = _object_pixels(gen, style, s_lab)
+    out: dict[str, Any] = {}
+    for name, where in (("inside_the_style_object", in_content & in_style),
+                        ("outside_the_style_object", in_content & ~in_style)):  # fmt: skip
+        count = int(where.sum())
+        out[name] = {
+            "pixels": count,
+            "style_colour": _share(nearest[where] == np.broadcast_to(style_c, where.shape)[where]),
+            "content_colour": _share(
+                nearest[where] == np.broadcast_to(content_c, where.shape)[where]
+            ),
+            "a_background": _share(nearest[where] >= n_colours),
+        }
+    return out
 
 
 def eval_edit_by_target(
@@ -309,10 +365,12 @@ def _neutral_images(b: Bench, meta: dict[str, str], seeds: range) -> torch.Tenso
     return torch.cat(outs)
 
 
-def eval_mix(b: Bench, others: int) -> dict[str, Any]:
+def eval_mix(b: Bench, others: int, factors: list[str] | None = None) -> dict[str, Any]:
     gen, cols = b.gen, list(b.gen.FACTORS)
     out = {}
     for neutral, target, factor, value in MIX_TASKS:
+        if factors and factor not in factors:
+            continue
         j, v = cols.index(factor), gen.FACTORS[factor].index(value)
         asset, fitted = b.fit("lam", neutral=neutral, target=target)
         assert fitted.asset is not None
@@ -322,11 +380,14 @@ def eval_mix(b: Bench, others: int) -> dict[str, Any]:
         rest = [k for k in range(len(cols)) if k != j]
         success = labels[:, j] == v
         kept = np.all(labels[:, rest] == plain[:, rest], axis=1)
+        valid = ok & plain_ok  # the judge's reading is one to trust on both images
         out[f"{factor}={value}"] = {
             "seeds": others, "neutral_has_value": _share(plain[:, j] == v),
             "success": _share(success), "preservation": _share(kept),
             "in_distribution": _share(ok), "neutral_in_distribution": _share(plain_ok),
             "kept": {cols[k]: _share(labels[:, k] == plain[:, k]) for k in rest},
+            "both_in_distribution": _share(valid),
+            "preservation_where_both_in_distribution": _share(kept[valid]),
             "loss_first_last": [fitted.metrics["loss_first"], fitted.metrics["loss_last"]],
         }  # fmt: skip
         print("mix", factor, value, json.dumps(out[f"{factor}={value}"]), flush=True)
@@ -364,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=64, help="held-out images (and samples)")
     p.add_argument("--pairs", type=int, default=64, help="inject: held-out pairs")
     p.add_argument("--count", type=int, default=32, help="direction/boundary: images per target")
-    p.add_argument("--factors", nargs="+", help="direction/boundary-edit: these targets only")
+    p.add_argument("--factors", nargs="+", help="direction/boundary-edit/mix: these targets only")
     p.add_argument(
         "--set", nargs="+", default=[], metavar="METHOD.PARAM=JSON",
         help="a request's own value, e.g. direction.scale=2 (to sweep a default)",
@@ -426,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
                     tb, args.images, 8, prompted=True, first_seed=args.first_seed
                 )
             if "mix" in args.only:
-                results["mix"] = eval_mix(tb, 32)
+                results["mix"] = eval_mix(tb, 32, args.factors)
     write_json(args.json_out, results)
     return 0
 
