@@ -216,6 +216,16 @@ def eval_inject(b: Bench, pairs: int) -> dict[str, Any]:
         larger = c_lab[:, size] > s_lab[:, size]
         row["takes_colour_when_the_content_is_larger"] = _share(taken[larger])
         row["takes_colour_when_the_content_is_smaller"] = _share(taken[~larger])
+        names = gen.FACTORS["colour"]
+        row["takes_colour_by_the_style_colour"] = {
+            names[k]: _share(taken[s_lab[:, col] == k]) for k in range(len(names))
+        }
+        missed = ~taken
+        row["colour_misses"] = {
+            "the_content_colour": int((labels[missed, col] == c_lab[missed, col]).sum()),
+            "a_third_colour": int((labels[missed, col] != c_lab[missed, col]).sum()),
+            "read_as": {names[k]: int((labels[missed, col] == k).sum()) for k in range(len(names))},
+        }
     return row
 
 
