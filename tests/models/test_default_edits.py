@@ -137,7 +137,7 @@ def test_style_generate_with_a_prompt_takes_the_style_and_keeps_the_prompt(
 ) -> None:
     """D on the text model with its defaults (the signal leak from t_start 400): prompts
     name shape, size and aspect, the style comes from the start (the card, 64 samples per
-    style; here 8 of 8 are valid, take both style factors and keep the prompt's content)."""
+    style; here 8 of 8 are valid and take both style factors, 7 keep the prompt's content)."""
     rng = np.random.default_rng(0)
     red = aligned.FACTORS["colour"].index("red")
     white = aligned.FACTORS["background"].index("white")
@@ -162,7 +162,7 @@ def test_style_generate_with_a_prompt_takes_the_style_and_keeps_the_prompt(
 
 def test_mix_of_a_fitted_lam_gives_valid_images(text_bench: Bench) -> None:
     """C on this model: the fit moves lam, and most mixes are valid images (the card:
-    32 seeds, in distribution 0.69, success 0.91 for colour=blue; the fit here runs one
+    32 seeds, in distribution 0.84, success 0.91 for colour=blue; the fit here runs one
     epoch on 2 seeds instead of 10 on the model's 4)."""
     from worker.engine.methods.mixing import reference_init
 
