@@ -32,6 +32,11 @@ read. With ``--text-model``, the same with prompts naming the content factors on
     python -m benchmarks.methods_bcd            # B and D
     python -m benchmarks.methods_bcd --only c --text-model models/shapes32-text
     python -m benchmarks.methods_bcd --only d
+    python -m benchmarks.methods_bcd --only c-schedule --text-model models/shapes32-text
+
+C-schedule: no fit; hand-set lams (lam 1 on the first K steps then 0, or a ramp) on
+32 seeds the mix benchmark does not use (200-231), against the neutral image: at which
+step each factor is decided along the run.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import argparse
 import functools
 import json
 import multiprocessing
+import re
 import resource
 import time
 from collections.abc import Callable
@@ -288,6 +294,68 @@ def eval_mixing(
     return out
 
 
+def parse_schedule(spec: str, n: int) -> torch.Tensor:
+    """A hand-set lam over n steps (top first): ``K`` is 1 on the first K steps, 0 after
+    (the reference's init at K = 0.4 n); ``A-B`` is 1 before A, falls linearly to 0 over
+    A..B, 0 after; ``A-B@V`` is 1 before A, V on A..B, 0 after."""
+    m = re.fullmatch(r"(\d+)(?:-(\d+)(?:@(-?[\d.]+))?)?", spec)
+    a, b = (int(m[1]), int(m[2] or m[1])) if m else (0, 0)
+    if m is None or not (0 <= a <= n and (m[2] is None or a < b <= n)):
+        raise SystemExit(f"--c-schedules {spec!r}: expected K, A-B or A-B@V, 0 <= A < B <= {n}")
+    lam = torch.zeros(n)
+    lam[:a] = 1.0
+    if m[2] is not None:
+        lam[a:b] = float(m[3]) if m[3] else torch.linspace(1.0, 0.0, b - a + 1)[:-1]
+    return lam
+
+
+def eval_mix_schedules(
+    dn: Denoiser,
+    clf: AttributeClassifier,
+    gen: Any,
+    steps: int,
+    guidance: float,
+    schedules: list[str],
+    seeds: range,
+) -> dict[str, Any]:
+    """C without the fit: each hand-set lam on the given seeds, against the neutral image
+    (lam = 1 everywhere) of the same seed; when the factors are decided along the run."""
+    grid = timestep_grid(steps, dn.num_train_timesteps)
+    n = len(grid)
+    uncond = dn.encode_prompt([""]) if guidance != 1.0 else None
+    cols = list(gen.FACTORS)
+    x_T = torch.cat(
+        [
+            dn.noise((1, *dn.sample_shape), torch.Generator().manual_seed(s), torch.device("cpu"))
+            for s in seeds
+        ]
+    )  # fmt: skip  (each seed's x_T as a mix job on that seed draws it)
+    top_down = sorted(grid, reverse=True)
+    out: dict[str, Any] = {"steps": steps, "guidance": guidance, "seeds": [seeds.start, seeds.stop],
+                           "tasks": {}}  # fmt: skip
+    for neutral, target, factor, value in MIX_TASKS:
+        j, v = cols.index(factor), gen.FACTORS[factor].index(value)
+        rest = [k for k in range(len(cols)) if k != j]
+        prompts = (neutral, target)
+        orig = _mixed_labels(dn, clf, gen.FACTORS, x_T, grid, prompts, torch.ones(n), uncond,
+                             guidance)  # fmt: skip
+        rows = []
+        for spec in schedules:
+            lam = parse_schedule(spec, n)
+            p = _mixed_labels(dn, clf, gen.FACTORS, x_T, grid, prompts, lam, uncond, guidance)
+            first_target = int((lam < 1).nonzero()[0]) if bool((lam < 1).any()) else n
+            rows.append({
+                "schedule": spec,
+                "first_t_not_neutral": top_down[first_target] if first_target < n else None,
+                "success": round(float((p[:, j] == v).mean()), 3),
+                "preservation": round(float(np.all(p[:, rest] == orig[:, rest], 1).mean()), 3),
+                "kept": {cols[k]: round(float((p[:, k] == orig[:, k]).mean()), 3) for k in rest},
+            })  # fmt: skip
+            print(f"mix schedule {factor}={value}:", json.dumps(rows[-1]), flush=True)
+        out["tasks"][f"{factor}={value}"] = rows
+    return out
+
+
 def colour_stats(images: torch.Tensor) -> torch.Tensor:
     """(6,): the set's mean over images of per-image RGB mean and RGB std, in [0, 1] units."""
     x = (images.clamp(-1, 1) + 1) / 2
@@ -369,13 +437,25 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="the text model's judge, if its domain differs (default: --classifier)",
     )
-    p.add_argument("--only", nargs="+", choices=["b", "c", "d"], default=["b", "d"])
+    p.add_argument("--only", nargs="+", choices=["b", "c", "c-schedule", "d"], default=["b", "d"])
     p.add_argument("--mix-steps", type=int, default=50, help="C: sampling steps (one lam each)")
     p.add_argument("--mix-epochs", type=int, default=10)
     p.add_argument("--mix-others", type=int, default=32, help="C: new seeds to apply lam to")
     p.add_argument("--samplers", nargs="+", choices=["ddim", "plms"], default=["ddim"],
                    help="C: learn and apply lam through each sampler, side by side")  # fmt: skip
     p.add_argument("--guidance", type=float, default=3.0, help="text model's guidance scale")
+    p.add_argument(
+        "--c-schedules",
+        nargs="+",
+        default=["15", "20", "25", "30", "35", "20-30"],
+        help="c-schedule: hand-set lams (K, A-B, A-B@V; see parse_schedule)",
+    )
+    p.add_argument(
+        "--c-first-seed",
+        type=int,
+        default=200,
+        help="c-schedule: the first of --mix-others seeds (not the mix benchmark's)",
+    )
     p.add_argument(
         "--b-factors",
         nargs="+",
@@ -416,8 +496,8 @@ def main(argv: list[str] | None = None) -> int:
                 t_starts=tuple(args.d_t_start),
             )  # fmt: skip
             results["d"].append({"style": [colour, background], "eta": eta, "rows": rows})
-    if "c" in args.only and not args.text_model:
-        p.error("--only c needs --text-model")
+    if {"c", "c-schedule"} & set(args.only) and not args.text_model:
+        p.error("--only c and c-schedule need --text-model")
     tm = load_denoiser(args.text_model, device="cpu", dtype="float32") if args.text_model else None
     text_gen = model_domain(args.text_model) if args.text_model else gen
     text_clf = AttributeClassifier.load(args.text_classifier) if args.text_classifier else clf
@@ -427,6 +507,11 @@ def main(argv: list[str] | None = None) -> int:
                         others=args.mix_others, sampler=sampler, memory=i == 0)
             for i, sampler in enumerate(args.samplers)
         ]  # fmt: skip
+    if tm is not None and "c-schedule" in args.only:
+        seeds = range(args.c_first_seed, args.c_first_seed + args.mix_others)
+        results["c_schedule"] = eval_mix_schedules(
+            tm, text_clf, text_gen, args.mix_steps, args.guidance, args.c_schedules, seeds
+        )
     if tm is not None and "d" in args.only:
         rng = np.random.default_rng(9)
         for colour, background in (("red", "white"), ("yellow", "black")):
