@@ -67,6 +67,7 @@ from worker.engine.methods.mixing import (
 )
 from worker.engine.methods.style_noise import fit_style_noise, initial_noise
 from worker.engine.schedule import timestep_grid
+from worker.methods.mixing import seed_noise
 
 STYLE_SEED = 3_200_000_000
 # B's binary attribute per factor: the value vs the rest
@@ -298,13 +299,14 @@ def parse_schedule(spec: str, n: int) -> torch.Tensor:
     """A hand-set lam over n steps (top first): ``K`` is 1 on the first K steps, 0 after
     (the reference's init at K = 0.4 n); ``A-B`` is 1 before A, falls linearly to 0 over
     A..B, 0 after; ``A-B@V`` is 1 before A, V on A..B, 0 after."""
-    m = re.fullmatch(r"(\d+)(?:-(\d+)(?:@(-?[\d.]+))?)?", spec)
-    a, b = (int(m[1]), int(m[2] or m[1])) if m else (0, 0)
-    if m is None or not (0 <= a <= n and (m[2] is None or a < b <= n)):
+    m = re.fullmatch(r"(\d+)(?:-(\d+)(?:@(-?\d+(?:\.\d+)?))?)?", spec)
+    ok = m is not None and int(m[1]) <= n and (m[2] is None or int(m[1]) < int(m[2]) <= n)
+    if m is None or not ok:
         raise SystemExit(f"--c-schedules {spec!r}: expected K, A-B or A-B@V, 0 <= A < B <= {n}")
     lam = torch.zeros(n)
-    lam[:a] = 1.0
+    lam[: int(m[1])] = 1.0
     if m[2] is not None:
+        a, b = int(m[1]), int(m[2])
         lam[a:b] = float(m[3]) if m[3] else torch.linspace(1.0, 0.0, b - a + 1)[:-1]
     return lam
 
@@ -324,12 +326,7 @@ def eval_mix_schedules(
     n = len(grid)
     uncond = dn.encode_prompt([""]) if guidance != 1.0 else None
     cols = list(gen.FACTORS)
-    x_T = torch.cat(
-        [
-            dn.noise((1, *dn.sample_shape), torch.Generator().manual_seed(s), torch.device("cpu"))
-            for s in seeds
-        ]
-    )  # fmt: skip  (each seed's x_T as a mix job on that seed draws it)
+    x_T = seed_noise(dn, seeds)
     top_down = sorted(grid, reverse=True)
     out: dict[str, Any] = {"steps": steps, "guidance": guidance, "seeds": [seeds.start, seeds.stop],
                            "tasks": {}}  # fmt: skip
@@ -343,10 +340,10 @@ def eval_mix_schedules(
         for spec in schedules:
             lam = parse_schedule(spec, n)
             p = _mixed_labels(dn, clf, gen.FACTORS, x_T, grid, prompts, lam, uncond, guidance)
-            first_target = int((lam < 1).nonzero()[0]) if bool((lam < 1).any()) else n
+            switched = (lam < 1).nonzero()
             rows.append({
                 "schedule": spec,
-                "first_t_not_neutral": top_down[first_target] if first_target < n else None,
+                "first_t_not_neutral": top_down[int(switched[0])] if len(switched) else None,
                 "success": round(float((p[:, j] == v).mean()), 3),
                 "preservation": round(float(np.all(p[:, rest] == orig[:, rest], 1).mean()), 3),
                 "kept": {cols[k]: round(float((p[:, k] == orig[:, k]).mean()), 3) for k in rest},

@@ -28,7 +28,9 @@ def test_a_constant_span_holds_its_value() -> None:
     assert lam[:25].eq(1).all() and lam[35:].eq(0).all()
 
 
-@pytest.mark.parametrize("spec", ["30-20", "20-60", "-5-10", "51", "a-b", "20-30@x"])
-def test_a_span_outside_the_run_is_refused(spec: str) -> None:
+@pytest.mark.parametrize(
+    "spec", ["30-20", "20-60", "-5-10", "51", "a-b", "20-30@x", "20-30@1.2.3", "20@0.5"]
+)
+def test_a_span_outside_the_run_or_a_malformed_one_is_refused(spec: str) -> None:
     with pytest.raises(SystemExit, match="c-schedules"):
         parse_schedule(spec, 50)

@@ -60,6 +60,15 @@ def scorer(ctx: RunContext, name: str, content: str = "scorer") -> Scorer:
     return WithContent(base, ctx.vgg)
 
 
+def seed_noise(denoiser: Denoiser, seeds: range) -> torch.Tensor:
+    """x_T of each seed, one row each, as a mix job on that seed draws it."""
+    return torch.cat([
+        denoiser.noise((1, *denoiser.sample_shape), torch.Generator().manual_seed(s),
+                       torch.device("cpu"))
+        for s in seeds
+    ])  # fmt: skip
+
+
 def mix_start(
     denoiser: Denoiser,
     job: PreparedJob[LamFitParams] | PreparedJob[MixParams],
@@ -77,15 +86,7 @@ def mix_start(
     job on that seed starts), or of its real image (inverted, with per-step corrections)."""
     gen = torch.Generator().manual_seed(job.payload.seed)
     if "image" not in job.images:
-        rows = [
-            denoiser.noise(
-                (1, *denoiser.sample_shape),
-                torch.Generator().manual_seed(job.payload.seed + k),
-                torch.device("cpu"),
-            )
-            for k in range(seeds)
-        ]
-        return torch.cat(rows), None
+        return seed_noise(denoiser, range(job.payload.seed, job.payload.seed + seeds)), None
     corrections = real_image_corrections(
         denoiser, denoiser.encode(job.images["image"]), grid, c_n, uncond=uncond,
         guidance=guidance, correct_share=correct_share, refine=refine, sampler=sampler,

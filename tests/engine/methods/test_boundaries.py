@@ -78,6 +78,11 @@ def test_edit_across_on_a_tiny_model(pixel: Denoiser) -> None:
     plain = edit_across(pixel, x_t0[:2], grid, bx, float(bx.distance(x_t0[:1])[0]), eta=0.0)
     out = edit_across(pixel, x_t0[:2], grid, bx, 5.0, h_boundary=bh, eta=0.0)
     assert out.shape == (2, 3, 16, 16) and not torch.allclose(out, plain)
+    # the h move on its own (x moved alike): h taken well across its boundary changes eps
+    far = float(bh.distance(h[:2]).abs().max()) + 10.0
+    x_only = edit_across(pixel, x_t0[:2], grid, bx, 5.0, eta=0.0)
+    h_too = edit_across(pixel, x_t0[:2], grid, bx, 5.0, h_boundary=bh, h_distance=far, eta=0.0)
+    assert float((h_too - x_only).abs().max()) > 1e-3
     assert pixel.hooks.active == []
     with pytest.raises(InputError, match="boundary: fitted on x of shape"):
         edit_across(pixel, h[:1], grid, bx, 0.0)
