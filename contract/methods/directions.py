@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -29,6 +29,8 @@ class DirectionFitParams(MethodParams):
                 "generated samples are for pca and classifier-labelled supervision"),
         Applies("top_k", (_UNLABELLED,), "for classifier-labelled supervision (factor/value)"),
         Applies("balance", (_UNLABELLED,), "for classifier-labelled supervision (factor/value)"),
+        Applies("condition_on", (_UNLABELLED,),
+                "for classifier-labelled supervision (factor/value)"),
         Applies("project_out_solve", ({"project_out": {"minItems": 1}},), "for project_out"),
         Needs("negatives", {"kind": {"enum": ["supervised"]}, "positives": {"minItems": 1}},
               {"negatives": {"minItems": 1}},
@@ -59,6 +61,16 @@ class DirectionFitParams(MethodParams):
         description="classifier-labelled supervision: pair each positive with a negative "
         "the classifier reads the same on every other factor, so the mean difference "
         "carries no other factor (the reference takes top-K and bottom-K as they come)",
+    )
+    condition_on: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list,
+        max_length=8,
+        description="classifier-labelled supervision: one mean difference per combination "
+        "of these factors' values, as the classifier reads the samples (the fit's own factor "
+        "is left out); an edit moves each image along the direction of its own combination, "
+        "read by the same classifier. The reference takes one global difference, which on "
+        "a domain where a factor's h change depends on the others (a small square grows "
+        "into a large square, a small circle into a large circle) carries the mean of them",
     )
     positives: list[str] = Field(default_factory=list, max_length=512, description="image ids")
     negatives: list[str] = Field(default_factory=list, max_length=512, description="image ids")

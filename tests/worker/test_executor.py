@@ -22,6 +22,7 @@ from worker.engine.methods.mixing import reference_init
 from worker.engine.schedule import NoiseSchedule, timestep_grid
 from worker.executor import JobFailed, JobOutput, PreparedJob, RunContext, prepare, run_batch
 from worker.inversion_cache import InversionCache
+from worker.methods.handler import AssetOutput
 
 
 def _blob(store: LocalBlobStore, seed: int, size: int = 16) -> str:
@@ -546,3 +547,110 @@ def test_inject_takes_a_mask_input_and_a_masked_job_does_not_change_its_batch_ma
     assert mixed[1] == run(job(mask=black), job(mask=black))[1]
     assert plain != nothing
     assert job(mask=black).images["mask"].shape == (1, 1, *pixel.h_shape[1:])
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+
+
+class _ByPixels(AttributeClassifier):
+    """A classifier that reads its factors off pixel statistics: colour from the red
+    channel against the blue, shape from the top half against the bottom."""
+
+    def __init__(self) -> None:
+        super().__init__({"colour": ["red", "blue"], "shape": ["circle", "square"]},
+                         width=8, image_size=16)  # fmt: skip
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        colour = 8 * (images[:, 0].mean((1, 2)) - images[:, 2].mean((1, 2)))
+        shape = 8 * (images[:, :, :8].mean((1, 2, 3)) - images[:, :, 8:].mean((1, 2, 3)))
+        return {"colour": torch.stack([colour, -colour], 1),
+                "shape": torch.stack([shape, -shape], 1)}  # fmt: skip
+
+
+def test_conditioned_directions_are_each_stratum_s_own_mean_difference() -> None:
+    from contract.methods.directions import DirectionFitParams
+    from worker.methods.directions import supervised_by_classifier
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(40, 3, 16, 16, generator=gen) * 2 - 1
+    h = {t: torch.randn(40, 4, 2, 2, generator=gen) for t in (0, 500)}
+    clf = _ByPixels()
+    ctx = RunContext(blobs=cast(Any, None), assets=cast(Any, None), classifier=clf)
+    p = DirectionFitParams(name="d", kind="supervised", factor="colour", value="red",
+                           samples=40, top_k=3, condition_on=["shape", "colour"])  # fmt: skip
+    dirs, metrics, strata = supervised_by_classifier(p, h, images, ctx)
+    assert strata is not None and strata.factors == ("shape",)  # the fit's factor left out
+    assert strata.values == (("circle",), ("square",))
+    with torch.no_grad():
+        logits = clf(images)
+    red = logits["colour"].softmax(-1)[:, 0]
+    shape = logits["shape"].argmax(-1)
+    for k in range(2):
+        members = torch.nonzero(shape == k).flatten()
+        order = members[torch.argsort(red[members], descending=True)]
+        n = min(3, int((red[members] >= 0.5).sum()), int((red[members] < 0.5).sum()))
+        assert metrics["pairs_per_stratum"][k] == n > 0
+        for t in h:
+            want = h[t][order[:n]].mean(0) - h[t][order[-n:]].mean(0)
+            torch.testing.assert_close(dirs[t][k], want)
+    # a stratum without a positive is refused, naming the field to raise
+    blue = images.clone()
+    blue[:, 0], blue[:, 2] = -1.0, 1.0
+    with pytest.raises(JobFailed, match=r"params\.samples: of 40 samples, \d+ read as shape="):
+        supervised_by_classifier(p, h, blue, ctx)
+    unknown = p.model_copy(update={"condition_on": ["texture"]})
+    with pytest.raises(JobFailed, match=r"params\.condition_on: 'texture' is not a factor"):
+        supervised_by_classifier(unknown, h, images, ctx)
+
+
+def test_a_conditioned_edit_moves_each_image_along_its_own_stratum(
+    pixel: Denoiser, tmp_path: Path
+) -> None:
+    from worker.engine.methods.directions import DirectionsAsset
+
+    store = LocalBlobStore(tmp_path)
+    assets = _Assets()
+    ctx = RunContext(blobs=store, assets=assets, classifier=_ByPixels())
+    fit = _fit(pixel, store, ctx, kind="supervised", factor="colour", value="red", samples=32,
+               top_k=4, condition_on=["shape"])  # fmt: skip
+    assert fit.asset is not None and fit.metrics["strata"] == 2
+    conditioned = DirectionsAsset.from_safetensors(fit.asset.data)
+    assert conditioned.strata is not None and conditioned.components == 2
+    asset = assets.add(store, fit, "tiny-pixel")
+    # two images the classifier reads as different shapes: bright top, bright bottom
+    top, bottom = np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16, 3), np.uint8)
+    top[:8], bottom[8:] = 230, 230
+    ids = []
+    for arr in (top, bottom):
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG")
+        ids.append(store.put(buf.getvalue()))
+
+    def edit(asset_id: str, image: str, **params: object) -> JobOutput:
+        payload = _payload("direction", {"image": image}, asset=asset_id, scale=5.0, **params)
+        return _one(pixel, payload, store, ctx)
+
+    jobs = [prepare(_payload("direction", {"image": i}, asset=asset, scale=5.0), pixel, store)
+            for i in ids]  # fmt: skip
+    batch = run_batch(pixel, jobs, lambda *_: None, context=ctx)
+    assert [o.metrics["stratum"] for o in batch] == [{"shape": "circle"}, {"shape": "square"}]
+    # each output is the edit along its own stratum's direction: the same job alone is
+    # the edit with an asset holding that direction only, to the bit; in the batch, to
+    # one level of 255 (a batch's kernels round differently, and a PNG's level may flip)
+    for k, (image, out) in enumerate(zip(ids, batch, strict=True)):
+        alone = DirectionsAsset(conditioned.kind, conditioned.model, conditioned.grid,
+                                {t: d[k : k + 1] for t, d in conditioned.directions.items()},
+                                conditioned.refine)  # fmt: skip
+        record = AssetOutput("d", alone.to_safetensors(), {}, {})
+        one = assets.add(store, JobOutput(images=[], asset=record), "tiny-pixel")
+        solo = edit(asset, image)
+        assert solo.images == edit(one, image).images
+        diff = np.abs(_pixels(solo.images[0]) - _pixels(out.images[0]))
+        assert diff.max() <= 1, diff.max()
+    assert np.abs(_pixels(batch[0].images[0]) - _pixels(batch[1].images[0])).max() > 1
+    with pytest.raises(JobFailed, match=r"params\.component: the asset holds one direction"):
+        edit(asset, ids[0], component=1)
+    blind = RunContext(blobs=store, assets=assets)
+    with pytest.raises(JobFailed, match=r"params\.asset: this worker has no classifier"):
+        _one(pixel, _payload("direction", {"image": ids[0]}, asset=asset), store, blind)

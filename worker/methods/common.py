@@ -4,7 +4,7 @@ generated samples, the classifier's labels."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 
@@ -22,6 +22,9 @@ from worker.methods.handler import (
     phase,
     refused,
 )
+
+if TYPE_CHECKING:
+    from worker.engine.classifier import AttributeClassifier
 
 A = TypeVar("A", covariant=True)
 
@@ -163,27 +166,47 @@ def generate(
     return torch.cat(outs).cpu()
 
 
+def judging_classifier(
+    ctx: RunContext, images: torch.Tensor, where: str = "factor",
+    without: str = "give positives and negatives instead",
+) -> AttributeClassifier:  # fmt: skip
+    """The worker's classifier, refused (naming ``where``) when there is none or it
+    cannot judge ``images``."""
+    clf = ctx.classifier
+    if clf is None:
+        raise refused(
+            f"{where}: this worker has no classifier to label images (EDITSERVE_CLASSIFIER); "
+            f"{without}"
+        )
+    if tuple(images.shape[1:]) != (3, clf.image_size, clf.image_size):
+        raise refused(
+            f"{where}: the classifier judges {clf.image_size}px RGB images; this model makes "
+            f"{tuple(images.shape[1:])}"
+        )
+    return clf
+
+
 def classifier_scores(
     factor: str | None, value: str | None, images: torch.Tensor, ctx: RunContext
 ) -> torch.Tensor:
     """P(factor = value) of each image by the worker's classifier, (N,) on the CPU."""
     clf = ctx.classifier
-    if clf is None:
-        raise refused(
-            "factor: this worker has no classifier to label samples (EDITSERVE_CLASSIFIER); "
-            "give positives and negatives instead"
-        )
-    if factor not in clf.factors:
+    if clf is not None and factor not in clf.factors:
         raise refused(f"params.factor: one of {', '.join(clf.factors)}")
-    values = clf.factors[factor]
-    if value not in values:
-        raise refused(f"params.value: one of {', '.join(values)}")
-    if tuple(images.shape[1:]) != (3, clf.image_size, clf.image_size):
-        raise refused(
-            f"factor: the classifier judges {clf.image_size}px RGB images; this model makes "
-            f"{tuple(images.shape[1:])}"
-        )
+    if clf is not None and value not in clf.factors[str(factor)]:
+        raise refused(f"params.value: one of {', '.join(clf.factors[str(factor)])}")
+    clf = judging_classifier(ctx, images)
+    values = clf.factors[str(factor)]
     param = next(clf.parameters())
-    logits = clf(images.clamp(-1, 1).to(device=param.device, dtype=param.dtype))[factor]
-    scores: torch.Tensor = logits.float().softmax(-1)[:, values.index(value)].cpu()
+    logits = clf(images.clamp(-1, 1).to(device=param.device, dtype=param.dtype))[str(factor)]
+    scores: torch.Tensor = logits.float().softmax(-1)[:, values.index(str(value))].cpu()
     return scores
+
+
+def classifier_labels(clf: AttributeClassifier, factors: list[str], images: torch.Tensor
+                      ) -> torch.Tensor:  # fmt: skip
+    """(N, len(factors)) the classifier's value index of each factor, on the CPU."""
+    param = next(clf.parameters())
+    with torch.no_grad():
+        logits = clf(images.clamp(-1, 1).to(device=param.device, dtype=param.dtype))
+    return torch.stack([logits[f].float().argmax(-1).cpu() for f in factors], dim=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ from worker.engine.hspace import project_out, project_out_joint
 from worker.engine.images import to_pil
 from worker.engine.methods.directions import (
     DirectionsAsset,
+    Strata,
     collect_h,
     edit_with_direction,
     jacobian_fit,
@@ -28,7 +30,13 @@ from worker.engine.methods.directions import (
 from worker.engine.methods.inject import content_trajectory
 from worker.engine.sampling import ddim_invert, ddpm_invert
 from worker.engine.schedule import timestep_grid
-from worker.methods.common import classifier_scores, load_asset, require_unconditional
+from worker.methods.common import (
+    classifier_labels,
+    classifier_scores,
+    judging_classifier,
+    load_asset,
+    require_unconditional,
+)
 from worker.methods.handler import (
     AssetOutput,
     Batch,
@@ -105,10 +113,27 @@ def balanced_pairs(
     return torch.tensor(pos, dtype=torch.long), torch.tensor(neg, dtype=torch.long)
 
 
+def condition_factors(p: DirectionFitParams, ctx: RunContext, images: torch.Tensor) -> list[str]:
+    """``condition_on`` without the fit's own factor, each checked against the classifier."""
+    factors = list(dict.fromkeys(f for f in p.condition_on if f != p.factor))
+    if factors:
+        clf = judging_classifier(ctx, images, "params.condition_on")
+        unknown = [f for f in factors if f not in clf.factors]
+        if unknown:
+            raise refused(
+                f"params.condition_on: {unknown[0]!r} is not a factor of the classifier; "
+                f"one of {', '.join(clf.factors)}"
+            )
+    return factors
+
+
 def supervised_by_classifier(
     p: DirectionFitParams, h: dict[int, torch.Tensor], images: torch.Tensor, ctx: RunContext
-) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
+) -> tuple[dict[int, torch.Tensor], dict[str, Any], Strata | None]:
     score = classifier_scores(p.factor, p.value, images, ctx)
+    factors = condition_factors(p, ctx, images)
+    if factors:
+        return conditioned_by_classifier(p, h, images, ctx, score, factors)
     order = torch.argsort(score, descending=True)
     if p.balance:
         pos, neg = balanced_pairs(score, other_labels(p.factor, images, ctx), p.top_k)
@@ -129,7 +154,67 @@ def supervised_by_classifier(
         "score_positives": round(float(score[pos].mean()), 3),
         "score_negatives": round(float(score[neg].mean()), 3),
     }
-    return {t: d.unsqueeze(0) for t, d in dirs.items()}, counts
+    return {t: d.unsqueeze(0) for t, d in dirs.items()}, counts, None
+
+
+def conditioned_by_classifier(
+    p: DirectionFitParams,
+    h: dict[int, torch.Tensor],
+    images: torch.Tensor,
+    ctx: RunContext,
+    score: torch.Tensor,
+    factors: list[str],
+) -> tuple[dict[int, torch.Tensor], dict[str, Any], Strata]:
+    """One mean difference per stratum: per combination of ``factors``' values (as the
+    classifier reads the samples), its top-K positives (score >= 0.5) against its
+    bottom-K negatives, K = min(top_k, either side's count), or with ``balance`` its
+    pairs matched on the factors left. Every combination needs a pair: an edit may
+    meet any of them."""
+    assert ctx.classifier is not None  # judging_classifier refused already
+    clf = ctx.classifier
+    read = classifier_labels(clf, factors, images)
+    names = [clf.factors[f] for f in factors]
+    rest = [f for f in clf.factors if f not in (*factors, p.factor, "valid")]
+    rest_labels = classifier_labels(clf, rest, images) if rest else None
+    values: list[tuple[str, ...]] = []
+    per_stratum: list[torch.Tensor] = []  # (steps, *h) each
+    pairs: list[int] = []
+    for combo in itertools.product(*(range(len(v)) for v in names)):
+        members = torch.nonzero((read == torch.tensor(combo)).all(dim=1)).flatten()
+        sub = score[members]
+        n_pos, n_neg = int((sub >= 0.5).sum()), int((sub < 0.5).sum())
+        label = ", ".join(f"{f}={v[c]}" for f, v, c in zip(factors, names, combo, strict=True))
+        if p.balance and rest_labels is not None:
+            pos, neg = balanced_pairs(sub, rest_labels[members], p.top_k)
+        else:
+            k = min(p.top_k, n_pos, n_neg)
+            order = torch.argsort(sub, descending=True)
+            pos, neg = order[:k], order[len(order) - k :]
+        if len(pos) == 0:
+            raise refused(
+                f"params.samples: of {p.samples} samples, {len(members)} read as {label}, "
+                f"{n_pos} of them as {p.factor}={p.value} and {n_neg} not"
+                f"{' (none with a match on the other factors)' if p.balance else ''}; every "
+                "combination needs both: raise params.samples or condition on fewer factors"
+            )
+        pos, neg = members[pos], members[neg]
+        dirs = supervised_directions(
+            {t: v[pos] for t, v in h.items()}, {t: v[neg] for t, v in h.items()}
+        )
+        per_stratum.append(torch.stack([dirs[t] for t in sorted(dirs)]))
+        values.append(tuple(v[c] for v, c in zip(names, combo, strict=True)))
+        pairs.append(len(pos))
+    steps = sorted(h)
+    stacked = torch.stack(per_stratum, dim=1)  # (steps, strata, *h)
+    counts = {
+        "strata": len(values),
+        "condition_on": factors,
+        "pairs_per_stratum": pairs,
+        "positives": sum(pairs),
+        "negatives": sum(pairs),
+    }
+    strata = Strata(tuple(factors), tuple(values))
+    return {t: stacked[i] for i, t in enumerate(steps)}, counts, strata
 
 
 def fit_directions(
@@ -138,14 +223,14 @@ def fit_directions(
     grid: list[int],
     progress: ProgressFn,
     ctx: RunContext,
-) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
-    """({t: (k, *h)}, metrics) of the job's kind, before any projection."""
+) -> tuple[dict[int, torch.Tensor], dict[str, Any], Strata | None]:
+    """({t: (k, *h)}, metrics, strata) of the job's kind, before any projection."""
     p, seed = job.params, job.payload.seed
     sampling = phase(progress, "sampling")
     if p.kind == "pca":
         h, _ = generated_h(denoiser, p.samples, grid, seed, sampling)
         dirs, stds = pca_fit(h, p.k)
-        return dirs, {"std_top_step": [round(float(v), 4) for v in stds[grid[-1]]]}
+        return dirs, {"std_top_step": [round(float(v), 4) for v in stds[grid[-1]]]}, None
     if p.kind == "supervised" and p.positives:
         pos, neg = (
             content_trajectory(
@@ -158,7 +243,7 @@ def fit_directions(
             for role in ("positives", "negatives")
         )
         dirs = {t: d.unsqueeze(0) for t, d in supervised_directions(pos.h, neg.h).items()}
-        return dirs, {"positives": len(p.positives), "negatives": len(p.negatives)}
+        return dirs, {"positives": len(p.positives), "negatives": len(p.negatives)}, None
     if p.kind == "supervised":
         h, images = generated_h(denoiser, p.samples, grid, seed, sampling)
         return supervised_by_classifier(p, h, images, ctx)
@@ -177,7 +262,7 @@ def fit_directions(
         at_t=p.jacobian_t, generator=torch.Generator().manual_seed(seed),
         progress=phase(progress, "jacobian"),
     )  # fmt: skip
-    return dirs, {"sigma_top_step": [round(float(v), 4) for v in sigmas[grid[-1]]]}
+    return dirs, {"sigma_top_step": [round(float(v), 4) for v in sigmas[grid[-1]]]}, None
 
 
 def without_others(
@@ -218,10 +303,10 @@ def run_direction_fit(
     p = job.params
     grid = timestep_grid(p.steps, denoiser.num_train_timesteps, p.grid)
     start = time.perf_counter()
-    dirs, metrics = fit_directions(denoiser, job, grid, progress, ctx)
+    dirs, metrics, strata = fit_directions(denoiser, job, grid, progress, ctx)
     dirs = without_others(dirs, batch, grid, ctx, denoiser.name)
     metrics["fit_seconds"] = round(time.perf_counter() - start, 2)
-    asset = DirectionsAsset(p.kind, denoiser.name, grid, dirs, p.refine)
+    asset = DirectionsAsset(p.kind, denoiser.name, grid, dirs, p.refine, strata)
     out = AssetOutput(p.name, asset.to_safetensors(), p.model_dump(mode="json"), metrics)
     return [JobOutput(images=[], metrics=metrics, asset=out)]
 
@@ -233,8 +318,15 @@ def run_direction_edit(
     require_unconditional(denoiser)
     p = batch.shared
     asset = load_directions(ctx, p.asset, "params.asset", batch, denoiser.name)
+    if asset.strata is not None and p.component != 0:
+        raise refused(
+            "params.component: the asset holds one direction per combination of "
+            f"{', '.join(asset.strata.factors)}, picked per image; leave component at 0"
+        )
     if p.component >= asset.components:
         raise refused(f"params.component: the asset has {asset.components} directions")
+    images = batch.stack("image")
+    rows = strata_rows(asset.strata, images, ctx)
     grid = asset.grid
     n, done = len(grid), 0
 
@@ -243,19 +335,56 @@ def run_direction_edit(
         done += 1
         progress(done, 2 * n - 1)
 
-    x0 = denoiser.encode(batch.stack("image"))
+    x0 = denoiser.encode(images)
     noises, eta = None, 0.0
     if p.inversion == "ddpm":  # edit-friendly: the reference's inversion of real images
         maps = ddpm_invert(denoiser, x0, grid, generator=batch.generators(), progress=tick)
         x_T, noises, eta = maps.x_T, maps.zs, maps.eta
     else:
         x_T = ddim_invert(denoiser, x0, grid, fixed_point_iters=p.refine, progress=tick).x_T
-    chosen = {t: d[p.component] for t, d in asset.directions.items()}
+    if rows is None:
+        chosen = {t: d[p.component] for t, d in asset.directions.items()}
+    else:  # (B, *h): each image its own stratum's
+        chosen = {t: d[rows] for t, d in asset.directions.items()}
     out = edit_with_direction(
         denoiser, x_T, grid, chosen, p.scale, t_edit=p.t_edit, asymmetric=p.asymmetric,
         eta=eta, noises=noises, progress=tick,
     )  # fmt: skip
-    return [JobOutput(images=[png(im)]) for im in to_pil(denoiser.decode(out))]
+    pictures = to_pil(denoiser.decode(out))
+    if rows is None or asset.strata is None:
+        return [JobOutput(images=[png(im)]) for im in pictures]
+    strata = asset.strata
+    return [
+        JobOutput(images=[png(im)],
+                  metrics={"stratum": dict(zip(strata.factors, strata.values[r], strict=True))})
+        for im, r in zip(pictures, rows.tolist(), strict=True)
+    ]  # fmt: skip
+
+
+def strata_rows(strata: Strata | None, images: torch.Tensor, ctx: RunContext
+                ) -> torch.Tensor | None:  # fmt: skip
+    """(B,) each image's stratum, as the worker's classifier reads it (None: no strata)."""
+    if strata is None:
+        return None
+    clf = judging_classifier(
+        ctx, images, "params.asset",
+        "the asset's directions are picked by the classifier's reading of each image",
+    )  # fmt: skip
+    missing = [f for f in strata.factors if f not in clf.factors]
+    if missing:
+        raise refused(f"params.asset: conditioned on {missing[0]!r}, which this worker's "
+                      "classifier does not read")  # fmt: skip
+    read = classifier_labels(clf, list(strata.factors), images)
+    names = [clf.factors[f] for f in strata.factors]
+    index = {v: k for k, v in enumerate(strata.values)}
+    rows = []
+    for row in read.tolist():
+        key = tuple(n[c] for n, c in zip(names, row, strict=True))
+        if key not in index:
+            raise refused(f"params.asset: no direction for {key} (the fit's classifier read "
+                          "other values)")  # fmt: skip
+        rows.append(index[key])
+    return torch.tensor(rows, dtype=torch.long)
 
 
 HANDLERS = (

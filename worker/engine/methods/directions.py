@@ -6,7 +6,9 @@ t >= t_edit; symmetric by default (eps from the edited h), asymmetric optional
 
 Directions, one per grid step:
 
-- supervised: dh_t = mean(h_t | pos) - mean(h_t | neg);
+- supervised: dh_t = mean(h_t | pos) - mean(h_t | neg); conditioned (beyond the
+  reference), one such difference per combination of other factors' values (a
+  *stratum*), each image edited along its own stratum's;
 - PCA: per step, the top-k principal components of h over N generated samples,
   std-scaled and sign-aligned across steps;
 - Jacobian: per step, the top right singular vectors of f(h) = eps(x_t, t; h), by
@@ -214,15 +216,41 @@ def edit_with_direction(
     return x
 
 
+@dataclass(frozen=True)
+class Strata:
+    """A conditioned fit's strata: direction k is for the images whose ``factors`` read
+    ``values[k]`` (one value name per factor)."""
+
+    factors: tuple[str, ...]
+    values: tuple[tuple[str, ...], ...]
+
+    def index(self, read: tuple[str, ...]) -> int:
+        return self.values.index(read)
+
+    def to_json(self) -> str:
+        return json.dumps({"factors": list(self.factors), "values": [list(v) for v in self.values]})
+
+    @classmethod
+    def from_json(cls, text: str) -> Strata:
+        try:
+            raw = json.loads(text)
+            strata = cls(tuple(raw["factors"]), tuple(tuple(v) for v in raw["values"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"asset: malformed strata ({exc})") from exc
+        return strata
+
+
 @dataclass
 class DirectionsAsset:
-    """A directions fit as stored: per grid step t, (k, *h) directions ("t<t>" tensors)."""
+    """A directions fit as stored: per grid step t, (k, *h) directions ("t<t>" tensors);
+    with ``strata``, direction k belongs to stratum k (an edit picks it per image)."""
 
     kind: str  # pca, supervised or jacobian
     model: str
     grid: list[int]
     directions: dict[int, torch.Tensor]
     refine: int  # the fit's DDIM refinement (0 for assets from before it existed)
+    strata: Strata | None = None
 
     @property
     def components(self) -> int:
@@ -236,6 +264,8 @@ class DirectionsAsset:
             "components": str(self.components),
             "refine": str(self.refine),
         }
+        if self.strata is not None:
+            meta["strata"] = self.strata.to_json()
         return pack({f"t{t}": self.directions[t] for t in self.grid}, meta)
 
     @classmethod
@@ -248,4 +278,5 @@ class DirectionsAsset:
             grid=grid_of(meta),
             directions=dirs,
             refine=int(meta.get("refine", "0")),
+            strata=Strata.from_json(meta["strata"]) if "strata" in meta else None,
         )
