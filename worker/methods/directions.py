@@ -83,10 +83,8 @@ def generated_h(
 def other_labels(factor: str | None, images: torch.Tensor, ctx: RunContext) -> torch.Tensor:
     """(N, F) the classifier's labels of every factor but ``factor`` (and its valid head)."""
     assert ctx.classifier is not None  # classifier_scores refused already
-    with torch.no_grad():
-        pred = ctx.classifier.predict(images.clamp(-1, 1))
-    names = [f for f in pred if f not in (factor, "valid")]
-    return torch.stack([pred[f][0].cpu() for f in names], dim=1)
+    names = [f for f in ctx.classifier.factors if f not in (factor, "valid")]
+    return classifier_labels(ctx.classifier, names, images)
 
 
 def balanced_pairs(
@@ -172,10 +170,10 @@ def conditioned_by_classifier(
     meet any of them."""
     assert ctx.classifier is not None  # judging_classifier refused already
     clf = ctx.classifier
-    read = classifier_labels(clf, factors, images)
-    names = [clf.factors[f] for f in factors]
     rest = [f for f in clf.factors if f not in (*factors, p.factor, "valid")]
-    rest_labels = classifier_labels(clf, rest, images) if rest else None
+    labels = classifier_labels(clf, [*factors, *rest], images)  # one pass for both
+    read, rest_labels = labels[:, : len(factors)], labels[:, len(factors) :] if rest else None
+    names = [clf.factors[f] for f in factors]
     values: list[tuple[str, ...]] = []
     per_stratum: list[torch.Tensor] = []  # (steps, *h) each
     pairs: list[int] = []

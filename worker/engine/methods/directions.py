@@ -224,9 +224,6 @@ class Strata:
     factors: tuple[str, ...]
     values: tuple[tuple[str, ...], ...]
 
-    def index(self, read: tuple[str, ...]) -> int:
-        return self.values.index(read)
-
     def to_json(self) -> str:
         return json.dumps({"factors": list(self.factors), "values": [list(v) for v in self.values]})
 
