@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE=1 EDITSERVE_STRICT_SKIPS=1
 .venv/bin/docker-compose -f docker-compose.yml config --quiet
 .venv/bin/hadolint Dockerfile
 set +e
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest --durations=15 "$@"  # the slowest tests, to keep the suite short
 code=$?
 set -e
 if [ "$code" -eq 5 ]; then

@@ -720,17 +720,21 @@ def test_a_running_fit_yields_to_an_edit_and_makes_the_asset_it_makes_alone(
 def test_fit_directions_then_edit_along_one_over_http(stack: Stack) -> None:
     api = stack.api_url
     body = {"model": "shapes32", "method": "directions", "seed": 3,
-            "params": {"name": "colour-red", "kind": "supervised", "factor": "colour",
-                       "value": "red", "samples": 64, "top_k": 16, "steps": 10}}  # fmt: skip
+            "params": {"name": "size-large", "kind": "supervised", "factor": "size",
+                       "value": "large", "samples": 64, "top_k": 16, "steps": 10}}  # fmt: skip
     r = httpx.post(f"{api}/v1/fits", json=body)
     assert r.status_code == 202, r.text
     fit = _wait(api, r.json()["id"])
     assert fit["status"] == "succeeded", fit
     assert fit["outputs"] == [] and fit["asset_link"] == f"/v1/assets/{fit['asset']}"
-    assert fit["metrics"]["positives"] == fit["metrics"]["negatives"] == 16
+    # the model's default conditions on the other content factors: one pair set per
+    # combination of shape (3) and aspect (2), each with at least one pair
+    metrics = fit["metrics"]
+    assert metrics["condition_on"] == ["shape", "aspect"] and metrics["strata"] == 6, metrics
+    assert len(metrics["pairs_per_stratum"]) == 6 and min(metrics["pairs_per_stratum"]) >= 1
+    assert metrics["positives"] == metrics["negatives"] == sum(metrics["pairs_per_stratum"])
     asset = httpx.get(f"{api}{fit['asset_link']}").json()
-    assert asset["name"] == "colour-red" and asset["method"] == "directions"
-    assert asset["metrics"]["score_positives"] > asset["metrics"]["score_negatives"]
+    assert asset["name"] == "size-large" and asset["method"] == "directions"
 
     image = _upload(api)
     edits = {}
