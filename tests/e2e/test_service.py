@@ -280,9 +280,11 @@ def test_sigterm_hands_a_long_batch_back_and_another_worker_starts_it_at_once(
     """A deploy's SIGTERM: no lease to wait out, no attempt spent, the worker exits 0."""
     api = stack.api_url
     _two_workers(stack)
-    # 1000 steps: ~10 s of sampling even when an earlier test left its inversion cached
-    # (400 steps from the cache took 4.2 s, inside the 5 s grace: it finished, rightly)
-    job_id = _edit(api, _upload(api), steps=1000).json()["id"]
+    # 350 steps, a count no other test uses, so the inversion is never cached: 350
+    # inversion steps with one refinement (two U-Net calls each) and 350 sampling steps,
+    # 1,050 calls, 26 s here on one thread, so well past the 5 s grace on a machine three
+    # times as fast (400 steps from an earlier test's cache took 4.2 s: it finished, rightly)
+    job_id = _edit(api, _upload(api), steps=350).json()["id"]
     rq_job = _running_job(stack, job_id)
     victim_name, retries_before = rq_job.worker_name, rq_job.retries_left
     victim = stack.workers.pop(victim_name)
@@ -434,7 +436,9 @@ def test_a_worker_with_a_long_grace_runs_on_until_a_second_sigterm(stack: Stack)
         proc.terminate()  # idle: a plain exit
         assert proc.wait(timeout=15) == 0
     stack.start_worker("patient", EDITSERVE_SHUTDOWN_GRACE_S="600")
-    job_id = _edit(api, _upload(api), steps=600).json()["id"]  # not cached: ~25 s
+    # 450 steps, a count no other test uses (never cached): 1,350 U-Net calls, 34 s here,
+    # still running after w2's start and the 1.5 s below on a machine three times as fast
+    job_id = _edit(api, _upload(api), steps=450).json()["id"]
     _running_job(stack, job_id)
     stack.start_worker("w2")
     patient = stack.workers.pop("patient")
@@ -693,7 +697,7 @@ def test_a_running_fit_yields_to_an_edit_and_makes_the_asset_it_makes_alone(
         proc.wait(timeout=15)
     stack.start_worker("w1")
     image = _upload(api)
-    params = {"name": "yield", "kind": "pca", "samples": 128, "k": 3, "steps": 25}
+    params = {"name": "yield", "kind": "pca", "samples": 48, "k": 3, "steps": 25}
     body = {"model": "shapes32", "method": "directions", "seed": 8, "params": params}
     fit_id = httpx.post(f"{api}/v1/fits", json=body).json()["id"]
     running = _wait(api, fit_id, until=("running",))
