@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.defaults import judge_tensor
 from worker.engine import load_denoiser
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.methods.boundaries import edit_across, fit_boundary, invert_to
@@ -39,15 +40,6 @@ HELD_OUT = 24  # edited images per target, at least 2 per stratum
 
 def _to_x(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-def _judge(clf: AttributeClassifier, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(labels (N, factors) in gen.FACTORS order, in-distribution mask (N,))."""
-    pred = clf.predict(x.clamp(-1, 1))
-    cols = list(gen.FACTORS)
-    labels = np.stack([pred[f][0].numpy() for f in cols], 1)
-    confident = np.all([pred[f][1].numpy() > 0.9 for f in cols], 0)
-    return labels, confident & (pred["valid"][0].numpy() == 1)
 
 
 def run_target(
@@ -96,7 +88,7 @@ def run_target(
             out = edit_across(dn, hx_t0[i : i + 1], grid, b, strength * scale, eta=1.0,
                               generator=torch.Generator().manual_seed(i))  # fmt: skip
             outs.append(dn.decode(out))
-        lab_o, ok = _judge(clf, torch.cat(outs))
+        lab_o, ok = judge_tensor(clf, cols, torch.cat(outs))
         succ = lab_o[:, j] == v
         kept = np.all(lab_o[:, others] == hy[pick][:, others], 1)
         row[mode] = {

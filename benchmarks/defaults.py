@@ -143,13 +143,20 @@ class Bench:
         return self.judge_tensor(x)
 
     def judge_tensor(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        pred = self.clf.predict(x.clamp(-1, 1))
-        factors = list(self.gen.FACTORS)
-        labels = np.stack([pred[f][0].numpy() for f in factors], axis=1)
-        confident = np.all([pred[f][1].numpy() > 0.9 for f in factors], axis=0)
-        if "valid" in pred:
-            confident &= (pred["valid"][0].numpy() == 1) & (pred["valid"][1].numpy() > 0.9)
-        return labels, confident
+        return judge_tensor(self.clf, list(self.gen.FACTORS), x)
+
+
+def judge_tensor(
+    clf: AttributeClassifier, factors: list[str], x: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, factors) labels and (N,) in-distribution flags of images x in [-1, 1]: the
+    valid head says valid (> 0.9) and every factor is read with confidence > 0.9."""
+    pred = clf.predict(x.clamp(-1, 1))
+    labels = np.stack([pred[f][0].numpy() for f in factors], axis=1)
+    confident = np.all([pred[f][1].numpy() > 0.9 for f in factors], axis=0)
+    if "valid" in pred:
+        confident &= (pred["valid"][0].numpy() == 1) & (pred["valid"][1].numpy() > 0.9)
+    return labels, confident
 
 
 def _share(flags: np.ndarray) -> float:

@@ -436,7 +436,7 @@ def test_a_worker_with_a_long_grace_runs_on_until_a_second_sigterm(stack: Stack)
         proc.terminate()  # idle: a plain exit
         assert proc.wait(timeout=15) == 0
     stack.start_worker("patient", EDITSERVE_SHUTDOWN_GRACE_S="600")
-    # 450 steps, a count no other test uses (never cached): 1,350 U-Net calls, 34 s here,
+    # 450 steps, a count no other test uses (never cached): 1,350 U-Net calls, 35 s here,
     # still running after w2's start and the 1.5 s below on a machine three times as fast
     job_id = _edit(api, _upload(api), steps=450).json()["id"]
     _running_job(stack, job_id)
@@ -739,6 +739,7 @@ def test_fit_directions_then_edit_along_one_over_http(stack: Stack) -> None:
     assert metrics["positives"] == metrics["negatives"] == sum(metrics["pairs_per_stratum"])
     asset = httpx.get(f"{api}{fit['asset_link']}").json()
     assert asset["name"] == "size-large" and asset["method"] == "directions"
+    assert asset["metrics"]["score_positives"] > asset["metrics"]["score_negatives"]
 
     image = _upload(api)
     edits = {}

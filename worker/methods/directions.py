@@ -177,6 +177,7 @@ def conditioned_by_classifier(
     values: list[tuple[str, ...]] = []
     per_stratum: list[torch.Tensor] = []  # (steps, *h) each
     pairs: list[int] = []
+    chosen: list[torch.Tensor] = []  # each stratum's positives, then its negatives
     for combo in itertools.product(*(range(len(v)) for v in names)):
         members = torch.nonzero((read == torch.tensor(combo)).all(dim=1)).flatten()
         sub = score[members]
@@ -196,6 +197,7 @@ def conditioned_by_classifier(
                 "combination needs both: raise params.samples or condition on fewer factors"
             )
         pos, neg = members[pos], members[neg]
+        chosen += [pos, neg]
         dirs = supervised_directions(
             {t: v[pos] for t, v in h.items()}, {t: v[neg] for t, v in h.items()}
         )
@@ -210,6 +212,8 @@ def conditioned_by_classifier(
         "pairs_per_stratum": pairs,
         "positives": sum(pairs),
         "negatives": sum(pairs),
+        "score_positives": round(float(score[torch.cat(chosen[0::2])].mean()), 3),
+        "score_negatives": round(float(score[torch.cat(chosen[1::2])].mean()), 3),
     }
     strata = Strata(tuple(factors), tuple(values))
     return {t: stacked[i] for i, t in enumerate(steps)}, counts, strata
