@@ -8,7 +8,9 @@ a test in ``tests/worker/test_rq_compat.py`` that fails on an RQ release that mo
 - ``Worker._stop_requested``: the loop's "stop after this job" flag;
 - ``Worker._shutdown``: what RQ's stop handler calls (overridden, see ``SHUTDOWN_HOOK``);
 - ``Worker._finalize_success``: RQ's bookkeeping of a job that returned;
-- ``Queue._enqueue_job``: enqueue without RQ's dependency checks, at the front.
+- ``Queue._enqueue_job``: enqueue without RQ's dependency checks, at the front;
+- ``Worker._pubsub_exception_handler``: what RQ's pubsub listener does with an error
+  (the worker starts that listener itself, with a shorter poll).
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ def enqueue_at_front(queue: Queue, job: Job, pipeline: Any) -> None:
     queue._enqueue_job(job, pipeline=pipeline, at_front=True)
 
 
+def pubsub_exception_handler(worker: SimpleWorker) -> Any:
+    """RQ's handler of an error in the worker's pubsub listener thread."""
+    return worker._pubsub_exception_handler
+
+
 def check() -> None:
     """Raise RuntimeError naming what the installed RQ lacks (the worker checks at start)."""
     missing = [
@@ -53,6 +60,7 @@ def check() -> None:
         for owner, name in (
             (SimpleWorker, "_finalize_success"),
             (SimpleWorker, SHUTDOWN_HOOK),
+            (SimpleWorker, "_pubsub_exception_handler"),
             (Queue, "_enqueue_job"),
         )
         if not callable(getattr(owner, name, None))

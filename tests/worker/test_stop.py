@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from worker.boot import build_worker
 from worker.dequeue import ClaimingQueue, claiming_queue
 from worker.runner import BatchWorker
 from worker.settings import WorkerSettings
+from worker.shutdown import PUBSUB_POLL_S
 
 
 @pytest.fixture
@@ -88,3 +90,26 @@ def test_a_bound_queue_takes_nothing_once_its_stop_is_set(server: RedisProcess) 
     assert taken is not None and taken[0].id == job.id
     assert redis.lrange(queue.intermediate_queue_key, 0, -1) == [job.id.encode()]
     redis.close()
+
+
+def test_a_stopping_worker_leaves_its_pubsub_channel_at_once_when_the_listener_wins_the_race(
+    worker: BatchWorker,
+) -> None:
+    """At exit RQ unsubscribes, then stops and joins the listener thread (redis-py 8
+    joins with no timeout). Forced here, the race the chaos test lost once: the
+    listener reads the unsubscribe reply before its stop flag is cleared, and waits
+    for a subscription for one poll. With RQ's 60 s poll the exit hung that long."""
+    worker.subscribe()
+    listener = worker.pubsub_thread
+    worker.pubsub.unsubscribe()
+    deadline = time.monotonic() + 10
+    while worker.pubsub.subscribed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not worker.pubsub.subscribed  # the listener read the reply; its flag is still set
+    assert listener.is_alive()
+    started = time.monotonic()
+    leaving = threading.Thread(target=worker.unsubscribe, daemon=True)
+    leaving.start()
+    leaving.join(timeout=10 * PUBSUB_POLL_S)
+    took = time.monotonic() - started
+    assert not leaving.is_alive() and not listener.is_alive(), f"still leaving after {took:.1f} s"
