@@ -119,6 +119,8 @@ class LocalStack:
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     log_dir: Path | None = None  # children's output goes here when set
+    # each worker's settings beyond ``env``, as start_worker was given them
+    worker_settings: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def redis(self) -> Redis:
@@ -131,6 +133,7 @@ class LocalStack:
         worker_env = {**self.env, "EDITSERVE_WORKER_NAME": name, **env}
         proc = spawn([sys.executable, "-m", "cli.main", "worker"], worker_env, self._log(name))
         self.workers[name] = proc
+        self.worker_settings[name] = dict(env)
         self.procs.append(proc)
         self.wait_for_worker(name, proc)
         return proc
