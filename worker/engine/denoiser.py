@@ -249,16 +249,20 @@ class Denoiser:
         return self._to_eps(out, x_t, t, cond)
 
     # ------------------------------------------------------------------ compiling
-    def enable_compile(self, rows: Sequence[int], mode: str | None = None) -> None:
+    def enable_compile(
+        self, rows: Sequence[int], mode: str | None = None, backend: str = "inductor"
+    ) -> None:
         """Serve plain U-Net calls from ``torch.compile`` graphs, one per bucket of
         ``rows`` (U-Net batch rows: 2B under guidance); a call is padded up to the next
         bucket, so a worker compiles a handful of shapes once instead of one per batch
         size. Calls with hooks attached, with inputs that need gradients, or with more
         rows than the largest bucket run eagerly; so do ``down_mid``/``up``.
-        ``mode="reduce-overhead"`` adds CUDA graphs (the launch-bound floor at batch 1)."""
+        ``mode="reduce-overhead"`` adds CUDA graphs (the launch-bound floor at batch 1).
+        ``backend`` is torch.compile's (the worker uses inductor; a test of the bucket
+        mechanics alone may take ``aot_eager``, which builds no kernels)."""
         if not rows or min(rows) < 1:
             raise InputError(f"compile: bucket sizes must be >= 1, got {list(rows)}")
-        self._compiled = torch.compile(self.unet, dynamic=False, mode=mode)
+        self._compiled = torch.compile(self.unet, dynamic=False, mode=mode, backend=backend)
         self._buckets = sorted(set(int(r) for r in rows))
         self._cudagraphs = mode == "reduce-overhead"
 
