@@ -85,6 +85,7 @@ class Bench:
     ) -> None:  # fmt: skip
         self.dn, self.clf, self.gen = dn, clf, gen
         self.overrides = overrides or {}  # per method: values a request sets (``--set``)
+        self.save_dir: Path | None = None  # ``--save``: input / output strips, to look at
         self.store = LocalBlobStore(folder)
         self.assets = _Assets()
         self.ctx = RunContext(
@@ -157,6 +158,24 @@ def judge_tensor(
     if "valid" in pred:
         confident &= (pred["valid"][0].numpy() == 1) & (pred["valid"][1].numpy() > 0.9)
     return labels, confident
+
+
+def save_strip(path: Path, inputs: np.ndarray, outputs: np.ndarray, zoom: int = 3) -> None:
+    """One PNG: the inputs in the top row, the outputs below, each tile ``zoom`` times
+    its size (nearest neighbour), 16 columns to a band."""
+    n, h, w, _ = inputs.shape
+    cols = min(16, n)
+    bands = -(-n // cols)
+    sheet = np.full((bands * 2 * (h + 2), cols * (w + 2), 3), 255, np.uint8)
+    for k in range(n):
+        r, c = divmod(k, cols)
+        for row, image in ((2 * r, inputs[k]), (2 * r + 1, outputs[k])):
+            sheet[row * (h + 2) : row * (h + 2) + h, c * (w + 2) : c * (w + 2) + w] = image
+    big = Image.fromarray(sheet).resize(
+        (sheet.shape[1] * zoom, sheet.shape[0] * zoom), Image.Resampling.NEAREST
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    big.save(path)
 
 
 def _share(flags: np.ndarray) -> float:
@@ -312,6 +331,14 @@ def eval_edit_by_target(
             "fit_seconds": round(fit_s, 1),
         }  # fmt: skip
         row["changed"] = {cols[k]: _share(labels[:, k] != y[pick][:, k]) for k in others}
+        names = gen.FACTORS[factor]
+        row["success_by_own_value"] = {  # the image's own value of the factor edited
+            names[k]: _share(success[y[pick][:, j] == k])
+            for k in range(len(names))
+            if k != v and (y[pick][:, j] == k).any()
+        }
+        if b.save_dir is not None:
+            save_strip(b.save_dir / f"{method}-{factor}={value}.png", images[pick], b.images(outs))
         fit_figures = ("t0", "balanced_accuracy_x", "balanced_accuracy_h", "majority_baseline")
         row.update({k: fitted.metrics[k] for k in fit_figures if k in fitted.metrics})
         out[f"{factor}={value}"] = row
@@ -460,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         help="style-generate: samples' seeds (and prompts) from this one, e.g. to measure a "
         "default on samples its sweep did not see",
     )  # fmt: skip
+    p.add_argument("--save", type=Path, help="direction/boundary-edit: input/output PNGs here")
     p.add_argument("--json", dest="json_out")
     args = p.parse_args(argv)
     overrides = parse_overrides(args.set)
@@ -469,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         dn = load_denoiser(args.model, name="shapes32", device="cpu", dtype="float32")
         clf = AttributeClassifier.load(args.classifier)
         b = Bench(dn, clf, model_domain(args.model), Path(tmp) / "blobs", overrides)
+        b.save_dir = args.save
         results["editing_defaults"] = dn.editing_defaults
         results["set"] = overrides
         ex, ex_y = _examples(b.gen)

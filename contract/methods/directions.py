@@ -66,11 +66,14 @@ class DirectionFitParams(MethodParams):
         default_factory=list,
         max_length=8,
         description="classifier-labelled supervision: one mean difference per combination "
-        "of these factors' values, as the classifier reads the samples (the fit's own factor "
-        "is left out); an edit moves each image along the direction of its own combination, "
-        "read by the same classifier. The reference takes one global difference, which on "
-        "a domain where a factor's h change depends on the others (a small square grows "
-        "into a large square, a small circle into a large circle) carries the mean of them",
+        "of these factors' values, as the classifier reads the samples; an edit moves each "
+        "image along the direction of its own combination, read by the same classifier. "
+        "Naming the fit's own factor splits each combination by the image's own value of it "
+        "too: a triangle moves by the difference between squares and triangles, a circle by "
+        "that between squares and circles (without it, by the one between squares and all "
+        "the others). The reference takes one global difference, which on a domain where a "
+        "factor's h change depends on the others (a small square grows into a large square, "
+        "a small circle into a large circle) carries the mean of them",
     )
     positives: list[str] = Field(default_factory=list, max_length=512, description="image ids")
     negatives: list[str] = Field(default_factory=list, max_length=512, description="image ids")

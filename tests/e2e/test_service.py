@@ -715,11 +715,13 @@ def test_fit_directions_then_edit_along_one_over_http(stack: Stack) -> None:
     fit = _wait(api, r.json()["id"])
     assert fit["status"] == "succeeded", fit
     assert fit["outputs"] == [] and fit["asset_link"] == f"/v1/assets/{fit['asset']}"
-    # the model's default conditions on the other content factors: one pair set per
-    # combination of shape (3) and aspect (2), each with at least one pair
+    # the model's default conditions on the content factors, the fit's own included:
+    # one pair set per combination of shape (3), aspect (2) and own size (2), each with
+    # at least one pair
     metrics = fit["metrics"]
-    assert metrics["condition_on"] == ["shape", "aspect"] and metrics["strata"] == 6, metrics
-    assert len(metrics["pairs_per_stratum"]) == 6 and min(metrics["pairs_per_stratum"]) >= 1
+    assert metrics["condition_on"] == ["shape", "aspect", "size"], metrics
+    assert metrics["strata"] == 12, metrics
+    assert len(metrics["pairs_per_stratum"]) == 12 and min(metrics["pairs_per_stratum"]) >= 1
     assert metrics["positives"] == metrics["negatives"] == sum(metrics["pairs_per_stratum"])
     asset = httpx.get(f"{api}{fit['asset_link']}").json()
     assert asset["name"] == "size-large" and asset["method"] == "directions"

@@ -578,9 +578,9 @@ def test_conditioned_directions_are_each_stratum_s_own_mean_difference() -> None
     clf = _ByPixels()
     ctx = RunContext(blobs=cast(Any, None), assets=cast(Any, None), classifier=clf)
     p = DirectionFitParams(name="d", kind="supervised", factor="colour", value="red",
-                           samples=40, top_k=3, condition_on=["shape", "colour"])  # fmt: skip
+                           samples=40, top_k=3, condition_on=["shape"])  # fmt: skip
     dirs, metrics, strata = supervised_by_classifier(p, h, images, ctx)
-    assert strata is not None and strata.factors == ("shape",)  # the fit's factor left out
+    assert strata is not None and strata.factors == ("shape",)
     assert strata.values == (("circle",), ("square",))
     with torch.no_grad():
         logits = clf(images)
@@ -602,6 +602,63 @@ def test_conditioned_directions_are_each_stratum_s_own_mean_difference() -> None
     unknown = p.model_copy(update={"condition_on": ["texture"]})
     with pytest.raises(JobFailed, match=r"params\.condition_on: 'texture' is not a factor"):
         supervised_by_classifier(unknown, h, images, ctx)
+
+
+class _ByLevel(AttributeClassifier):
+    """Three brightness levels (dark, mid, light) and a colour (red against blue)."""
+
+    def __init__(self) -> None:
+        super().__init__({"level": ["dark", "mid", "light"], "colour": ["red", "blue"]},
+                         width=8, image_size=16)  # fmt: skip
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        mean = images.mean((1, 2, 3))[:, None]
+        level = -50 * (mean - torch.tensor([-0.2, 0.0, 0.2])) ** 2
+        colour = 8 * (images[:, 0].mean((1, 2)) - images[:, 2].mean((1, 2)))
+        return {"level": level, "colour": torch.stack([colour, -colour], 1)}
+
+
+def test_conditioning_on_the_fit_s_own_factor_takes_each_own_value_s_difference() -> None:
+    """Named in condition_on, the fit's own factor splits each stratum by the image's own
+    value: for value u, the target's samples against u's only (a 3-valued factor, where
+    the plain rule takes its negatives from both other values)."""
+    from contract.methods.directions import DirectionFitParams
+    from worker.methods.directions import supervised_by_classifier
+
+    gen = torch.Generator().manual_seed(1)
+    images = (torch.rand(90, 3, 16, 16, generator=gen) * 2 - 1) * 0.2
+    images += torch.linspace(-0.3, 0.3, 90)[:, None, None, None]  # all three levels
+    h = {t: torch.randn(90, 4, 2, 2, generator=gen) for t in (0, 500)}
+    clf = _ByLevel()
+    ctx = RunContext(blobs=cast(Any, None), assets=cast(Any, None), classifier=clf)
+    p = DirectionFitParams(name="d", kind="supervised", factor="level", value="light",
+                           samples=90, top_k=4, condition_on=["colour", "level"])  # fmt: skip
+    dirs, metrics, strata = supervised_by_classifier(p, h, images, ctx)
+    assert strata is not None and strata.factors == ("colour", "level")
+    assert strata.values == tuple((c, v) for c in ("red", "blue") for v in ("dark", "mid", "light"))
+    with torch.no_grad():
+        logits = clf(images)
+    light = logits["level"].softmax(-1)[:, 2]
+    level, colour = logits["level"].argmax(-1), logits["colour"].argmax(-1)
+    for k, (c, u) in enumerate((c, u) for c in range(2) for u in range(3)):
+        members = colour == c
+        if u != 2:  # the light samples against those of the image's own level only
+            members &= (level == 2) | (level == u)
+        idx = torch.nonzero(members).flatten()
+        order = idx[torch.argsort(light[idx], descending=True)]
+        n = min(4, int((light[idx] >= 0.5).sum()), int((light[idx] < 0.5).sum()))
+        assert metrics["pairs_per_stratum"][k] == n > 0
+        if u != 2:
+            assert set(level[order[-n:]].tolist()) == {u}
+        for t in h:
+            want = h[t][order[:n]].mean(0) - h[t][order[-n:]].mean(0)
+            torch.testing.assert_close(dirs[t][k], want)
+    # the dark and the mid strata's directions differ: they are not one mean over both
+    assert not torch.allclose(dirs[0][0], dirs[0][1])
+    # the own factor alone is a conditioned fit too
+    alone = p.model_copy(update={"condition_on": ["level"]})
+    _, metrics, strata = supervised_by_classifier(alone, h, images, ctx)
+    assert strata is not None and strata.factors == ("level",) and metrics["strata"] == 3
 
 
 def test_a_conditioned_edit_moves_each_image_along_its_own_stratum(

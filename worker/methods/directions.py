@@ -112,9 +112,10 @@ def balanced_pairs(
 
 
 def condition_factors(p: DirectionFitParams, ctx: RunContext, images: torch.Tensor) -> list[str]:
-    """``condition_on`` without the fit's own factor, each checked against the classifier."""
+    """``condition_on`` without the fit's own factor, each checked against the classifier
+    (the own factor, when named, is read by ``conditioned_by_classifier``)."""
     factors = list(dict.fromkeys(f for f in p.condition_on if f != p.factor))
-    if factors:
+    if p.condition_on:
         clf = judging_classifier(ctx, images, "params.condition_on")
         unknown = [f for f in factors if f not in clf.factors]
         if unknown:
@@ -130,7 +131,7 @@ def supervised_by_classifier(
 ) -> tuple[dict[int, torch.Tensor], dict[str, Any], Strata | None]:
     score = classifier_scores(p.factor, p.value, images, ctx)
     factors = condition_factors(p, ctx, images)
-    if factors:
+    if factors or p.factor in p.condition_on:
         return conditioned_by_classifier(p, h, images, ctx, score, factors)
     order = torch.argsort(score, descending=True)
     if p.balance:
@@ -167,22 +168,38 @@ def conditioned_by_classifier(
     classifier reads the samples), its top-K positives (score >= 0.5) against its
     bottom-K negatives, K = min(top_k, either side's count), or with ``balance`` its
     pairs matched on the factors left. Every combination needs a pair: an edit may
-    meet any of them."""
+    meet any of them.
+
+    With the fit's own factor in ``condition_on``, each combination is split once more
+    by the image's own value u of the factor: for u other than the target, the
+    negatives are the samples read as u only (a square's difference from triangles,
+    another from circles, where the plain rule takes one from both); for the target
+    value itself, the plain rule's difference (all the others)."""
     assert ctx.classifier is not None  # judging_classifier refused already
     clf = ctx.classifier
+    own = p.factor in p.condition_on
+    assert p.factor is not None and p.value is not None  # the params' own check
     rest = [f for f in clf.factors if f not in (*factors, p.factor, "valid")]
-    labels = classifier_labels(clf, [*factors, *rest], images)  # one pass for both
-    read, rest_labels = labels[:, : len(factors)], labels[:, len(factors) :] if rest else None
-    names = [clf.factors[f] for f in factors]
+    read_factors = [*factors, p.factor] if own else factors
+    labels = classifier_labels(clf, [*read_factors, *rest], images)  # one pass for all
+    n_read = len(read_factors)
+    read, rest_labels = labels[:, :n_read], labels[:, n_read:] if rest else None
+    names = [clf.factors[f] for f in read_factors]
+    target = clf.factors[p.factor].index(p.value)
     values: list[tuple[str, ...]] = []
     per_stratum: list[torch.Tensor] = []  # (steps, *h) each
     pairs: list[int] = []
     chosen: list[torch.Tensor] = []  # each stratum's positives, then its negatives
     for combo in itertools.product(*(range(len(v)) for v in names)):
-        members = torch.nonzero((read == torch.tensor(combo)).all(dim=1)).flatten()
+        others = combo[: len(factors)]
+        members = torch.nonzero((read[:, : len(factors)] == torch.tensor(others)).all(dim=1))
+        members = members.flatten()
+        if own and combo[-1] != target:  # the target's samples against u's only
+            mine = read[members, -1]
+            members = members[(mine == target) | (mine == combo[-1])]
         sub = score[members]
         n_pos, n_neg = int((sub >= 0.5).sum()), int((sub < 0.5).sum())
-        label = ", ".join(f"{f}={v[c]}" for f, v, c in zip(factors, names, combo, strict=True))
+        label = ", ".join(f"{f}={v[c]}" for f, v, c in zip(read_factors, names, combo, strict=True))
         if p.balance and rest_labels is not None:
             pos, neg = balanced_pairs(sub, rest_labels[members], p.top_k)
         else:
@@ -191,7 +208,8 @@ def conditioned_by_classifier(
             pos, neg = order[:k], order[len(order) - k :]
         if len(pos) == 0:
             raise refused(
-                f"params.samples: of {p.samples} samples, {len(members)} read as {label}, "
+                f"params.samples: of {p.samples} samples, {len(members)} read as {label}"
+                f"{f' or {p.factor}={p.value}' if own and combo[-1] != target else ''}, "
                 f"{n_pos} of them as {p.factor}={p.value} and {n_neg} not"
                 f"{' (none with a match on the other factors)' if p.balance else ''}; every "
                 "combination needs both: raise params.samples or condition on fewer factors"
@@ -208,14 +226,14 @@ def conditioned_by_classifier(
     stacked = torch.stack(per_stratum, dim=1)  # (steps, strata, *h)
     counts = {
         "strata": len(values),
-        "condition_on": factors,
+        "condition_on": read_factors,
         "pairs_per_stratum": pairs,
         "positives": sum(pairs),
         "negatives": sum(pairs),
         "score_positives": round(float(score[torch.cat(chosen[0::2])].mean()), 3),
         "score_negatives": round(float(score[torch.cat(chosen[1::2])].mean()), 3),
     }
-    strata = Strata(tuple(factors), tuple(values))
+    strata = Strata(tuple(read_factors), tuple(values))
     return {t: stacked[i] for i, t in enumerate(steps)}, counts, strata
 
 
