@@ -160,17 +160,30 @@ def judge_tensor(
     return labels, confident
 
 
+def _tile_rows(rows: list[np.ndarray], h: int, w: int, cols: int) -> np.ndarray:
+    """Rows of tiles (each (n, h, w, 3), n <= cols) on one white sheet, 2 px apart."""
+    sheet = np.full((len(rows) * (h + 2), cols * (w + 2), 3), 255, np.uint8)
+    for r, tiles in enumerate(rows):
+        for c, tile in enumerate(tiles):
+            sheet[r * (h + 2) : r * (h + 2) + h, c * (w + 2) : c * (w + 2) + w] = tile
+    return sheet
+
+
 def save_strip(path: Path, inputs: np.ndarray, outputs: np.ndarray, zoom: int = 3) -> None:
-    """One PNG: the inputs in the top row, the outputs below, each tile ``zoom`` times
-    its size (nearest neighbour), 16 columns to a band."""
-    n, h, w, _ = inputs.shape
-    cols = min(16, n)
-    bands = -(-n // cols)
-    sheet = np.full((bands * 2 * (h + 2), cols * (w + 2), 3), 255, np.uint8)
-    for k in range(n):
-        r, c = divmod(k, cols)
-        for row, image in ((2 * r, inputs[k]), (2 * r + 1, outputs[k])):
-            sheet[row * (h + 2) : row * (h + 2) + h, c * (w + 2) : c * (w + 2) + w] = image
+    """One PNG, each tile ``zoom`` times its size (nearest neighbour), 16 to a row. Of
+    equal length, the inputs and their outputs interleave (an input row, its outputs
+    below); else the first set's rows, then the second's, a blank row between."""
+    _, h, w, _ = (inputs if len(inputs) else outputs).shape
+    cols = 16
+
+    def chunks(tiles: np.ndarray) -> list[np.ndarray]:
+        return [tiles[k : k + cols] for k in range(0, len(tiles), cols)]
+
+    if len(inputs) == len(outputs):
+        rows = [r for pair in zip(chunks(inputs), chunks(outputs), strict=True) for r in pair]
+    else:
+        rows = [*chunks(inputs), inputs[:0], *chunks(outputs)]
+    sheet = _tile_rows(rows, h, w, cols)
     big = Image.fromarray(sheet).resize(
         (sheet.shape[1] * zoom, sheet.shape[0] * zoom), Image.Resampling.NEAREST
     )
@@ -389,6 +402,12 @@ def eval_style(
             row["example_prompt"] = prompts[0]
         out[f"{colour} on {background}"] = row
         print("style-generate", colour, background, json.dumps(row), flush=True)
+        if b.save_dir is not None:  # top: the samples in distribution, below: the others
+            pictures = b.images(outs)
+            name = f"style-generate{'-text' if prompted else ''}-{colour}-on-{background}"
+            save_strip(b.save_dir / f"{name}.png", pictures[ok], pictures[~ok])
+            for k in np.flatnonzero(~ok):
+                print("  not in distribution:", first_seed + k, prompts[k] if prompted else "")
     return out
 
 
@@ -487,7 +506,9 @@ def main(argv: list[str] | None = None) -> int:
         help="style-generate: samples' seeds (and prompts) from this one, e.g. to measure a "
         "default on samples its sweep did not see",
     )  # fmt: skip
-    p.add_argument("--save", type=Path, help="direction/boundary-edit: input/output PNGs here")
+    p.add_argument(
+        "--save", type=Path, help="direction/boundary-edit/style-generate: PNGs to look at, here"
+    )
     p.add_argument("--json", dest="json_out")
     args = p.parse_args(argv)
     overrides = parse_overrides(args.set)
@@ -532,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
                                dtype="float32")  # fmt: skip
             tclf = AttributeClassifier.load(args.text_classifier or args.classifier)
             tb = Bench(tm, tclf, model_domain(args.text_model), Path(tmp) / "tb", overrides)
+            tb.save_dir = args.save
             if "style-generate" in args.only:
                 results["style-generate-text"] = eval_style(
                     tb, args.images, 8, prompted=True, first_seed=args.first_seed
