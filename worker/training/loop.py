@@ -57,6 +57,47 @@ def cut_skips(unet: Any, levels: int) -> None:
                 resnet.conv_shortcut.weight[:, -channels:] = 0
 
 
+class SkipDropout:
+    """Drop the skip connections the up blocks read, for training (issue #15's candidate).
+
+    ``mode`` "sample": each sample loses all its skips with probability ``p``, so the
+    decoder must also work from h alone. ``mode`` "cells": the image is split into a
+    ``grid`` x ``grid`` partition and each cell of each sample loses its skips with
+    probability ``p``, at every resolution (the mask is resized by nearest neighbour),
+    so the decoder must fill a cell from h and from the other cells' skips.
+
+    Dropped skips are zero and the kept ones are not rescaled: at inference every skip
+    is present at its own scale. A forward pre-hook on each up block, so the model stays
+    a plain ``UNet2DModel``; ``draw`` sets the mask for the next forward, ``clear``
+    turns it off.
+    """
+
+    def __init__(self, unet: Any, p: float, mode: str = "sample", grid: int = 4) -> None:
+        if mode not in ("sample", "cells"):
+            raise ValueError(f"skip dropout mode {mode!r}: 'sample' or 'cells'")
+        self.p, self.mode, self.grid = p, mode, grid
+        self.keep: torch.Tensor | None = None
+        self.handles = [b.register_forward_pre_hook(self._hook) for b in unet.up_blocks]
+
+    def draw(self, batch: int, gen: torch.Generator) -> torch.Tensor:
+        cells = 1 if self.mode == "sample" else self.grid
+        self.keep = (torch.rand(batch, 1, cells, cells, generator=gen) >= self.p).float()
+        return self.keep
+
+    def clear(self) -> None:
+        self.keep = None
+
+    def _hook(self, _block: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if self.keep is None:
+            return None
+        sample, skips, *rest = args
+        resized = [
+            torch.nn.functional.interpolate(self.keep, size=s.shape[-2:], mode="nearest")
+            for s in skips
+        ]
+        return (sample, tuple(s * m.to(s) for s, m in zip(skips, resized, strict=True)), *rest)
+
+
 def add_common_arguments(
     p: argparse.ArgumentParser, out: str, work_dir: str, cut_skips: int = 0
 ) -> None:
@@ -80,6 +121,13 @@ def add_common_arguments(
     p.add_argument(
         "--cut-skips", type=int, default=cut_skips, help="deepest up blocks without skips"
     )
+    p.add_argument(
+        "--skip-dropout",
+        type=float,
+        default=0.0,
+        help="probability that a sample (or a cell, --skip-dropout-mode cells) loses its skips",
+    )
+    p.add_argument("--skip-dropout-mode", choices=("sample", "cells"), default="sample")
 
 
 def twin_h_distance(h: torch.Tensor) -> torch.Tensor:
@@ -106,6 +154,9 @@ def train_noise_model(
     another style; ``batch_fn`` draws them), each pair noised with the same t and noise,
     and ``h_invariance * twin_h_distance(h)`` is added to the loss: an h that the style
     does not move, so the look can only reach the decoder through the skips.
+
+    With ``args.skip_dropout`` > 0 a ``SkipDropout`` mask is drawn for every batch (on
+    the trained model only; the EMA and the export carry no hook).
     """
     if args.cut_skips:
         cut_skips(model, args.cut_skips)
@@ -115,6 +166,9 @@ def train_noise_model(
     work.mkdir(parents=True, exist_ok=True)
     ckpt_path = work / "checkpoint.pt"
     ema = copy.deepcopy(model).requires_grad_(False)
+    skip_p = float(getattr(args, "skip_dropout", 0.0))
+    skip_mode = str(getattr(args, "skip_dropout_mode", "sample"))
+    dropout = SkipDropout(model, skip_p, skip_mode) if skip_p > 0 else None  # not on the EMA
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     step, seconds = 0, 0.0
     if ckpt_path.exists():
@@ -153,6 +207,8 @@ def train_noise_model(
         a = ab[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         captured.clear()
+        if dropout is not None:
+            dropout.draw(x_t.shape[0], gen)
         loss = torch.nn.functional.mse_loss(model(x_t, t, **extra).sample, noise)
         if h_invariance > 0:
             twin = twin_h_distance(captured[0])
@@ -197,6 +253,8 @@ def train_noise_model(
         "seed": args.seed,
         "cut_skip_levels": args.cut_skips,
         "h_invariance": h_invariance,
+        "skip_dropout": skip_p,
+        "skip_dropout_mode": skip_mode if skip_p > 0 else None,
         "twin_h_distance_mean_last_200": (
             round(float(np.mean(twin_losses[-200:])), 5) if twin_losses else None
         ),
