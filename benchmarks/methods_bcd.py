@@ -103,6 +103,33 @@ def _labelled(gen: Any, count: int, seed: int) -> tuple[torch.Tensor, np.ndarray
     return x, gen.label_array(labels)
 
 
+def mixing_radius(
+    dn: Denoiser, gen: Any, count: int, steps: int, refines: list[int]
+) -> list[dict[str, Any]]:
+    """B's mixing-step search alone, on ``count`` held-out images (the ``b`` run's first
+    64), with each number of fixed-point iterations: the radius ``||x_t|| / sqrt(D)``
+    (mean, std) by t, against N(0, I)'s, and the step found."""
+    x, _ = _labelled(gen, count, STYLE_SEED + 1)
+    rows = []
+    for refine in refines:
+        search = find_mixing_step(
+            dn, dn.encode(x), steps=steps, tol=0.02, refine=refine,
+            generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+        last = max(search.radius)
+        row = {
+            "refine": refine,
+            "t0": search.t0,
+            "found": search.found,
+            "reference": [round(v, 4) for v in search.reference],
+            "radius_at_last_step": [round(v, 4) for v in search.radius[last]],
+            "radius_mean_by_t": {t: round(m, 3) for t, (m, _) in search.radius.items()},
+        }
+        print("mixing-step search:", json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def eval_boundaries(
     dn: Denoiser,
     clf: AttributeClassifier,
@@ -434,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="the text model's judge, if its domain differs (default: --classifier)",
     )
-    p.add_argument("--only", nargs="+", choices=["b", "c", "c-schedule", "d"], default=["b", "d"])
+    p.add_argument("--only", nargs="+", choices=["b", "b-radius", "c", "c-schedule", "d"],
+                   default=["b", "d"])  # fmt: skip
     p.add_argument("--mix-steps", type=int, default=50, help="C: sampling steps (one lam each)")
     p.add_argument("--mix-epochs", type=int, default=10)
     p.add_argument("--mix-others", type=int, default=32, help="C: new seeds to apply lam to")
@@ -486,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
             dn, clf, gen, targets, args.labelled, 40, refine=args.refine,
             fit_steps=tuple(args.b_fit_steps),
         )  # fmt: skip
+    if "b-radius" in args.only:
+        results["b_radius"] = mixing_radius(dn, gen, 64, 40, sorted({0, args.refine}))
     for colour, background in (("red", "white"), ("yellow", "black")) if "d" in args.only else ():
         for eta in (0.0, 1.0):
             rows = eval_style(

@@ -124,8 +124,9 @@ def find_mixing_step(
     Radius statistics: the mean of ``||x_t|| / sqrt(D)`` over the images must lie within
     ``tol`` of N(0, I)'s (measured on at least 256 draws), and its spread within ``tol``
     too. N(0, I) as METHODS.md says, also for a model trained with offset noise: its
-    prior's radius is sqrt(1 + offset^2) (1.005 at 0.1), which the shipped model's
-    inverted latents (0.987 at t = 999) reach only at the last step.
+    prior's radius is sqrt(1 + offset^2) (1.005 at 0.1). The shipped model's inverted
+    latents reach neither: 0.979 at t = 999 with one fixed-point iteration
+    (``python -m benchmarks.methods_bcd --only b-radius``), so ``found`` is False there.
     """
     grid = timestep_grid(steps, denoiser.num_train_timesteps, "linspace")
     with torch.no_grad():
