@@ -106,14 +106,14 @@ def _labelled(gen: Any, count: int, seed: int) -> tuple[torch.Tensor, np.ndarray
 def mixing_radius(
     dn: Denoiser, gen: Any, count: int, steps: int, refines: list[int]
 ) -> list[dict[str, Any]]:
-    """B's mixing-step search alone, on ``count`` held-out images (the ``b`` run's first
-    64), with each number of fixed-point iterations: the radius ``||x_t|| / sqrt(D)``
-    (mean, std) by t, against N(0, I)'s, and the step found."""
-    x, _ = _labelled(gen, count, STYLE_SEED + 1)
+    """B's mixing-step search alone, on ``count`` held-out images, with each number of
+    fixed-point iterations: the radius ``||x_t|| / sqrt(D)`` (mean, std) by t, against
+    N(0, I)'s, and the step found."""
+    x = dn.encode(_labelled(gen, count, STYLE_SEED + 1)[0])
     rows = []
     for refine in refines:
         search = find_mixing_step(
-            dn, dn.encode(x), steps=steps, tol=0.02, refine=refine,
+            dn, x, steps=steps, tol=0.02, refine=refine,
             generator=torch.Generator().manual_seed(0),
         )  # fmt: skip
         last = max(search.radius)

@@ -60,12 +60,14 @@ def test_cells_mode_masks_each_skip_at_its_resolution() -> None:
     keep = dropout.draw(2, gen)
     while not 0 < int(keep.sum()) < keep.numel():
         keep = dropout.draw(2, gen)
-    unet.up_blocks[-1].register_forward_pre_hook(lambda _b, a: seen.extend(a[1]), prepend=False)
+    for block in unet.up_blocks:  # registered after SkipDropout's hook: sees its output
+        block.register_forward_pre_hook(lambda _b, a: seen.extend(a[1]))
     with torch.no_grad():
         unet(torch.randn(2, 3, 32, 32), torch.full((2,), 400))
-    assert seen and all(s.shape[-1] == 32 for s in seen)  # the shallowest block: 32x32 skips
-    cell = keep.repeat_interleave(8, -1).repeat_interleave(8, -2).bool().expand_as(seen[0])
+    assert {s.shape[-1] for s in seen} == {4, 8, 16, 32}
     for s in seen:
+        px = s.shape[-1] // 4  # one grid cell, in this skip's pixels (1 at 4x4)
+        cell = keep.repeat_interleave(px, -1).repeat_interleave(px, -2).bool().expand_as(s)
         assert torch.all(s[~cell] == 0)
         assert torch.all(s[cell] != 0)  # kept cells carry their features unscaled
 

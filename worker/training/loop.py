@@ -77,7 +77,8 @@ class SkipDropout:
             raise ValueError(f"skip dropout mode {mode!r}: 'sample' or 'cells'")
         self.p, self.mode, self.grid = p, mode, grid
         self.keep: torch.Tensor | None = None
-        self.handles = [b.register_forward_pre_hook(self._hook) for b in unet.up_blocks]
+        for block in unet.up_blocks:
+            block.register_forward_pre_hook(self._hook)
 
     def draw(self, batch: int, gen: torch.Generator) -> torch.Tensor:
         cells = 1 if self.mode == "sample" else self.grid
@@ -166,8 +167,7 @@ def train_noise_model(
     work.mkdir(parents=True, exist_ok=True)
     ckpt_path = work / "checkpoint.pt"
     ema = copy.deepcopy(model).requires_grad_(False)
-    skip_p = float(getattr(args, "skip_dropout", 0.0))
-    skip_mode = str(getattr(args, "skip_dropout_mode", "sample"))
+    skip_p, skip_mode = args.skip_dropout, args.skip_dropout_mode
     dropout = SkipDropout(model, skip_p, skip_mode) if skip_p > 0 else None  # not on the EMA
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     step, seconds = 0, 0.0
