@@ -72,6 +72,22 @@ def test_cells_mode_masks_each_skip_at_its_resolution() -> None:
         assert torch.all(s[cell] != 0)  # kept cells carry their features unscaled
 
 
+def test_keep_input_spares_conv_in_output_and_drops_every_other_skip() -> None:
+    unet = build_unet().eval()
+    conv_in: list[torch.Tensor] = []
+    unet.conv_in.register_forward_hook(lambda _m, _a, out: conv_in.append(out))
+    dropout = SkipDropout(unet, 1.0, "sample", keep_input=True)  # p 1: every sample drops
+    dropout.draw(2, torch.Generator().manual_seed(0))
+    seen: list[torch.Tensor] = []
+    for block in unet.up_blocks:  # registered after SkipDropout's hook: sees its output
+        block.register_forward_pre_hook(lambda _b, a: seen.extend(a[1]))
+    with torch.no_grad():
+        unet(torch.randn(2, 3, 32, 32), torch.full((2,), 400))
+    kept = [s for s in seen if bool(s.abs().amax() > 0)]
+    assert len(seen) == 8 and len(kept) == 1  # 1 + 2 + 2 + 2 + 1 skips, one of them kept
+    assert kept[0] is conv_in[0]  # the very tensor conv_in produced, unscaled
+
+
 def test_training_with_skip_dropout_leaves_the_ema_plain(tmp_path: object) -> None:
     p = argparse.ArgumentParser()
     add_common_arguments(p, out=str(tmp_path), work_dir=str(tmp_path))
@@ -79,6 +95,7 @@ def test_training_with_skip_dropout_leaves_the_ema_plain(tmp_path: object) -> No
     unet = build_unet()
     ema, meta = train_noise_model(args, unet, lambda s, _g: (batch_images(0, s, 4), {}))
     assert meta["skip_dropout"] == 0.5 and meta["skip_dropout_mode"] == "sample"
+    assert meta["skip_dropout_keep_input"] is False
     assert isinstance(ema, UNet2DModel)
     assert not ema.up_blocks[0]._forward_pre_hooks  # the exported weights carry no hook
     copy.deepcopy(ema)  # and can be exported

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -66,19 +67,29 @@ class SkipDropout:
     probability ``p``, at every resolution (the mask is resized by nearest neighbour),
     so the decoder must fill a cell from h and from the other cells' skips.
 
+    With ``keep_input`` the first skip, ``conv_in``'s output, is never dropped: it is the
+    only path that brings x_t's own pixels to the decoder, so an eps-predicting U-Net can
+    still know the noise where the other skips are gone.
+
     Dropped skips are zero and the kept ones are not rescaled: at inference every skip
     is present at its own scale. A forward pre-hook on each up block, so the model stays
     a plain ``UNet2DModel``; ``draw`` sets the mask for the next forward, ``clear``
     turns it off.
     """
 
-    def __init__(self, unet: Any, p: float, mode: str = "sample", grid: int = 4) -> None:
+    def __init__(
+        self, unet: Any, p: float, mode: str = "sample", grid: int = 4, keep_input: bool = False
+    ) -> None:
         if mode not in ("sample", "cells"):
             raise ValueError(f"skip dropout mode {mode!r}: 'sample' or 'cells'")
         self.p, self.mode, self.grid = p, mode, grid
         self.keep: torch.Tensor | None = None
-        for block in unet.up_blocks:
-            block.register_forward_pre_hook(self._hook)
+        last = len(unet.up_blocks) - 1
+        for i, block in enumerate(unet.up_blocks):
+            # the last up block reads (conv_in's output, the first down resnet's); its
+            # resnets take them from the end, so conv_in's is the tuple's first
+            spare = 1 if keep_input and i == last else 0
+            block.register_forward_pre_hook(functools.partial(self._hook, spare))
 
     def draw(self, batch: int, gen: torch.Generator) -> torch.Tensor:
         cells = 1 if self.mode == "sample" else self.grid
@@ -88,15 +99,18 @@ class SkipDropout:
     def clear(self) -> None:
         self.keep = None
 
-    def _hook(self, _block: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    def _hook(self, spare: int, _block: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         if self.keep is None:
             return None
         sample, skips, *rest = args
-        resized = [
-            torch.nn.functional.interpolate(self.keep, size=s.shape[-2:], mode="nearest")
-            for s in skips
-        ]
-        return (sample, tuple(s * m.to(s) for s, m in zip(skips, resized, strict=True)), *rest)
+        masked = tuple(
+            s
+            if i < spare
+            else s
+            * torch.nn.functional.interpolate(self.keep, size=s.shape[-2:], mode="nearest").to(s)
+            for i, s in enumerate(skips)
+        )
+        return (sample, masked, *rest)
 
 
 def add_common_arguments(
@@ -129,6 +143,11 @@ def add_common_arguments(
         help="probability that a sample (or a cell, --skip-dropout-mode cells) loses its skips",
     )
     p.add_argument("--skip-dropout-mode", choices=("sample", "cells"), default="sample")
+    p.add_argument(
+        "--skip-dropout-keep-input",
+        action="store_true",
+        help="never drop conv_in's skip (x_t's own pixels), only the others",
+    )
 
 
 def twin_h_distance(h: torch.Tensor) -> torch.Tensor:
@@ -168,7 +187,10 @@ def train_noise_model(
     ckpt_path = work / "checkpoint.pt"
     ema = copy.deepcopy(model).requires_grad_(False)
     skip_p, skip_mode = args.skip_dropout, args.skip_dropout_mode
-    dropout = SkipDropout(model, skip_p, skip_mode) if skip_p > 0 else None  # not on the EMA
+    keep_input = skip_p > 0 and args.skip_dropout_keep_input
+    dropout = (  # not on the EMA
+        SkipDropout(model, skip_p, skip_mode, keep_input=keep_input) if skip_p > 0 else None
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     step, seconds = 0, 0.0
     if ckpt_path.exists():
@@ -255,6 +277,7 @@ def train_noise_model(
         "h_invariance": h_invariance,
         "skip_dropout": skip_p,
         "skip_dropout_mode": skip_mode if skip_p > 0 else None,
+        "skip_dropout_keep_input": keep_input,
         "twin_h_distance_mean_last_200": (
             round(float(np.mean(twin_losses[-200:])), 5) if twin_losses else None
         ),
