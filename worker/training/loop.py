@@ -103,14 +103,11 @@ class SkipDropout:
         if self.keep is None:
             return None
         sample, skips, *rest = args
-        masked = tuple(
-            s
-            if i < spare
-            else s
-            * torch.nn.functional.interpolate(self.keep, size=s.shape[-2:], mode="nearest").to(s)
-            for i, s in enumerate(skips)
+        dropped = tuple(
+            s * torch.nn.functional.interpolate(self.keep, size=s.shape[-2:], mode="nearest").to(s)
+            for s in skips[spare:]
         )
-        return (sample, masked, *rest)
+        return (sample, (*skips[:spare], *dropped), *rest)
 
 
 def add_common_arguments(
