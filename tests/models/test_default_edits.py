@@ -112,8 +112,9 @@ def test_a_supervised_direction_moves_its_factor(bench: Bench) -> None:
 def test_a_shape_direction_squares_small_triangles(bench: Bench) -> None:
     """The model's condition_on names the fit's own factor: a triangle moves by squares
     minus triangles. Small triangles were the case the difference from all non-squares
-    missed (on 32 held-out images: triangles squared in 0.579, circles in 1.000; with
-    the own factor 1.000 each, preservation 1.000; docs/measured.md)."""
+    missed (v3, 32 held-out images: triangles squared in 0.579, circles in 1.000; with
+    the own factor 1.000 each, preservation 1.000; on v4 with the own factor and no
+    balance, triangles 0.895, circles 1.000; docs/measured.md)."""
     held, held_y = aligned.generate(7_100_000, 64)
     y = aligned.label_array(held_y)
     cols = list(aligned.FACTORS)
@@ -123,8 +124,10 @@ def test_a_shape_direction_squares_small_triangles(bench: Bench) -> None:
         & (y[:, size] == aligned.FACTORS["size"].index("small"))
     )[:4]
     assert len(small_triangles) == 4
+    # the subject here is the own factor's strata, so the model's balance is left off
+    # (the size test above fits with it), which lets 128 samples fill every stratum
     asset, _ = bench.fit("directions", kind="supervised", factor="shape", value="square",
-                         samples=256, top_k=16)  # fmt: skip
+                         samples=128, top_k=16, balance=False)  # fmt: skip
     outs = bench.run([bench.payload("direction", {"image": i}, asset=asset)
                       for i in bench.put(held[small_triangles])])  # fmt: skip
     labels, _ = bench.judge(outs)
