@@ -711,8 +711,8 @@ def test_fit_directions_then_edit_along_one_over_http(stack: Stack) -> None:
             "params": {"name": "size-large", "kind": "supervised", "factor": "size",
                        "value": "large", "samples": 64, "top_k": 16, "steps": 10,
                        # the model's default pairs positives on the other factors, which
-                       # 64 samples cannot do in every combination; the request's own
-                       # value replaces it
+                       # left a combination without a pair at 64 samples in
+                       # tests/models; the request's own value replaces it
                        "balance": False}}  # fmt: skip
     r = httpx.post(f"{api}/v1/fits", json=body)
     assert r.status_code == 202, r.text

@@ -98,7 +98,6 @@ def test_a_supervised_direction_moves_its_factor(bench: Bench) -> None:
     # own size, positives paired on the other factors, scale 2) on 32 held-out images
     # lacking the value (docs/measured.md); 256 samples here (with 64, a combination found
     # no positive with a negative read the same on the other factors: the fit refuses)
-    # (here: all three examples grow and keep every other factor)
     assert _valid(bench, outs).all()
     assert (labels[:, size] == aligned.FACTORS["size"].index("large")).sum() >= 2
     others = [k for k in range(len(aligned.FACTORS)) if k != size]
