@@ -10,7 +10,7 @@ a test in ``tests/worker/test_rq_compat.py`` that fails on an RQ release that mo
 - ``Worker._finalize_success``: RQ's bookkeeping of a job that returned;
 - ``Queue._enqueue_job``: enqueue without RQ's dependency checks, at the front;
 - ``Worker._pubsub_exception_handler``: what RQ's pubsub listener does with an error
-  (the worker starts that listener itself, with a shorter poll).
+  (the worker starts that listener itself, with a shorter poll: ``subscribe_polling``).
 """
 
 from __future__ import annotations
@@ -51,6 +51,22 @@ def enqueue_at_front(queue: Queue, job: Job, pipeline: Any) -> None:
 def pubsub_exception_handler(worker: SimpleWorker) -> Any:
     """RQ's handler of an error in the worker's pubsub listener thread."""
     return worker._pubsub_exception_handler
+
+
+def subscribe_polling(worker: SimpleWorker, poll_s: float) -> None:
+    """Start RQ's pubsub listener (its ``send_command`` channel) as ``Worker.subscribe``
+    does, but polling every ``poll_s`` instead of RQ 3.0's 60 s.
+
+    At exit RQ unsubscribes, then stops the listener thread and joins it; redis-py 8
+    joins with no timeout. When the thread read the unsubscribe reply before the stop
+    flag was cleared, it went back to wait for a subscription for its full poll, so a
+    stopped worker hung up to 60 s. With a short poll the loser of that race waits one
+    poll."""
+    worker.pubsub = worker.connection.pubsub()
+    worker.pubsub.subscribe(**{worker.pubsub_channel_name: worker.handle_payload})
+    worker.pubsub_thread = worker.pubsub.run_in_thread(
+        sleep_time=poll_s, daemon=True, exception_handler=pubsub_exception_handler(worker)
+    )
 
 
 def check() -> None:

@@ -100,22 +100,11 @@ class Shutdown(WorkerState):
         super().request_force_stop(signum, frame)
 
     def subscribe(self) -> None:
-        """RQ's pubsub listener (its ``send_command`` channel), polling every
-        ``PUBSUB_POLL_S`` instead of RQ's 60 s.
-
-        At exit RQ unsubscribes, then stops the listener thread and joins it; redis-py
-        8 joins with no timeout. When the thread read the unsubscribe reply before the
-        stop flag was cleared, it went back to wait for a subscription for its full
-        poll, so a stopped worker hung up to 60 s after handing its batch back, until
-        a second signal (the chaos test saw one pass its 30 s wait). With a short poll
-        the loser of that race waits one poll."""
-        self.pubsub = self.connection.pubsub()
-        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
-        self.pubsub_thread = self.pubsub.run_in_thread(
-            sleep_time=PUBSUB_POLL_S,
-            daemon=True,
-            exception_handler=rq_compat.pubsub_exception_handler(self),
-        )
+        """RQ's pubsub listener, polling every ``PUBSUB_POLL_S`` instead of RQ's 60 s
+        (``rq_compat.subscribe_polling``: a stopped worker hung up to 60 s after handing
+        its batch back, until a second signal; the chaos test saw one pass its 30 s
+        wait)."""
+        rq_compat.subscribe_polling(self, PUBSUB_POLL_S)
 
     def teardown(self) -> None:
         self._stop_beat.set()
