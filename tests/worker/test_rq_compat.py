@@ -16,6 +16,7 @@ from rq.worker import SimpleWorker
 
 from service.embedded import RedisProcess
 from worker import rq_compat
+from worker.shutdown import PUBSUB_POLL_S
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ class ShortPollWorker(SimpleWorker):  # type: ignore[misc]
     loses RQ's unsubscribe race at the end of ``work`` waits 60 s (seen here once)."""
 
     def subscribe(self) -> None:
-        rq_compat.subscribe_polling(self, 0.5)
+        rq_compat.subscribe_polling(self, PUBSUB_POLL_S)
 
 
 def _worker(
