@@ -11,7 +11,9 @@ export HF_HUB_OFFLINE=1 EDITSERVE_STRICT_SKIPS=1
 .venv/bin/docker-compose -f docker-compose.yml config --quiet
 .venv/bin/hadolint Dockerfile
 set +e
-.venv/bin/python -m pytest --durations=15 "$@"  # the slowest tests, to keep the suite short
+# two pytest workers, whole files each (a file's fixtures stay in one process): the e2e
+# files mostly wait on their worker processes while the in-process model tests compute
+.venv/bin/python -m pytest -n 2 --dist loadfile --durations=15 "$@"  # the slowest tests
 code=$?
 set -e
 if [ "$code" -eq 5 ]; then

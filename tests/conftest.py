@@ -14,6 +14,13 @@ from worker.engine import Denoiser, load_denoiser
 # models, torch.compile; CI runs everything
 SLOW = ("tests/e2e/", "tests/models/", "tests/engine/test_compile.py")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # the test script runs one pytest worker per core (pytest-xdist): one torch thread
+    # each, so two workers' OpenMP pools never contend for the same two cores
+    import torch
+
+    torch.set_num_threads(1)
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     root = Path(__file__).resolve().parent.parent
