@@ -104,3 +104,22 @@ def test_training_with_skip_dropout_leaves_the_ema_plain(tmp_path: object) -> No
 def test_an_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="cells"):
         SkipDropout(build_unet(), 0.5, "pixels")
+
+
+def test_the_cells_grid_is_the_command_line_s(tmp_path: object) -> None:
+    p = argparse.ArgumentParser()
+    add_common_arguments(p, out=str(tmp_path), work_dir=str(tmp_path))
+    cells = ["--skip-dropout", "0.5", "--skip-dropout-mode", "cells", "--skip-dropout-grid", "8"]
+    args = p.parse_args(["--steps", "1", "--batch", "2", "--threads", "1", *cells])
+    masks: list[torch.Tensor] = []
+    draw = SkipDropout.draw
+
+    def spy(self: SkipDropout, batch: int, gen: torch.Generator) -> torch.Tensor:
+        masks.append(draw(self, batch, gen))
+        return masks[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(SkipDropout, "draw", spy)
+        _, meta = train_noise_model(args, build_unet(), lambda s, _g: (batch_images(0, s, 2), {}))
+    assert meta["skip_dropout_grid"] == 8
+    assert masks and masks[0].shape == (2, 1, 8, 8)

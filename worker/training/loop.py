@@ -141,6 +141,12 @@ def add_common_arguments(
     )
     p.add_argument("--skip-dropout-mode", choices=("sample", "cells"), default="sample")
     p.add_argument(
+        "--skip-dropout-grid",
+        type=int,
+        default=4,
+        help="cells per side with --skip-dropout-mode cells",
+    )
+    p.add_argument(
         "--skip-dropout-keep-input",
         action="store_true",
         help="never drop conv_in's skip (x_t's own pixels), only the others",
@@ -186,7 +192,9 @@ def train_noise_model(
     skip_p, skip_mode = args.skip_dropout, args.skip_dropout_mode
     keep_input = skip_p > 0 and args.skip_dropout_keep_input
     dropout = (  # not on the EMA
-        SkipDropout(model, skip_p, skip_mode, keep_input=keep_input) if skip_p > 0 else None
+        SkipDropout(model, skip_p, skip_mode, grid=args.skip_dropout_grid, keep_input=keep_input)
+        if skip_p > 0
+        else None
     )
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     step, seconds = 0, 0.0
@@ -275,6 +283,9 @@ def train_noise_model(
         "skip_dropout": skip_p,
         "skip_dropout_mode": skip_mode if skip_p > 0 else None,
         "skip_dropout_keep_input": keep_input,
+        "skip_dropout_grid": args.skip_dropout_grid
+        if skip_mode == "cells" and skip_p > 0
+        else None,
         "twin_h_distance_mean_last_200": (
             round(float(np.mean(twin_losses[-200:])), 5) if twin_losses else None
         ),
