@@ -71,7 +71,12 @@ def test_a_shipped_folder_round_trips_in_plain_diffusers_as_in_the_engine(
         engine = psnr(ddim_sample(dn, ddim_invert(dn, x0, grid, cond=c).x_T, grid, cond=c), x0)
     mean_plain, mean_engine = float(np.mean(plain)), float(np.mean(engine))
     print(f"{folder}: plain diffusers {mean_plain:.2f} dB, engine {mean_engine:.2f} dB")
-    # the two grids differ (diffusers' "leading" spacing against the engine's linspace),
-    # so the figures differ a little; a clipping scheduler loses ~18 dB
-    assert mean_plain > 25.0
-    assert mean_plain > mean_engine - 4.0
+    # Measured on 6 images (v4 models, 1 thread): plain / engine 29.4 / 33.0 dB (ddpm),
+    # 27.5 / 22.7 dB (text); with clip_sample true, plain falls to 14.8 and 13.9 dB. A
+    # round trip of 100 steps amplifies small differences chaotically: one image moves
+    # by 10-20 dB between the two grids (diffusers' "leading" spacing against the
+    # engine's linspace), so a different CPU's kernels can move it too, and one image
+    # moves a mean of 6 by up to a sixth of that. The bounds sit halfway between the
+    # clipped and the unclipped figures: 20 dB, and the engine's less 8 dB.
+    assert mean_plain > 20.0
+    assert mean_plain > mean_engine - 8.0
