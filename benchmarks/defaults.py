@@ -320,15 +320,26 @@ def _colour_by_overlap(
 def eval_edit_by_target(
     b: Bench, method: str, fit_method: str, images: np.ndarray, y: np.ndarray, count: int,
     fit_params: dict[str, Any], factors: list[str] | None = None,
+    project_out: list[str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """A fit per target, then the edit on held-out images lacking the value."""
+    """A fit per target, then the edit on held-out images lacking the value.
+
+    ``project_out`` (directions): the other factors named there are fitted first, to
+    their own targets with the same parameters, and the target's fit removes their
+    directions (the fit's ``project_out``)."""
     gen, cols = b.gen, list(b.gen.FACTORS)
     out: dict[str, Any] = {}
     for factor in factors or cols:
         value = TARGETS[factor]
         j, v = cols.index(factor), gen.FACTORS[factor].index(value)
+        params = dict(fit_params)
+        removed = [f for f in project_out or [] if f != factor]
+        if removed:
+            params["project_out"] = [
+                b.fit(fit_method, factor=f, value=TARGETS[f], **fit_params)[0] for f in removed
+            ]
         start = time.perf_counter()
-        asset, fitted = b.fit(fit_method, factor=factor, value=value, **fit_params)
+        asset, fitted = b.fit(fit_method, factor=factor, value=value, **params)
         fit_s = time.perf_counter() - start
         pick = np.flatnonzero(y[:, j] != v)[:count]
         ids = b.put(images[pick])
@@ -494,6 +505,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=32, help="direction/boundary: images per target")
     p.add_argument("--factors", nargs="+", help="direction/boundary-edit/mix: these targets only")
     p.add_argument(
+        "--project-out", nargs="+", metavar="FACTOR",
+        help="direction: fit these factors' targets first and remove their directions",
+    )  # fmt: skip
+    p.add_argument(
         "--set", nargs="+", default=[], metavar="METHOD.PARAM=JSON",
         help="a request's own value, e.g. direction.scale=2 (to sweep a default)",
     )  # fmt: skip
@@ -541,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.count,
                 {"kind": "supervised"},
                 args.factors,
+                args.project_out,
             )
         if "boundary-edit" in args.only:
             results["boundary-edit"] = eval_edit_by_target(
