@@ -329,15 +329,17 @@ def eval_edit_by_target(
     directions (the fit's ``project_out``)."""
     gen, cols = b.gen, list(b.gen.FACTORS)
     out: dict[str, Any] = {}
+    plain: dict[str, str] = {}  # project_out's fits, each made once for every target
     for factor in factors or cols:
         value = TARGETS[factor]
         j, v = cols.index(factor), gen.FACTORS[factor].index(value)
         params = dict(fit_params)
         removed = [f for f in project_out or [] if f != factor]
+        for f in removed:
+            if f not in plain:
+                plain[f] = b.fit(fit_method, factor=f, value=TARGETS[f], **fit_params)[0]
         if removed:
-            params["project_out"] = [
-                b.fit(fit_method, factor=f, value=TARGETS[f], **fit_params)[0] for f in removed
-            ]
+            params["project_out"] = [plain[f] for f in removed]
         start = time.perf_counter()
         asset, fitted = b.fit(fit_method, factor=factor, value=value, **params)
         fit_s = time.perf_counter() - start

@@ -62,6 +62,17 @@ def test_project_out_fits_the_other_factors_first_and_names_them() -> None:
     assert out["size=large"]["success"] == 0.0 and out["size=large"]["preservation"] == 1.0
 
 
+def test_each_factor_projected_out_is_fitted_once_for_every_target() -> None:
+    images, labels = aligned.generate(123, 40)
+    y = aligned.label_array(labels)
+    bench = RecordingBench(images, y)
+    eval_edit_by_target(bench, "direction", "directions", images, y, 4, {},  # type: ignore[arg-type]
+                        ["size", "aspect"], ["shape"])  # fmt: skip
+    assert [(p["factor"], p.get("project_out")) for _, p in bench.fits] == [
+        ("shape", None), ("size", ["asset-1"]), ("aspect", ["asset-1"]),
+    ]  # fmt: skip
+
+
 def test_without_project_out_one_fit_per_target() -> None:
     images, labels = aligned.generate(123, 40)
     y = aligned.label_array(labels)

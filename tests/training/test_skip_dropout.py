@@ -104,6 +104,8 @@ def test_training_with_skip_dropout_leaves_the_ema_plain(tmp_path: object) -> No
 def test_an_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="cells"):
         SkipDropout(build_unet(), 0.5, "pixels")
+    with pytest.raises(ValueError, match="grid 0"):
+        SkipDropout(build_unet(), 0.5, "cells", grid=0)
 
 
 def test_the_cells_grid_is_the_command_line_s(tmp_path: object) -> None:

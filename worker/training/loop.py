@@ -82,6 +82,8 @@ class SkipDropout:
     ) -> None:
         if mode not in ("sample", "cells"):
             raise ValueError(f"skip dropout mode {mode!r}: 'sample' or 'cells'")
+        if grid < 1:
+            raise ValueError(f"skip dropout grid {grid}: at least 1 cell per side")
         self.p, self.mode, self.grid = p, mode, grid
         self.keep: torch.Tensor | None = None
         last = len(unet.up_blocks) - 1
