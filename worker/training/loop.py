@@ -1,9 +1,10 @@
 """The training loop both shipped diffusion models share.
 
-Noise-prediction loss on the linear-beta DDPM schedule with offset noise, AdamW
-with warm-up and gradient clipping, EMA weights, a resumable checkpoint (weights,
-EMA, optimiser, step, seconds trained) every ``save_every`` steps, a progress bar
-with the running loss. Data is drawn fresh each step from the seeded generator.
+The MSE to the noise (or to x0 or v, ``--prediction``) on the linear-beta DDPM
+schedule with offset noise, AdamW with warm-up and gradient clipping, EMA weights, a
+resumable checkpoint (weights, EMA, optimiser, step, seconds trained) every
+``save_every`` steps, a progress bar with the running loss. Data is drawn fresh each
+step from the seeded generator.
 """
 
 from __future__ import annotations
@@ -24,6 +25,22 @@ from tqdm import tqdm
 
 # (step, generator) -> (x0, extra keyword arguments for the model's forward)
 BatchFn = Callable[[int, torch.Generator], tuple[torch.Tensor, dict[str, Any]]]
+# diffusers' prediction_type values the engine reads (worker.engine.denoiser)
+PREDICTIONS = ("epsilon", "sample", "v_prediction")
+
+
+def prediction_target(
+    prediction: str, x0: torch.Tensor, noise: torch.Tensor, ab: torch.Tensor
+) -> torch.Tensor:
+    """The regression target of ``prediction`` for x_t = sqrt(ab) x0 + sqrt(1 - ab) noise
+    (``ab`` broadcast per sample): the noise, x0, or v = sqrt(ab) noise - sqrt(1 - ab) x0."""
+    if prediction == "epsilon":
+        return noise
+    if prediction == "sample":
+        return x0
+    if prediction == "v_prediction":
+        return ab.sqrt() * noise - (1 - ab).sqrt() * x0
+    raise ValueError(f"prediction {prediction!r}: one of {', '.join(PREDICTIONS)}")
 
 
 def skip_inputs(unet: Any, levels: int) -> list[tuple[Any, int]]:
@@ -153,6 +170,13 @@ def add_common_arguments(
         action="store_true",
         help="never drop conv_in's skip (x_t's own pixels), only the others",
     )
+    p.add_argument(
+        "--prediction",
+        choices=PREDICTIONS,
+        default="epsilon",
+        help="what the model predicts (the scheduler's prediction_type): the noise, x0 "
+        "('sample') or v; the loss is the MSE to it",
+    )
 
 
 def twin_h_distance(h: torch.Tensor) -> torch.Tensor:
@@ -192,6 +216,8 @@ def train_noise_model(
     ckpt_path = work / "checkpoint.pt"
     ema = copy.deepcopy(model).requires_grad_(False)
     skip_p, skip_mode = args.skip_dropout, args.skip_dropout_mode
+    prediction = getattr(args, "prediction", "epsilon")
+    prediction_target(prediction, torch.zeros(1), torch.zeros(1), torch.ones(1))  # refuse early
     keep_input = skip_p > 0 and args.skip_dropout_keep_input
     dropout = (  # not on the EMA
         SkipDropout(model, skip_p, skip_mode, grid=args.skip_dropout_grid, keep_input=keep_input)
@@ -238,7 +264,8 @@ def train_noise_model(
         captured.clear()
         if dropout is not None:
             dropout.draw(x_t.shape[0], gen)
-        loss = torch.nn.functional.mse_loss(model(x_t, t, **extra).sample, noise)
+        target = prediction_target(prediction, x0, noise, a)
+        loss = torch.nn.functional.mse_loss(model(x_t, t, **extra).sample, target)
         if h_invariance > 0:
             twin = twin_h_distance(captured[0])
             twin_losses.append(float(twin.detach()))
@@ -280,6 +307,7 @@ def train_noise_model(
         "final_loss_mean_last_200": None if final is None else round(final, 5),
         "parameters": sum(p.numel() for p in model.parameters()),
         "seed": args.seed,
+        "prediction_type": prediction,
         "cut_skip_levels": args.cut_skips,
         "h_invariance": h_invariance,
         "skip_dropout": skip_p,

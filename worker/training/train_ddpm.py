@@ -50,9 +50,12 @@ def batch_images(seed: int, step: int, batch: int, domain_name: str = "aligned")
 def export(ema: UNet2DModel, out: Path, meta: dict[str, object]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     copy.deepcopy(ema).to(torch.float16).save_pretrained(out, safe_serialization=True)
-    DDPMScheduler(beta_schedule="linear", num_train_timesteps=1000, clip_sample=False).save_config(
-        out
-    )
+    DDPMScheduler(
+        beta_schedule="linear",
+        num_train_timesteps=1000,
+        clip_sample=False,
+        prediction_type=str(meta.get("prediction_type", "epsilon")),
+    ).save_config(out)
     (out / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 

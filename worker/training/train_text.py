@@ -112,7 +112,10 @@ def export(ema: Any, out: Path, meta: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     copy.deepcopy(ema).to(torch.float16).save_pretrained(out / "unet", safe_serialization=True)
     DDPMScheduler(
-        beta_schedule="linear", num_train_timesteps=1000, clip_sample=False
+        beta_schedule="linear",
+        num_train_timesteps=1000,
+        clip_sample=False,
+        prediction_type=str(meta.get("prediction_type", "epsilon")),
     ).save_pretrained(out / "scheduler")
     index = {
         "_class_name": "EditservePixelTextPipeline",
