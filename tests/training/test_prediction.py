@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from worker.engine import load_denoiser
+from worker.engine.denoiser import PREDICTION_TYPES
 from worker.training.loop import (
-    PREDICTIONS,
     add_common_arguments,
     prediction_target,
     train_noise_model,
@@ -19,7 +19,7 @@ from worker.training.loop import (
 from worker.training.train_ddpm import batch_images, build_unet, export
 
 
-@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("prediction", PREDICTION_TYPES)
 def test_the_engine_reads_the_trained_target_back_as_the_noise(
     prediction: str, tmp_path: Path
 ) -> None:

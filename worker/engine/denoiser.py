@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -31,6 +31,7 @@ from worker.engine.schedule import NoiseSchedule
 
 Family = Literal["pixel", "latent"]
 PredictionType = Literal["epsilon", "v_prediction", "sample"]
+PREDICTION_TYPES: tuple[str, ...] = get_args(PredictionType)
 
 
 @dataclass
@@ -81,7 +82,7 @@ class Denoiser:
         max_prompt_length: int = 77,
         noise_offset: float = 0.0,
     ) -> None:
-        if prediction_type not in ("epsilon", "v_prediction", "sample"):
+        if prediction_type not in PREDICTION_TYPES:
             raise InputError(
                 f"prediction_type: {prediction_type!r} is not supported; "
                 "expected epsilon, v_prediction or sample"

@@ -23,10 +23,10 @@ import torch
 from diffusers import DDPMScheduler
 from tqdm import tqdm
 
+from worker.engine.denoiser import PREDICTION_TYPES
+
 # (step, generator) -> (x0, extra keyword arguments for the model's forward)
 BatchFn = Callable[[int, torch.Generator], tuple[torch.Tensor, dict[str, Any]]]
-# diffusers' prediction_type values the engine reads (worker.engine.denoiser)
-PREDICTIONS = ("epsilon", "sample", "v_prediction")
 
 
 def prediction_target(
@@ -40,7 +40,17 @@ def prediction_target(
         return x0
     if prediction == "v_prediction":
         return ab.sqrt() * noise - (1 - ab).sqrt() * x0
-    raise ValueError(f"prediction {prediction!r}: one of {', '.join(PREDICTIONS)}")
+    raise ValueError(f"prediction {prediction!r}: one of {', '.join(PREDICTION_TYPES)}")
+
+
+def export_scheduler(meta: dict[str, Any]) -> DDPMScheduler:
+    """The schedule every model here is trained on, with the run's prediction_type."""
+    return DDPMScheduler(
+        beta_schedule="linear",
+        num_train_timesteps=1000,
+        clip_sample=False,
+        prediction_type=str(meta.get("prediction_type", "epsilon")),
+    )
 
 
 def skip_inputs(unet: Any, levels: int) -> list[tuple[Any, int]]:
@@ -172,7 +182,7 @@ def add_common_arguments(
     )
     p.add_argument(
         "--prediction",
-        choices=PREDICTIONS,
+        choices=PREDICTION_TYPES,
         default="epsilon",
         help="what the model predicts (the scheduler's prediction_type): the noise, x0 "
         "('sample') or v; the loss is the MSE to it",
@@ -216,8 +226,9 @@ def train_noise_model(
     ckpt_path = work / "checkpoint.pt"
     ema = copy.deepcopy(model).requires_grad_(False)
     skip_p, skip_mode = args.skip_dropout, args.skip_dropout_mode
-    prediction = getattr(args, "prediction", "epsilon")
-    prediction_target(prediction, torch.zeros(1), torch.zeros(1), torch.ones(1))  # refuse early
+    prediction = args.prediction
+    if prediction not in PREDICTION_TYPES:
+        raise ValueError(f"prediction {prediction!r}: one of {', '.join(PREDICTION_TYPES)}")
     keep_input = skip_p > 0 and args.skip_dropout_keep_input
     dropout = (  # not on the EMA
         SkipDropout(model, skip_p, skip_mode, grid=args.skip_dropout_grid, keep_input=keep_input)

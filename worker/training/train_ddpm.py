@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import UNet2DModel
 
 from worker.training.domains import domain
-from worker.training.loop import add_common_arguments, train_noise_model
+from worker.training.loop import add_common_arguments, export_scheduler, train_noise_model
 
 
 def build_unet() -> UNet2DModel:
@@ -50,12 +50,7 @@ def batch_images(seed: int, step: int, batch: int, domain_name: str = "aligned")
 def export(ema: UNet2DModel, out: Path, meta: dict[str, object]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     copy.deepcopy(ema).to(torch.float16).save_pretrained(out, safe_serialization=True)
-    DDPMScheduler(
-        beta_schedule="linear",
-        num_train_timesteps=1000,
-        clip_sample=False,
-        prediction_type=str(meta.get("prediction_type", "epsilon")),
-    ).save_config(out)
+    export_scheduler(meta).save_config(out)
     (out / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 

