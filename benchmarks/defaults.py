@@ -169,20 +169,23 @@ def _tile_rows(rows: list[np.ndarray], h: int, w: int, cols: int) -> np.ndarray:
     return sheet
 
 
-def save_strip(path: Path, inputs: np.ndarray, outputs: np.ndarray, zoom: int = 3) -> None:
-    """One PNG, each tile ``zoom`` times its size (nearest neighbour), 16 to a row. Of
-    equal length, the inputs and their outputs interleave (an input row, its outputs
-    below); else the first set's rows, then the second's, a blank row between."""
-    _, h, w, _ = (inputs if len(inputs) else outputs).shape
+def save_strip(path: Path, *sets: np.ndarray, zoom: int = 3) -> None:
+    """One PNG, each tile ``zoom`` times its size (nearest neighbour), 16 to a row. Sets
+    of equal length interleave (a row of the first, the same images' row of each next
+    set below: inputs, then their outputs); else each set's rows follow the last's, a
+    blank row between."""
+    _, h, w, _ = next(s for s in sets if len(s)).shape
     cols = 16
 
     def chunks(tiles: np.ndarray) -> list[np.ndarray]:
         return [tiles[k : k + cols] for k in range(0, len(tiles), cols)]
 
-    if len(inputs) == len(outputs):
-        rows = [r for pair in zip(chunks(inputs), chunks(outputs), strict=True) for r in pair]
+    rows: list[np.ndarray] = []
+    if len({len(s) for s in sets}) == 1:
+        rows = [r for group in zip(*map(chunks, sets), strict=True) for r in group]
     else:
-        rows = [*chunks(inputs), inputs[:0], *chunks(outputs)]
+        for k, tiles in enumerate(sets):
+            rows += [sets[0][:0]] * (k > 0) + chunks(tiles)
     sheet = _tile_rows(rows, h, w, cols)
     big = Image.fromarray(sheet).resize(
         (sheet.shape[1] * zoom, sheet.shape[0] * zoom), Image.Resampling.NEAREST
@@ -240,6 +243,8 @@ def eval_inject(b: Bench, pairs: int) -> dict[str, Any]:
                   for i, (c, s) in enumerate(zip(c_ids, s_ids, strict=True))])  # fmt: skip
     outputs = b.images(outs)
     labels, ok = b.judge(outs, outputs)
+    if b.save_dir is not None:  # rows of contents, their styles, their outputs
+        save_strip(b.save_dir / "inject.png", content, style, outputs)
     cols = list(gen.FACTORS)
     keeps = np.all([labels[:, cols.index(f)] == c_lab[:, cols.index(f)]
                     for f in gen.CONTENT_FACTORS], axis=0)  # fmt: skip
@@ -524,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         "default on samples its sweep did not see",
     )  # fmt: skip
     p.add_argument(
-        "--save", type=Path, help="direction/boundary-edit/style-generate: PNGs to look at, here"
+        "--save", type=Path, help="inject, direction, boundary-edit, style-generate: PNGs, here"
     )
     p.add_argument("--json", dest="json_out")
     args = p.parse_args(argv)
