@@ -445,7 +445,8 @@ def _neutral_images(b: Bench, meta: dict[str, str], seeds: range) -> torch.Tenso
                        torch.device("cpu"))  # fmt: skip
         with torch.no_grad():
             x0 = sample_mixed(dn, x_T, grid, c_n, c_t, torch.ones(len(grid)), uncond=uncond,
-                              guidance=guidance, sampler=sampler)  # type: ignore[arg-type]  # fmt: skip
+                              guidance=guidance, sampler=sampler,  # type: ignore[arg-type]
+                              clip_x0=meta.get("clip_x0") == "true")  # fmt: skip
         outs.append(dn.decode(x0))
     return torch.cat(outs)
 

@@ -74,7 +74,8 @@ def run_local(
             # checked as the API checks a request, then run as the worker runs a job
             merged = resolve_params(
                 spec, params, denoiser.editing_defaults,
-                conditional=denoiser.conditional, model=denoiser.name, inputs=frozenset(ids),
+                conditional=denoiser.conditional, model=denoiser.name, family=denoiser.family,
+                inputs=frozenset(ids),
             )  # fmt: skip
             payload = JobPayload(
                 id="local", kind=spec.kind, model=denoiser.name, method=spec.name, seed=seed,

@@ -47,6 +47,9 @@ class MethodParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     RULES: ClassVar[tuple[Rule, ...]] = ()
+    # boolean fields that only a pixel model can take switched on (a latent model's x_0
+    # is not an image in [-1, 1])
+    PIXEL_ONLY: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def field_defaults(cls) -> dict[str, Any]:
@@ -79,21 +82,27 @@ class MethodParams(BaseModel):
                 raise ValueError(f"{rule.field}: {rule.why}")
         return self
 
-    def inapplicable(self, conditional: bool) -> tuple[str, str] | None:
+    def inapplicable(self, conditional: bool, family: str = "pixel") -> tuple[str, str] | None:
         """(field, why) of a value the request set that this combination would ignore.
 
         Checked on the request as the caller wrote it (``model_fields_set``), so it runs
         where the request comes in (the API, the local CLI), not on the stored params,
-        which carry every default. ``conditional``: whether the model takes a prompt.
+        which carry every default. ``conditional``: whether the model takes a prompt;
+        ``family``: "pixel" or "latent".
         """
-        return self.unused_on_model(conditional) or self.ignored_by_rules()
+        return self.unused_on_model(conditional, family) or self.ignored_by_rules()
 
-    def unused_on_model(self, conditional: bool) -> tuple[str, str] | None:
-        """(field, why) of a prompt the request gave to a model that takes none."""
+    def unused_on_model(self, conditional: bool, family: str = "pixel") -> tuple[str, str] | None:
+        """(field, why) of a prompt the request gave to a model that takes none, or of a
+        pixel-only switch (``PIXEL_ONLY``) turned on for a latent model."""
         if not conditional:
             for name in ("prompt", "guidance_scale"):
                 if name in self.model_fields_set:
                     return name, "the model is unconditional; it takes no prompt"
+        if family != "pixel":
+            for name in self.PIXEL_ONLY:
+                if name in self.model_fields_set and getattr(self, name):
+                    return name, f"pixel models only: a {family} model's x_0 is not in [-1, 1]"
         return None
 
     def ignored_by_rules(self, values: dict[str, Any] | None = None) -> tuple[str, str] | None:

@@ -128,6 +128,7 @@ def resolve_params(
     *,
     conditional: bool,
     model: str,
+    family: str,
     inputs: frozenset[str] = frozenset(),
 ) -> MethodParams:
     """The parameters a job runs with: the request's own values checked first (their
@@ -157,7 +158,7 @@ def resolve_params(
         raise Refused(where, message, incompatible=True) from exc
     for ignored, incompatible, how in (
         (given.ignored_by_rules(), False, ""),
-        (given.unused_on_model(conditional), True, ""),
+        (given.unused_on_model(conditional, family), True, ""),
         (given.ignored_by_rules(merged.field_values()), True, f" with model {model}'s defaults"),
     ):
         if ignored is not None:

@@ -14,6 +14,8 @@ from contract.spec import MethodSpec
 class LamFitParams(MethodParams):
     """Method C fit (Wu et al.): per-step mixing weights between two prompts, as an asset."""
 
+    PIXEL_ONLY = ("clip_x0",)
+
     name: AssetName
     neutral: str = Field(min_length=1, max_length=500, description="neutral prompt c_n")
     target: str = Field(min_length=1, max_length=500, description="target prompt c_t")
@@ -27,6 +29,13 @@ class LamFitParams(MethodParams):
         description="the sampler lam is learned through (and that mix then uses): DDIM, or "
         "PLMS as the reference's Stable Diffusion sampler (one more U-Net call at the first "
         "step)",
+    )
+    clip_x0: bool = Field(
+        False,
+        description="pixel models: clamp every step's x0 estimate to [-1, 1] while sampling, "
+        "as diffusers' clip_sample (on in the google/ddpm-* scheduler configs); lam is "
+        "learned with it and mix then uses it. The reference (Stable Diffusion, latent) has "
+        "none",
     )
     noisy_share: float = Field(0.4, ge=0.0, le=1.0, description="init: lam = 1 on this share")
     seeds: int = Field(

@@ -131,7 +131,7 @@ def _params_for(spec: MethodSpec, body: JobCreate, model: ModelInfo) -> MethodPa
     try:
         return resolve_params(spec, body.params, model.editing_defaults,
                               conditional=model.conditional, model=body.model,
-                              inputs=frozenset(body.inputs))  # fmt: skip
+                              family=model.family, inputs=frozenset(body.inputs))  # fmt: skip
     except Refused as exc:
         status, code = (409, "incompatible") if exc.incompatible else (422, "invalid_request")
         raise ApiError(status, code, exc.message, exc.where) from exc

@@ -32,6 +32,19 @@ def test_ddim_step_is_invertible_for_a_fixed_eps() -> None:
     torch.testing.assert_close(x0, predict_x0(up, eps, 0.5))
 
 
+def test_clip_x0_clamps_the_estimate_and_keeps_the_models_eps_for_the_direction() -> None:
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 3
+    eps = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    x0 = predict_x0(x, eps, 0.5)
+    assert (x0.abs() > 1).any() and (x0.abs() < 1).any()  # both kinds of element
+    x_s, clipped = ddim_step(x, eps, 0.5, 0.8, clip_x0=True)
+    assert torch.equal(clipped, x0.clamp(-1, 1))  # inside the range, x0 is untouched
+    # x_s = sqrt(ab_s) x0_clipped + sqrt(1 - ab_s) eps, the same arithmetic as the step
+    torch.testing.assert_close(x_s, 0.8**0.5 * clipped + 0.2**0.5 * eps, rtol=0, atol=1e-6)
+    plain, _ = ddim_step(x, eps, 0.5, 0.8)
+    assert not torch.equal(plain, x_s)
+
+
 def test_ddim_trajectory_shapes(pixel: Denoiser) -> None:
     grid = timestep_grid(8, 1000, "linspace", t_max=500)
     traj = ddim_invert(pixel, _images(0), grid, record_h=True, record_eps=True)

@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from redis import Redis
 
+from contract.keys import MODELS_KEY
+from contract.models import encode_models
 from service.embedded import RedisProcess
-from tests.service.conftest import api_on_redis
+from tests.service.conftest import api_on_redis, model_info
 
 
 @pytest.fixture
@@ -77,4 +80,24 @@ def test_an_image_the_model_cannot_take_is_refused_at_submit(client: TestClient)
     right = client.post("/v1/images", files={"file": ("y.png", _png(32, 32), "image/png")})
     inputs = {"content": right.json()["id"], "style": right.json()["id"], "mask": image}
     r = client.post("/v1/edits", json={"model": "shapes32", "method": "inject", "inputs": inputs})
+    assert r.status_code == 202, r.text
+
+
+def test_a_pixel_only_switch_on_a_latent_model_is_a_409_naming_it(
+    client: TestClient, server: RedisProcess
+) -> None:
+    """lam's clip_x0 clamps x0 to the pixel range [-1, 1]; a latent model's x_0 is no image.
+    (inject has the switch too, and runs on pixel models only.)"""
+    latent = model_info("latent8", family="latent", conditional=True, sample_shape=[4, 4, 4])
+    text = model_info("text32", conditional=True)
+    Redis.from_url(server.url).hset(MODELS_KEY, "w", encode_models([model_info(), text, latent]))
+    lam = {"name": "l", "neutral": "a circle", "target": "a red circle", "clip_x0": True}
+    r = client.post("/v1/fits", json={"model": "latent8", "method": "lam", "params": lam})
+    assert r.status_code == 409 and r.json()["error"]["field"] == "params.clip_x0", r.text
+    assert "pixel models only" in r.json()["error"]["message"]
+    # the same switch on a pixel model, and off on the latent one, is accepted
+    r = client.post("/v1/fits", json={"model": "text32", "method": "lam", "params": lam})
+    assert r.status_code == 202, r.text
+    off = {**lam, "clip_x0": False}
+    r = client.post("/v1/fits", json={"model": "latent8", "method": "lam", "params": off})
     assert r.status_code == 202, r.text

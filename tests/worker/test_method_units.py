@@ -85,7 +85,9 @@ def test_asset_codecs_round_trip() -> None:
         3.0,
         "plms",
     )
-    assert torch.equal(m.lam, lam)
+    assert torch.equal(m.lam, lam) and m.clip_x0 is False
+    clipped = LamAsset("m", [0, 1], torch.ones(2), "a", "b", 1.0, "ddim", clip_x0=True)
+    assert LamAsset.from_safetensors(clipped.to_safetensors()).clip_x0 is True
 
     style = StyleNoise(torch.zeros(3, 4, 4), torch.ones(3, 4, 4), count=5)
     s = StyleNoiseAsset.from_safetensors(StyleNoiseAsset("m", style).to_safetensors())

@@ -125,16 +125,21 @@ def ddim_step(
     eta: float = 0.0,
     noise: torch.Tensor | None = None,
     eps_x0: torch.Tensor | None = None,
+    clip_x0: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One DDIM step t -> s; returns (x_s, x0_hat). Works upward too (inversion, eta = 0).
 
-    1. x0_hat from ``eps_x0`` when given (Asyrp: the edited eps), else from ``eps``.
+    1. x0_hat from ``eps_x0`` when given (Asyrp: the edited eps), else from ``eps``;
+       with ``clip_x0``, clamped to the pixel range [-1, 1] (diffusers' ``clip_sample``,
+       whose direction term keeps the model's eps, as here).
     2. x_s = sqrt(ab_s) x0_hat + sqrt(1 - ab_s - sigma^2) eps + sigma z.
 
     A noise map given for a step with sigma = 0 (the last step of an edit-friendly
     inversion) is added as it is: it then holds the residual that makes the step exact.
     """
     x0 = predict_x0(x_t, eps if eps_x0 is None else eps_x0, ab_t)
+    if clip_x0:
+        x0 = x0.clamp(-1.0, 1.0)
     sigma = ddim_sigma(ab_t, ab_s, eta)
     direction = math.sqrt(max(1 - ab_s - sigma**2, 0.0)) * eps
     x_s = math.sqrt(ab_s) * x0 + direction

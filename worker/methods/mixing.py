@@ -80,6 +80,7 @@ def mix_start(
     correct_share: float,
     refine: int,
     sampler: Sampler,
+    clip_x0: bool,
     seeds: int = 1,
 ) -> tuple[torch.Tensor, Corrections | None]:
     """x_T of the job's seed (and of the ``seeds - 1`` next ones, one row each, as a mix
@@ -90,7 +91,7 @@ def mix_start(
     corrections = real_image_corrections(
         denoiser, denoiser.encode(job.images["image"]), grid, c_n, uncond=uncond,
         guidance=guidance, correct_share=correct_share, refine=refine, sampler=sampler,
-        generator=gen,
+        clip_x0=clip_x0, generator=gen,
     )  # fmt: skip
     return corrections.x_T, corrections
 
@@ -102,6 +103,8 @@ def run_lam_fit(
     require_text_model(denoiser)
     (job,) = batch.jobs
     p = job.params
+    if p.clip_x0 and denoiser.family != "pixel":  # the API refuses it first (409)
+        raise refused("params.clip_x0: pixel models only; a latent model's x_0 is not an image")
     start = time.perf_counter()
     grid = timestep_grid(p.steps, denoiser.num_train_timesteps)
     c_n = denoiser.encode_prompt([p.neutral])
@@ -110,13 +113,13 @@ def run_lam_fit(
     x_T, corrections = mix_start(
         denoiser, job, grid, c_n, uncond, p.guidance_scale,
         correct_share=MixParams.model_fields["correct_share"].default,
-        refine=p.refine, sampler=p.sampler, seeds=p.seeds,
+        refine=p.refine, sampler=p.sampler, clip_x0=p.clip_x0, seeds=p.seeds,
     )  # fmt: skip
     fit = optimise_lam(
         denoiser, x_T, grid, p.neutral, p.target, scorer(ctx, p.scorer, p.content),
         lam0=reference_init(len(grid), p.noisy_share), epochs=p.epochs, lr=p.lr,
         content_weight=p.content_weight, guidance=p.guidance_scale,
-        corrections=corrections, sampler=p.sampler,
+        corrections=corrections, sampler=p.sampler, clip_x0=p.clip_x0,
         progress=phase(progress, "optimising lam"),
     )  # fmt: skip
     metrics = {
@@ -124,7 +127,10 @@ def run_lam_fit(
         "loss_last": round(fit.losses[-1], 4),
         "fit_seconds": round(time.perf_counter() - start, 2),
     }
-    asset = LamAsset(denoiser.name, grid, fit.lam, p.neutral, p.target, p.guidance_scale, p.sampler)
+    asset = LamAsset(
+        denoiser.name, grid, fit.lam, p.neutral, p.target, p.guidance_scale, p.sampler,
+        p.clip_x0,
+    )  # fmt: skip
     out = AssetOutput(p.name, asset.to_safetensors(), p.model_dump(mode="json"), metrics)
     assert fit.edited is not None
     return [JobOutput(images=[png(im) for im in to_pil(fit.edited)], metrics=metrics, asset=out)]
@@ -146,10 +152,11 @@ def run_mix(
         x_T, corrections = mix_start(
             denoiser, job, asset.grid, c_n, uncond, guidance,
             correct_share=p.correct_share, refine=p.refine, sampler=asset.sampler,
+            clip_x0=asset.clip_x0,
         )  # fmt: skip
         x0 = sample_mixed(
             denoiser, x_T, asset.grid, c_n, c_t, asset.lam, uncond=uncond, guidance=guidance,
-            corrections=corrections, sampler=asset.sampler,
+            corrections=corrections, sampler=asset.sampler, clip_x0=asset.clip_x0,
         )  # fmt: skip
         outputs.append(JobOutput(images=[png(im) for im in to_pil(denoiser.decode(x0))]))
         progress(k + 1, len(batch.jobs))

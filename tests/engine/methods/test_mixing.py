@@ -39,6 +39,24 @@ def test_lam_one_everywhere_is_the_neutral_prompt_image_exactly(cond: Denoiser) 
     assert not torch.allclose(target, neutral)
 
 
+def test_clip_x0_keeps_the_mix_in_the_pixel_range_and_lam_gets_a_gradient(
+    cond: Denoiser,
+) -> None:
+    """With clip_x0, every step's x0 estimate is clamped, and the last step returns it."""
+    grid = timestep_grid(5, 1000)
+    x_T = _x_T(cond) * 4  # far from the prior: the tiny random model's x0 leaves [-1, 1]
+    c_n, c_t = cond.encode_prompt([NEUTRAL] * 2), cond.encode_prompt([TARGET] * 2)
+    lam = reference_init(5)
+    with torch.no_grad():
+        plain = sample_mixed(cond, x_T, grid, c_n, c_t, lam)
+        clipped = sample_mixed(cond, x_T, grid, c_n, c_t, lam, clip_x0=True)
+    assert plain.abs().max() > 1 and clipped.abs().max() <= 1
+    lam = lam.requires_grad_(True)
+    out = sample_mixed(cond, x_T, grid, c_n, c_t, lam, checkpointed=True, clip_x0=True)
+    out.square().mean().backward()  # type: ignore[no-untyped-call]
+    assert lam.grad is not None and lam.grad.abs().sum() > 0
+
+
 def _assert_lam_gets_a_gradient(
     cond: Denoiser, x_T: torch.Tensor, grid: list[int], c_n: torch.Tensor, c_t: torch.Tensor,
     sampler: Sampler = "ddim",

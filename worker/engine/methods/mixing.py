@@ -283,22 +283,24 @@ def _step(
     guidance: float,
     *old: torch.Tensor,
     plms: bool = False,
+    clip: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One deterministic step t -> s; (x_s, this step's eps for the PLMS history).
 
     DDIM uses eps(x_t, t). PLMS's first step averages eps(x_t, t) with eps at the DDIM
-    estimate of x_s (one more U-Net call); later steps combine the history."""
+    estimate of x_s (one more U-Net call); later steps combine the history. ``clip``:
+    each x0 estimate clamped to [-1, 1] (``ddim_step``'s ``clip_x0``)."""
     e_t = _eps(denoiser, x, t, emb, uncond, guidance)
     if not plms:
-        return ddim_step(x, e_t, ab_t, ab_s)[0], e_t
+        return ddim_step(x, e_t, ab_t, ab_s, clip_x0=clip)[0], e_t
     if old:
         e = plms_eps(e_t, old[-3:])
     elif s >= 0:
-        x_next = ddim_step(x, e_t, ab_t, ab_s)[0]
+        x_next = ddim_step(x, e_t, ab_t, ab_s, clip_x0=clip)[0]
         e = (e_t + _eps(denoiser, x_next, s, emb, uncond, guidance)) / 2
     else:  # a one-step grid: nothing to pair with
         e = e_t
-    return ddim_step(x, e, ab_t, ab_s)[0], e_t
+    return ddim_step(x, e, ab_t, ab_s, clip_x0=clip)[0], e_t
 
 
 def sample_mixed(
@@ -314,10 +316,12 @@ def sample_mixed(
     corrections: Corrections | None = None,
     checkpointed: bool = False,
     sampler: Sampler = "ddim",
+    clip_x0: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Deterministic sampling (DDIM, or PLMS as the reference) with condition
-    ``lam_i c_n + (1 - lam_i) c_t`` at step i."""
+    ``lam_i c_n + (1 - lam_i) c_t`` at step i; ``clip_x0``: every x0 estimate
+    clamped to [-1, 1] (a pixel model's range)."""
     n = len(grid)
     if lam.shape != (n,):
         raise InputError(f"lam: expected {n} values (one per step), got {tuple(lam.shape)}")
@@ -329,7 +333,7 @@ def sample_mixed(
         emb = lam[step.i] * c_n + (1 - lam[step.i]) * c_t
         run = partial(
             _step, denoiser, x, step.t, step.s, step.ab_t, step.ab_s, emb, uncond, guidance,
-            plms=plms,
+            plms=plms, clip=clip_x0,
         )  # fmt: skip
         # checkpointed: the step's activations are recomputed in the backward pass
         x, e_t = checkpoint(run, *old, use_reentrant=False) if checkpointed else run(*old)
@@ -352,6 +356,7 @@ def real_image_corrections(
     correct_share: float = 2 / 3,
     refine: int,
     sampler: Sampler = "ddim",
+    clip_x0: bool = False,
     generator: torch.Generator | None = None,
 ) -> Corrections:
     """Invert x0 with the neutral prompt; record ``n_t = q_sample(x0, t_prev) - step result``
@@ -366,7 +371,7 @@ def real_image_corrections(
         for step in reverse_steps(grid, denoiser.schedule):
             y, e_t = _step(
                 denoiser, x, step.t, step.s, step.ab_t, step.ab_s, c_n, cond.uncond, guidance,
-                *old, plms=plms,
+                *old, plms=plms, clip=clip_x0,
             )  # fmt: skip
             old = [*old[-2:], e_t] if plms else []
             noise = denoiser.noise(x0.shape, generator, y.device)
@@ -402,6 +407,7 @@ def optimise_lam(
     corrections: Corrections | None = None,
     checkpointed: bool = True,
     sampler: Sampler = "ddim",
+    clip_x0: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> LamFit:
     """Adam on lam through full sampling runs (checkpointed); lam is not clamped.
@@ -427,6 +433,7 @@ def optimise_lam(
                 guidance=guidance,
                 corrections=corrections,
                 sampler=sampler,
+                clip_x0=clip_x0,
             )
         )
         e_orig = scorer.image_embed(original)
@@ -441,7 +448,7 @@ def optimise_lam(
             x0 = sample_mixed(
                 denoiser, x_T, grid, c_n, c_t, lam, uncond=uncond, guidance=guidance,
                 corrections=corrections, checkpointed=checkpointed, sampler=sampler,
-                progress=tick,
+                clip_x0=clip_x0, progress=tick,
             )  # fmt: skip
             edited = _decode_differentiable(denoiser, x0)
             e_edit = scorer.image_embed(edited)
@@ -482,6 +489,7 @@ class LamAsset:
     target: str
     guidance_scale: float
     sampler: Sampler  # lam is learned through one sampler; mix uses the same
+    clip_x0: bool = False  # and with the same x0 clamp (older assets: none)
 
     def to_safetensors(self) -> bytes:
         meta = {
@@ -492,6 +500,7 @@ class LamAsset:
             "target": self.target,
             "guidance_scale": repr(self.guidance_scale),
             "sampler": self.sampler,
+            "clip_x0": "true" if self.clip_x0 else "false",
         }
         return pack({"lam": self.lam}, meta)
 
@@ -506,4 +515,5 @@ class LamAsset:
             target=meta["target"],
             guidance_scale=float(meta.get("guidance_scale", "1.0")),
             sampler="plms" if meta.get("sampler") == "plms" else "ddim",
+            clip_x0=meta.get("clip_x0") == "true",
         )
