@@ -237,15 +237,17 @@ def _mixed_labels(
     uncond: torch.Tensor | None,
     guidance: float,
     sampler: Sampler = "ddim",
-) -> np.ndarray:
-    """(N, factors) classifier labels of the images sampled with ``lam``."""
+    clip_x0: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, factors) classifier labels of the images sampled with ``lam``, and (N,) whether
+    each is in distribution (the shared judge of ``benchmarks.defaults``)."""
+    from benchmarks.defaults import judge_tensor
+
     c_n, c_t = (dn.encode_prompt([prompt] * len(x_T)) for prompt in prompts)
     with torch.no_grad():
-        x0 = sample_mixed(
-            dn, x_T, grid, c_n, c_t, lam, uncond=uncond, guidance=guidance, sampler=sampler
-        )
-    pred = clf.predict(dn.decode(x0).clamp(-1, 1))
-    return np.stack([pred[name][0].numpy() for name in factors], axis=1)
+        x0 = sample_mixed(dn, x_T, grid, c_n, c_t, lam, uncond=uncond, guidance=guidance,
+                          sampler=sampler, clip_x0=clip_x0)  # fmt: skip
+    return judge_tensor(clf, list(factors), dn.decode(x0))
 
 
 def eval_mixing(
@@ -292,12 +294,12 @@ def eval_mixing(
         rest = [k for k in range(len(cols)) if k != j]
         for seeds, x_T in (("learn_seeds", x_learn), ("other_seeds", x_other)):
             prompts = (neutral, target)
-            orig = _mixed_labels(
+            orig, _ = _mixed_labels(
                 dn, clf, gen.FACTORS, x_T, grid, prompts, torch.ones(n), uncond, guidance, sampler
             )
             row[seeds] = {"neutral_has_value": round(float((orig[:, j] == v).mean()), 3)}
             for name, lam in lams.items():
-                p = _mixed_labels(
+                p, _ = _mixed_labels(
                     dn, clf, gen.FACTORS, x_T, grid, prompts, lam, uncond, guidance, sampler
                 )
                 row[seeds][name] = {
@@ -346,9 +348,11 @@ def eval_mix_schedules(
     guidance: float,
     schedules: list[str],
     seeds: range,
+    clip_x0: bool = False,
 ) -> dict[str, Any]:
     """C without the fit: each hand-set lam on the given seeds, against the neutral image
-    (lam = 1 everywhere) of the same seed; when the factors are decided along the run."""
+    (lam = 1 everywhere) of the same seed; when the factors are decided along the run.
+    ``clip_x0``: both sampled with every x0 estimate clamped to [-1, 1]."""
     grid = timestep_grid(steps, dn.num_train_timesteps)
     n = len(grid)
     uncond = dn.encode_prompt([""]) if guidance != 1.0 else None
@@ -356,17 +360,18 @@ def eval_mix_schedules(
     x_T = seed_noise(dn, seeds)
     top_down = sorted(grid, reverse=True)
     out: dict[str, Any] = {"steps": steps, "guidance": guidance, "seeds": [seeds.start, seeds.stop],
-                           "tasks": {}}  # fmt: skip
+                           "clip_x0": clip_x0, "tasks": {}}  # fmt: skip
     for neutral, target, factor, value in MIX_TASKS:
         j, v = cols.index(factor), gen.FACTORS[factor].index(value)
         rest = [k for k in range(len(cols)) if k != j]
         prompts = (neutral, target)
-        orig = _mixed_labels(dn, clf, gen.FACTORS, x_T, grid, prompts, torch.ones(n), uncond,
-                             guidance)  # fmt: skip
+        orig, orig_ok = _mixed_labels(dn, clf, gen.FACTORS, x_T, grid, prompts, torch.ones(n),
+                                      uncond, guidance, clip_x0=clip_x0)  # fmt: skip
         rows = []
         for spec in schedules:
             lam = parse_schedule(spec, n)
-            p = _mixed_labels(dn, clf, gen.FACTORS, x_T, grid, prompts, lam, uncond, guidance)
+            p, ok = _mixed_labels(dn, clf, gen.FACTORS, x_T, grid, prompts, lam, uncond,
+                                  guidance, clip_x0=clip_x0)  # fmt: skip
             switched = (lam < 1).nonzero()
             rows.append({
                 "schedule": spec,
@@ -374,6 +379,8 @@ def eval_mix_schedules(
                 "success": round(float((p[:, j] == v).mean()), 3),
                 "preservation": round(float(np.all(p[:, rest] == orig[:, rest], 1).mean()), 3),
                 "kept": {cols[k]: round(float((p[:, k] == orig[:, k]).mean()), 3) for k in rest},
+                "in_distribution": round(float(ok.mean()), 3),
+                "neutral_in_distribution": round(float(orig_ok.mean()), 3),
             })  # fmt: skip
             print(f"mix schedule {factor}={value}:", json.dumps(rows[-1]), flush=True)
         out["tasks"][f"{factor}={value}"] = rows
@@ -475,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         default=["15", "20", "25", "30", "35", "20-30"],
         help="c-schedule: hand-set lams (K, A-B, A-B@V; see parse_schedule)",
     )
+    p.add_argument("--clip-x0", action="store_true",
+                   help="c-schedule: sample with every x0 estimate clamped to [-1, 1]")  # fmt: skip
     p.add_argument(
         "--c-first-seed",
         type=int,
@@ -537,7 +546,14 @@ def main(argv: list[str] | None = None) -> int:
     if tm is not None and "c-schedule" in args.only:
         seeds = range(args.c_first_seed, args.c_first_seed + args.mix_others)
         results["c_schedule"] = eval_mix_schedules(
-            tm, text_clf, text_gen, args.mix_steps, args.guidance, args.c_schedules, seeds
+            tm,
+            text_clf,
+            text_gen,
+            args.mix_steps,
+            args.guidance,
+            args.c_schedules,
+            seeds,
+            clip_x0=args.clip_x0,
         )
     if tm is not None and "d" in args.only:
         rng = np.random.default_rng(9)
