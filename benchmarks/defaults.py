@@ -432,6 +432,7 @@ def eval_style(
 def _neutral_images(b: Bench, meta: dict[str, str], seeds: range) -> torch.Tensor:
     """The neutral prompt's image of each seed (lam = 1 at every step), as mix starts."""
     from worker.engine.methods.mixing import sample_mixed
+    from worker.methods.mixing import seed_noises
 
     dn = b.dn
     grid = [int(t) for t in json.loads(meta["grid"])]
@@ -439,14 +440,15 @@ def _neutral_images(b: Bench, meta: dict[str, str], seeds: range) -> torch.Tenso
     c_n, c_t = dn.encode_prompt([meta["neutral"]]), dn.encode_prompt([meta["target"]])
     uncond = dn.encode_prompt([""]) if guidance != 1.0 else None
     sampler = "plms" if meta.get("sampler") == "plms" else "ddim"
+    eta = float(meta.get("eta", "0.0"))
     outs = []
     for seed in seeds:
-        x_T = dn.noise((1, *dn.sample_shape), torch.Generator().manual_seed(seed),
-                       torch.device("cpu"))  # fmt: skip
+        x_T, noises = seed_noises(dn, range(seed, seed + 1), len(grid) if eta > 0 else 0)
         with torch.no_grad():
             x0 = sample_mixed(dn, x_T, grid, c_n, c_t, torch.ones(len(grid)), uncond=uncond,
                               guidance=guidance, sampler=sampler,  # type: ignore[arg-type]
-                              clip_x0=meta.get("clip_x0") == "true")  # fmt: skip
+                              clip_x0=meta.get("clip_x0") == "true", eta=eta,
+                              noises=noises or None)  # fmt: skip
         outs.append(dn.decode(x0))
     return torch.cat(outs)
 

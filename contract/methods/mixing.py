@@ -8,6 +8,7 @@ from pydantic import Field
 
 from contract.jobs import JobKind
 from contract.params import AssetName, FitField, MethodParams, Refine
+from contract.rules import Needs
 from contract.spec import MethodSpec
 
 
@@ -15,6 +16,10 @@ class LamFitParams(MethodParams):
     """Method C fit (Wu et al.): per-step mixing weights between two prompts, as an asset."""
 
     PIXEL_ONLY = ("clip_x0",)
+    RULES = (
+        Needs("eta", {"sampler": {"enum": ["plms"]}}, {"eta": {"enum": [0]}},
+              "PLMS steps are deterministic; eta > 0 needs sampler ddim"),
+    )  # fmt: skip
 
     name: AssetName
     neutral: str = Field(min_length=1, max_length=500, description="neutral prompt c_n")
@@ -36,6 +41,15 @@ class LamFitParams(MethodParams):
         "as diffusers' clip_sample (on in the google/ddpm-* scheduler configs); lam is "
         "learned with it and mix then uses it. The reference (Stable Diffusion, latent) has "
         "none",
+    )
+    eta: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="0: deterministic DDIM (or PLMS); above 0 (DDIM only) each step adds "
+        "noise, drawn once from the job's seed as x_T is (each seed's own with seeds > 1), "
+        "the same in the neutral run and the mix (METHODS.md: x_T and all noises fixed); "
+        "lam is learned with it and mix then uses it",
     )
     noisy_share: float = Field(0.4, ge=0.0, le=1.0, description="init: lam = 1 on this share")
     seeds: int = Field(

@@ -23,6 +23,14 @@ def test_h_settings_without_move_h_are_refused(field: str) -> None:
     assert where == f"params.{field}" and "move_h" in msg
 
 
+def test_lam_eta_needs_the_ddim_sampler() -> None:
+    lam = {"name": "l", "neutral": "a circle", "target": "a red circle"}
+    where, msg = _refused("lam", {**lam, "sampler": "plms", "eta": 1.0})
+    assert where == "params.eta" and "deterministic" in msg
+    for ok in ({"sampler": "plms", "eta": 0}, {"sampler": "ddim", "eta": 1.0}, {"eta": 0.5}):
+        METHODS["lam"].params.model_validate({**lam, **ok})
+
+
 def test_boundary_edit_defaults_move_h_to_the_same_distance() -> None:
     p = METHODS["boundary-edit"].params.model_validate({"asset": "a", "distance": 1})
     assert p.move_h is True and p.h_scaling is None  # type: ignore[attr-defined]

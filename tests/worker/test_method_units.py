@@ -86,8 +86,9 @@ def test_asset_codecs_round_trip() -> None:
         "plms",
     )
     assert torch.equal(m.lam, lam) and m.clip_x0 is False
-    clipped = LamAsset("m", [0, 1], torch.ones(2), "a", "b", 1.0, "ddim", clip_x0=True)
-    assert LamAsset.from_safetensors(clipped.to_safetensors()).clip_x0 is True
+    clipped = LamAsset("m", [0, 1], torch.ones(2), "a", "b", 1.0, "ddim", clip_x0=True, eta=1.0)
+    back = LamAsset.from_safetensors(clipped.to_safetensors())
+    assert back.clip_x0 is True and back.eta == 1.0 and m.eta == 0.0
 
     style = StyleNoise(torch.zeros(3, 4, 4), torch.ones(3, 4, 4), count=5)
     s = StyleNoiseAsset.from_safetensors(StyleNoiseAsset("m", style).to_safetensors())

@@ -62,11 +62,22 @@ def scorer(ctx: RunContext, name: str, content: str = "scorer") -> Scorer:
 
 def seed_noise(denoiser: Denoiser, seeds: range) -> torch.Tensor:
     """x_T of each seed, one row each, as a mix job on that seed draws it."""
-    return torch.cat([
-        denoiser.noise((1, *denoiser.sample_shape), torch.Generator().manual_seed(s),
-                       torch.device("cpu"))
-        for s in seeds
-    ])  # fmt: skip
+    return seed_noises(denoiser, seeds, 0)[0]
+
+
+def seed_noises(
+    denoiser: Denoiser, seeds: range, steps: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """x_T of each seed and ``steps`` step noise maps (top step first), one row per seed,
+    each row drawn in order from its seed's generator, as a mix job on that seed draws
+    them: a lam fitted on seeds s..s+k and a mix on seed s share s's noises."""
+    shape, cpu = (1, *denoiser.sample_shape), torch.device("cpu")
+    rows = []
+    for s in seeds:
+        gen = torch.Generator().manual_seed(s)
+        rows.append([denoiser.noise(shape, gen, cpu) for _ in range(steps + 1)])
+    x_T = torch.cat([r[0] for r in rows])
+    return x_T, [torch.cat([r[k + 1] for r in rows]) for k in range(steps)]
 
 
 def mix_start(
@@ -81,19 +92,25 @@ def mix_start(
     refine: int,
     sampler: Sampler,
     clip_x0: bool,
+    eta: float,
     seeds: int = 1,
-) -> tuple[torch.Tensor, Corrections | None]:
+) -> tuple[torch.Tensor, list[torch.Tensor] | None, Corrections | None]:
     """x_T of the job's seed (and of the ``seeds - 1`` next ones, one row each, as a mix
-    job on that seed starts), or of its real image (inverted, with per-step corrections)."""
-    gen = torch.Generator().manual_seed(job.payload.seed)
+    job on that seed starts), or of its real image (inverted, with per-step corrections);
+    with ``eta`` > 0 also the fixed noise map of each step."""
+    n = len(grid) if eta > 0 else 0
     if "image" not in job.images:
-        return seed_noise(denoiser, range(job.payload.seed, job.payload.seed + seeds)), None
+        x_T, noises = seed_noises(denoiser, range(job.payload.seed, job.payload.seed + seeds), n)
+        return x_T, noises or None, None
+    gen = torch.Generator().manual_seed(job.payload.seed)
+    x0 = denoiser.encode(job.images["image"])
+    fixed = [denoiser.noise(x0.shape, gen, x0.device) for _ in range(n)] or None
     corrections = real_image_corrections(
-        denoiser, denoiser.encode(job.images["image"]), grid, c_n, uncond=uncond,
-        guidance=guidance, correct_share=correct_share, refine=refine, sampler=sampler,
-        clip_x0=clip_x0, generator=gen,
+        denoiser, x0, grid, c_n, uncond=uncond, guidance=guidance,
+        correct_share=correct_share, refine=refine, sampler=sampler, clip_x0=clip_x0,
+        eta=eta, noises=fixed, generator=gen,
     )  # fmt: skip
-    return corrections.x_T, corrections
+    return corrections.x_T, fixed, corrections
 
 
 def run_lam_fit(
@@ -110,17 +127,17 @@ def run_lam_fit(
     c_n = denoiser.encode_prompt([p.neutral])
     uncond = denoiser.encode_prompt([""]) if p.guidance_scale != 1.0 else None
     # a real image: the noisiest 2/3 of the steps corrected, as a mix job does by default
-    x_T, corrections = mix_start(
+    x_T, noises, corrections = mix_start(
         denoiser, job, grid, c_n, uncond, p.guidance_scale,
         correct_share=MixParams.model_fields["correct_share"].default,
-        refine=p.refine, sampler=p.sampler, clip_x0=p.clip_x0, seeds=p.seeds,
+        refine=p.refine, sampler=p.sampler, clip_x0=p.clip_x0, eta=p.eta, seeds=p.seeds,
     )  # fmt: skip
     fit = optimise_lam(
         denoiser, x_T, grid, p.neutral, p.target, scorer(ctx, p.scorer, p.content),
         lam0=reference_init(len(grid), p.noisy_share), epochs=p.epochs, lr=p.lr,
         content_weight=p.content_weight, guidance=p.guidance_scale,
-        corrections=corrections, sampler=p.sampler, clip_x0=p.clip_x0,
-        progress=phase(progress, "optimising lam"),
+        corrections=corrections, sampler=p.sampler, clip_x0=p.clip_x0, eta=p.eta,
+        noises=noises, progress=phase(progress, "optimising lam"),
     )  # fmt: skip
     metrics = {
         "loss_first": round(fit.losses[0], 4),
@@ -129,7 +146,7 @@ def run_lam_fit(
     }
     asset = LamAsset(
         denoiser.name, grid, fit.lam, p.neutral, p.target, p.guidance_scale, p.sampler,
-        p.clip_x0,
+        p.clip_x0, p.eta,
     )  # fmt: skip
     out = AssetOutput(p.name, asset.to_safetensors(), p.model_dump(mode="json"), metrics)
     assert fit.edited is not None
@@ -149,14 +166,15 @@ def run_mix(
     uncond = denoiser.encode_prompt([""]) if guidance != 1.0 else None
     outputs = []
     for k, job in enumerate(batch.jobs):  # corrections are per image: one run per job
-        x_T, corrections = mix_start(
+        x_T, noises, corrections = mix_start(
             denoiser, job, asset.grid, c_n, uncond, guidance,
             correct_share=p.correct_share, refine=p.refine, sampler=asset.sampler,
-            clip_x0=asset.clip_x0,
+            clip_x0=asset.clip_x0, eta=asset.eta,
         )  # fmt: skip
         x0 = sample_mixed(
             denoiser, x_T, asset.grid, c_n, c_t, asset.lam, uncond=uncond, guidance=guidance,
             corrections=corrections, sampler=asset.sampler, clip_x0=asset.clip_x0,
+            eta=asset.eta, noises=noises,
         )  # fmt: skip
         outputs.append(JobOutput(images=[png(im) for im in to_pil(denoiser.decode(x0))]))
         progress(k + 1, len(batch.jobs))

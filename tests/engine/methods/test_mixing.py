@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.engine.tiny_models import save_tiny_clip
 from worker.engine import Denoiser, ddim_sample, timestep_grid
 from worker.engine.classifier import AttributeClassifier
+from worker.engine.errors import InputError
 from worker.engine.methods.mixing import (
     ClassifierScorer,
     ClipScorer,
@@ -55,6 +57,46 @@ def test_clip_x0_keeps_the_mix_in_the_pixel_range_and_lam_gets_a_gradient(
     out = sample_mixed(cond, x_T, grid, c_n, c_t, lam, checkpointed=True, clip_x0=True)
     out.square().mean().backward()  # type: ignore[no-untyped-call]
     assert lam.grad is not None and lam.grad.abs().sum() > 0
+
+
+def test_eta_adds_the_fixed_noises_and_lam_gets_a_gradient_through_them(cond: Denoiser) -> None:
+    """METHODS.md: x_T and all noises fixed. With eta > 0 a run is repeatable given its
+    noise maps, differs from the deterministic one, and two lams share the noises."""
+    grid = timestep_grid(5, 1000)
+    x_T = _x_T(cond)
+    noises = [torch.randn(x_T.shape, generator=torch.Generator().manual_seed(k)) for k in range(5)]
+    c_n, c_t = cond.encode_prompt([NEUTRAL] * 2), cond.encode_prompt([TARGET] * 2)
+    lam = reference_init(5)
+    with torch.no_grad():
+        a = sample_mixed(cond, x_T, grid, c_n, c_t, lam, eta=1.0, noises=noises)
+        again = sample_mixed(cond, x_T, grid, c_n, c_t, lam, eta=1.0, noises=noises)
+        plain = sample_mixed(cond, x_T, grid, c_n, c_t, lam)
+        other = [n.flip(0) for n in noises]  # the two rows' noises swapped
+        swapped = sample_mixed(cond, x_T, grid, c_n, c_t, lam, eta=1.0, noises=other)
+    assert torch.equal(a, again) and not torch.allclose(a, plain)
+    assert not torch.allclose(a, swapped)
+    with torch.enable_grad():
+        lam = lam.clone().requires_grad_(True)
+        out = sample_mixed(cond, x_T, grid, c_n, c_t, lam, checkpointed=True, eta=1.0,
+                           noises=noises)  # fmt: skip
+        out.square().mean().backward()  # type: ignore[no-untyped-call]
+    assert lam.grad is not None and lam.grad.abs().sum() > 0
+    with pytest.raises(InputError, match="one fixed noise map per step"):
+        sample_mixed(cond, x_T, grid, c_n, c_t, lam.detach(), eta=0.5)
+    with pytest.raises(InputError, match="PLMS steps are deterministic"):
+        sample_mixed(cond, x_T, grid, c_n, c_t, lam.detach(), eta=0.5, noises=noises,
+                     sampler="plms")  # fmt: skip
+
+
+def test_a_mix_on_one_seed_draws_what_a_fit_on_several_drew_for_it(cond: Denoiser) -> None:
+    from worker.methods.mixing import seed_noise, seed_noises
+
+    x_T, noises = seed_noises(cond, range(7, 10), 4)
+    one_T, one = seed_noises(cond, range(8, 9), 4)
+    assert torch.equal(x_T[1:2], one_T) and len(noises) == len(one) == 4
+    assert all(torch.equal(n[1:2], o) for n, o in zip(noises, one, strict=True))
+    assert torch.equal(seed_noise(cond, range(7, 10)), x_T)  # eta 0 draws the same x_T
+    assert not torch.equal(noises[0][0], noises[0][1])
 
 
 def _assert_lam_gets_a_gradient(

@@ -35,7 +35,7 @@ from torch.utils.checkpoint import checkpoint
 from worker.engine.assets import grid_of, pack, unpack
 from worker.engine.denoiser import Conditioning, Denoiser
 from worker.engine.errors import InputError
-from worker.engine.sampling import ddim_invert, ddim_step, reverse_steps
+from worker.engine.sampling import ddim_invert, ddim_sigma, ddim_step, reverse_steps
 
 
 class Scorer(Protocol):
@@ -284,15 +284,20 @@ def _step(
     *old: torch.Tensor,
     plms: bool = False,
     clip: bool = False,
+    eta: float = 0.0,
+    noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One deterministic step t -> s; (x_s, this step's eps for the PLMS history).
 
     DDIM uses eps(x_t, t). PLMS's first step averages eps(x_t, t) with eps at the DDIM
     estimate of x_s (one more U-Net call); later steps combine the history. ``clip``:
-    each x0 estimate clamped to [-1, 1] (``ddim_step``'s ``clip_x0``)."""
+    each x0 estimate clamped to [-1, 1] (``ddim_step``'s ``clip_x0``). ``eta`` > 0 (DDIM
+    only): a stochastic step with the given ``noise`` (the step is then fixed too)."""
     e_t = _eps(denoiser, x, t, emb, uncond, guidance)
     if not plms:
-        return ddim_step(x, e_t, ab_t, ab_s, clip_x0=clip)[0], e_t
+        if ddim_sigma(ab_t, ab_s, eta) == 0.0:
+            noise = None  # the last step: no variance, nothing to add
+        return ddim_step(x, e_t, ab_t, ab_s, eta=eta, noise=noise, clip_x0=clip)[0], e_t
     if old:
         e = plms_eps(e_t, old[-3:])
     elif s >= 0:
@@ -301,6 +306,18 @@ def _step(
     else:  # a one-step grid: nothing to pair with
         e = e_t
     return ddim_step(x, e, ab_t, ab_s, clip_x0=clip)[0], e_t
+
+
+def _check_noises(
+    eta: float, noises: Sequence[torch.Tensor] | None, n: int, sampler: Sampler
+) -> None:
+    if eta == 0.0:
+        return
+    if sampler == "plms":
+        raise InputError("eta: PLMS steps are deterministic; eta > 0 needs the ddim sampler")
+    if noises is None or len(noises) != n:
+        got = "none" if noises is None else len(noises)
+        raise InputError(f"noises: eta > 0 needs one fixed noise map per step ({n}), got {got}")
 
 
 def sample_mixed(
@@ -317,14 +334,19 @@ def sample_mixed(
     checkpointed: bool = False,
     sampler: Sampler = "ddim",
     clip_x0: bool = False,
+    eta: float = 0.0,
+    noises: Sequence[torch.Tensor] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Deterministic sampling (DDIM, or PLMS as the reference) with condition
-    ``lam_i c_n + (1 - lam_i) c_t`` at step i; ``clip_x0``: every x0 estimate
-    clamped to [-1, 1] (a pixel model's range)."""
+    """Sampling (DDIM, or PLMS as the reference) with condition ``lam_i c_n + (1 - lam_i)
+    c_t`` at step i; ``clip_x0``: every x0 estimate clamped to [-1, 1] (a pixel model's
+    range). Deterministic at ``eta`` 0; with eta > 0 (DDIM) each step adds its map of
+    ``noises`` (one per step, top first), fixed as x_T is (METHODS.md: "fix x_T and all
+    noises"), so runs with different lams share them."""
     n = len(grid)
     if lam.shape != (n,):
         raise InputError(f"lam: expected {n} values (one per step), got {tuple(lam.shape)}")
+    _check_noises(eta, noises, n, sampler)
     x = x_T.to(device=denoiser.device, dtype=torch.float32)
     c_n, c_t = c_n.to(x.device), c_t.to(x.device)
     old: list[torch.Tensor] = []
@@ -333,7 +355,8 @@ def sample_mixed(
         emb = lam[step.i] * c_n + (1 - lam[step.i]) * c_t
         run = partial(
             _step, denoiser, x, step.t, step.s, step.ab_t, step.ab_s, emb, uncond, guidance,
-            plms=plms, clip=clip_x0,
+            plms=plms, clip=clip_x0, eta=eta,
+            noise=None if noises is None else noises[step.i].to(x.device),
         )  # fmt: skip
         # checkpointed: the step's activations are recomputed in the backward pass
         x, e_t = checkpoint(run, *old, use_reentrant=False) if checkpointed else run(*old)
@@ -357,12 +380,15 @@ def real_image_corrections(
     refine: int,
     sampler: Sampler = "ddim",
     clip_x0: bool = False,
+    eta: float = 0.0,
+    noises: Sequence[torch.Tensor] | None = None,
     generator: torch.Generator | None = None,
 ) -> Corrections:
     """Invert x0 with the neutral prompt; record ``n_t = q_sample(x0, t_prev) - step result``
     (the step of ``sampler``, with the history of the corrected run for PLMS)."""
     cond = Conditioning(c_n, uncond if guidance != 1.0 else None, guidance)
     plms = sampler == "plms"
+    _check_noises(eta, noises, len(grid), sampler)
     with torch.no_grad():
         x_T = ddim_invert(denoiser, x0, grid, cond=cond, fixed_point_iters=refine).x_T
         x = x_T.to(device=denoiser.device, dtype=torch.float32)
@@ -371,7 +397,8 @@ def real_image_corrections(
         for step in reverse_steps(grid, denoiser.schedule):
             y, e_t = _step(
                 denoiser, x, step.t, step.s, step.ab_t, step.ab_s, c_n, cond.uncond, guidance,
-                *old, plms=plms, clip=clip_x0,
+                *old, plms=plms, clip=clip_x0, eta=eta,
+                noise=None if noises is None else noises[step.i].to(x.device),
             )  # fmt: skip
             old = [*old[-2:], e_t] if plms else []
             noise = denoiser.noise(x0.shape, generator, y.device)
@@ -408,6 +435,8 @@ def optimise_lam(
     checkpointed: bool = True,
     sampler: Sampler = "ddim",
     clip_x0: bool = False,
+    eta: float = 0.0,
+    noises: Sequence[torch.Tensor] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> LamFit:
     """Adam on lam through full sampling runs (checkpointed); lam is not clamped.
@@ -434,6 +463,8 @@ def optimise_lam(
                 corrections=corrections,
                 sampler=sampler,
                 clip_x0=clip_x0,
+                eta=eta,
+                noises=noises,
             )
         )
         e_orig = scorer.image_embed(original)
@@ -448,7 +479,7 @@ def optimise_lam(
             x0 = sample_mixed(
                 denoiser, x_T, grid, c_n, c_t, lam, uncond=uncond, guidance=guidance,
                 corrections=corrections, checkpointed=checkpointed, sampler=sampler,
-                clip_x0=clip_x0, progress=tick,
+                clip_x0=clip_x0, eta=eta, noises=noises, progress=tick,
             )  # fmt: skip
             edited = _decode_differentiable(denoiser, x0)
             e_edit = scorer.image_embed(edited)
@@ -490,6 +521,7 @@ class LamAsset:
     guidance_scale: float
     sampler: Sampler  # lam is learned through one sampler; mix uses the same
     clip_x0: bool = False  # and with the same x0 clamp (older assets: none)
+    eta: float = 0.0  # and the same eta, its noises drawn from each seed (older assets: 0)
 
     def to_safetensors(self) -> bytes:
         meta = {
@@ -501,6 +533,7 @@ class LamAsset:
             "guidance_scale": repr(self.guidance_scale),
             "sampler": self.sampler,
             "clip_x0": "true" if self.clip_x0 else "false",
+            "eta": repr(self.eta),
         }
         return pack({"lam": self.lam}, meta)
 
@@ -516,4 +549,5 @@ class LamAsset:
             guidance_scale=float(meta.get("guidance_scale", "1.0")),
             sampler="plms" if meta.get("sampler") == "plms" else "ddim",
             clip_x0=meta.get("clip_x0") == "true",
+            eta=float(meta.get("eta", "0.0")),
         )
