@@ -67,7 +67,7 @@ from worker.engine.methods.mixing import (
 )
 from worker.engine.methods.style_noise import fit_style_noise, initial_noise
 from worker.engine.schedule import timestep_grid
-from worker.methods.mixing import seed_noise
+from worker.methods.mixing import seed_noises
 
 STYLE_SEED = 3_200_000_000
 # B's binary attribute per factor: the value vs the rest
@@ -238,6 +238,8 @@ def _mixed_labels(
     guidance: float,
     sampler: Sampler = "ddim",
     clip_x0: bool = False,
+    eta: float = 0.0,
+    noises: list[torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(N, factors) classifier labels of the images sampled with ``lam``, and (N,) whether
     each is in distribution (the shared judge of ``benchmarks.defaults``)."""
@@ -246,7 +248,7 @@ def _mixed_labels(
     c_n, c_t = (dn.encode_prompt([prompt] * len(x_T)) for prompt in prompts)
     with torch.no_grad():
         x0 = sample_mixed(dn, x_T, grid, c_n, c_t, lam, uncond=uncond, guidance=guidance,
-                          sampler=sampler, clip_x0=clip_x0)  # fmt: skip
+                          sampler=sampler, clip_x0=clip_x0, eta=eta, noises=noises)  # fmt: skip
     return judge_tensor(clf, list(factors), dn.decode(x0))
 
 
@@ -349,29 +351,33 @@ def eval_mix_schedules(
     schedules: list[str],
     seeds: range,
     clip_x0: bool = False,
+    eta: float = 0.0,
 ) -> dict[str, Any]:
     """C without the fit: each hand-set lam on the given seeds, against the neutral image
     (lam = 1 everywhere) of the same seed; when the factors are decided along the run.
-    ``clip_x0``: both sampled with every x0 estimate clamped to [-1, 1]."""
+    ``clip_x0``: both sampled with every x0 estimate clamped to [-1, 1]; ``eta``: both
+    with each seed's fixed step noises (as a mix on that seed draws them)."""
     grid = timestep_grid(steps, dn.num_train_timesteps)
     n = len(grid)
     uncond = dn.encode_prompt([""]) if guidance != 1.0 else None
     cols = list(gen.FACTORS)
-    x_T = seed_noise(dn, seeds)
+    x_T, noises = seed_noises(dn, seeds, n if eta > 0 else 0)
+    labels = functools.partial(
+        _mixed_labels, dn, clf, gen.FACTORS, x_T, grid, clip_x0=clip_x0, eta=eta,
+        noises=noises or None,
+    )  # fmt: skip
     top_down = sorted(grid, reverse=True)
     out: dict[str, Any] = {"steps": steps, "guidance": guidance, "seeds": [seeds.start, seeds.stop],
-                           "clip_x0": clip_x0, "tasks": {}}  # fmt: skip
+                           "clip_x0": clip_x0, "eta": eta, "tasks": {}}  # fmt: skip
     for neutral, target, factor, value in MIX_TASKS:
         j, v = cols.index(factor), gen.FACTORS[factor].index(value)
         rest = [k for k in range(len(cols)) if k != j]
         prompts = (neutral, target)
-        orig, orig_ok = _mixed_labels(dn, clf, gen.FACTORS, x_T, grid, prompts, torch.ones(n),
-                                      uncond, guidance, clip_x0=clip_x0)  # fmt: skip
+        orig, orig_ok = labels(prompts, torch.ones(n), uncond, guidance)
         rows = []
         for spec in schedules:
             lam = parse_schedule(spec, n)
-            p, ok = _mixed_labels(dn, clf, gen.FACTORS, x_T, grid, prompts, lam, uncond,
-                                  guidance, clip_x0=clip_x0)  # fmt: skip
+            p, ok = labels(prompts, lam, uncond, guidance)
             switched = (lam < 1).nonzero()
             rows.append({
                 "schedule": spec,
@@ -484,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--clip-x0", action="store_true",
                    help="c-schedule: sample with every x0 estimate clamped to [-1, 1]")  # fmt: skip
+    p.add_argument("--c-eta", type=float, default=0.0,
+                   help="c-schedule: DDIM eta, each seed's step noises fixed")  # fmt: skip
     p.add_argument(
         "--c-first-seed",
         type=int,
@@ -554,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
             args.c_schedules,
             seeds,
             clip_x0=args.clip_x0,
+            eta=args.c_eta,
         )
     if tm is not None and "d" in args.only:
         rng = np.random.default_rng(9)
