@@ -217,6 +217,22 @@ def test_plms_corrections_bring_the_neutral_run_back_to_the_real_image(cond: Den
     assert torch.allclose(back, x0, atol=1e-4)
 
 
+def test_corrections_with_fixed_noises_bring_a_stochastic_run_back(cond: Denoiser) -> None:
+    """eta > 0 on a real image: the corrections are taken on the run with the same
+    noise maps, so the neutral run with them returns the image, as at eta 0."""
+    grid = timestep_grid(5, 1000)
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.randn(1, *cond.sample_shape, generator=g)
+    noises = [torch.randn(x0.shape, generator=g) for _ in range(5)]
+    c_n, c_t = cond.encode_prompt([NEUTRAL]), cond.encode_prompt([TARGET])
+    corr = real_image_corrections(cond, x0, grid, c_n, correct_share=1.0, eta=1.0,
+                                  noises=noises, generator=g, refine=0)  # fmt: skip
+    with torch.no_grad():
+        back = sample_mixed(cond, corr.x_T, grid, c_n, c_t, torch.ones(5), corrections=corr,
+                            eta=1.0, noises=noises)  # fmt: skip
+    assert torch.allclose(back, x0, atol=1e-4)
+
+
 def test_vgg_perceptual_term_from_local_weights(tmp_path: Path, cond: Denoiser) -> None:
     """torchvision's vgg16 layout, loaded from a local safetensors file (here random
     weights: the layout and the distance are what is tested, not ImageNet features)."""
