@@ -1,0 +1,34 @@
+"""The benchmarks' grain measure (``benchmarks.defaults.grain``): the judge's check for
+noise laid over a drawn object, which the classifier's valid head reads as valid."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from benchmarks.defaults import GRAIN_LIMIT, grain
+from worker.training import aligned
+
+
+def _generator_images(count: int) -> torch.Tensor:
+    images, _ = aligned.generate(7_400_000, count)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def test_generator_images_are_not_grainy_and_noise_over_them_is() -> None:
+    x = _generator_images(64)
+    clean = grain(x)
+    # flat areas equal their median; only anti-aliased edges differ (at most 0.56 of 255
+    # measured over 256 other images), far below the limit
+    assert clean.max() < GRAIN_LIMIT / 2
+    # Gaussian noise of sd 8 (of 255) per pixel moves a pixel from its neighbourhood's
+    # median by about 0.8 sd on average: ~6, three times the limit
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0)) * (8 / 127.5)
+    assert grain(x + noise).min() > GRAIN_LIMIT
+
+
+def test_grain_is_the_mean_distance_from_the_three_by_three_median() -> None:
+    x = torch.full((1, 3, 5, 5), -1.0)
+    x[0, :, 2, 2] = 1.0  # one white pixel on black: the median ignores it
+    expected = 3 * 255.0 / 75  # one pixel of 25 in each of 3 channels, off by 255
+    assert np.isclose(grain(x)[0], expected, rtol=1e-6)
