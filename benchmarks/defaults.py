@@ -493,8 +493,8 @@ def eval_mix(b: Bench, others: int, factors: list[str] | None = None) -> dict[st
         seeds = range(100, 100 + others)
         outs = b.run([b.payload("mix", seed=s, asset=asset) for s in seeds])
         labels, ok = b.judge(outs)
-        neutral = _neutral_images(b, fitted.asset.meta, seeds)
-        plain, plain_ok = b.judge_tensor(neutral)
+        plain_x = _neutral_images(b, fitted.asset.meta, seeds)
+        plain, plain_ok = b.judge_tensor(plain_x)
         mixed = torch.from_numpy(b.images(outs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         rest = [k for k in range(len(cols)) if k != j]
         success = labels[:, j] == v
@@ -505,7 +505,7 @@ def eval_mix(b: Bench, others: int, factors: list[str] | None = None) -> dict[st
             "success": _share(success), "preservation": _share(kept),
             "in_distribution": _share(ok), "neutral_in_distribution": _share(plain_ok),
             "grainy": _share(grain(mixed) > GRAIN_LIMIT),
-            "neutral_grainy": _share(grain(neutral) > GRAIN_LIMIT),
+            "neutral_grainy": _share(grain(plain_x) > GRAIN_LIMIT),
             "kept": {cols[k]: _share(labels[:, k] == plain[:, k]) for k in rest},
             "both_in_distribution": _share(valid),
             "preservation_where_both_in_distribution": _share(kept[valid]),
@@ -514,7 +514,7 @@ def eval_mix(b: Bench, others: int, factors: list[str] | None = None) -> dict[st
         }  # fmt: skip
         print("mix", factor, value, json.dumps(out[f"{factor}={value}"]), flush=True)
         if b.save_dir is not None:  # rows: the neutral images, then the mixes, seed by seed
-            pixels = ((neutral.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
+            pixels = ((plain_x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
             save_strip(b.save_dir / f"mix-{factor}-{value}.png", pixels.numpy(), b.images(outs))
     return out
 
