@@ -447,10 +447,16 @@ def eval_style(
 
 def _neutral_images(b: Bench, meta: dict[str, str], seeds: range) -> torch.Tensor:
     """The neutral prompt's image of each seed (lam = 1 at every step), as mix starts."""
+    return neutral_images(b.dn, meta, seeds)
+
+
+def neutral_images(dn: Denoiser, meta: dict[str, str], seeds: range) -> torch.Tensor:
+    """The neutral prompt's image of each seed, in [-1, 1], as a mix with the lam asset
+    of ``meta`` (its grid, prompts, guidance, sampler, clip_x0 and eta) draws it with
+    lam = 1 at every step: the image the mix is compared with."""
     from worker.engine.methods.mixing import sample_mixed
     from worker.methods.mixing import seed_noises
 
-    dn = b.dn
     grid = [int(t) for t in json.loads(meta["grid"])]
     guidance = float(meta.get("guidance_scale", "1.0"))
     c_n, c_t = dn.encode_prompt([meta["neutral"]]), dn.encode_prompt([meta["target"]])
@@ -496,6 +502,7 @@ def eval_mix(b: Bench, others: int, factors: list[str] | None = None) -> dict[st
         plain_x = _neutral_images(b, fitted.asset.meta, seeds)
         plain, plain_ok = b.judge_tensor(plain_x)
         mixed = torch.from_numpy(b.images(outs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        grainy = grain(mixed) > GRAIN_LIMIT
         rest = [k for k in range(len(cols)) if k != j]
         success = labels[:, j] == v
         kept = np.all(labels[:, rest] == plain[:, rest], axis=1)
@@ -504,7 +511,8 @@ def eval_mix(b: Bench, others: int, factors: list[str] | None = None) -> dict[st
             "seeds": others, "neutral_has_value": _share(plain[:, j] == v),
             "success": _share(success), "preservation": _share(kept),
             "in_distribution": _share(ok), "neutral_in_distribution": _share(plain_ok),
-            "grainy": _share(grain(mixed) > GRAIN_LIMIT),
+            "grainy": _share(grainy),
+            "in_distribution_not_grainy": _share(ok & ~grainy),
             "neutral_grainy": _share(grain(plain_x) > GRAIN_LIMIT),
             "kept": {cols[k]: _share(labels[:, k] == plain[:, k]) for k in rest},
             "both_in_distribution": _share(valid),

@@ -123,9 +123,12 @@ PAGES = ("reconstruct", "inject", "direction", "boundary-edit", "style-generate"
 
 
 def build(
-    client: Client, clf: AttributeClassifier, out: Path, text_model: bool,
+    client: Client, clf: AttributeClassifier, out: Path, text_model: str,
     only: Sequence[str] = PAGES,
 ) -> list[Path]:  # fmt: skip
+    """The pages of ``only``; ``text_model``: the text model's folder ('' leaves C out,
+    and the text model's D row), loaded here too for the neutral images beside C's
+    mixes."""
     examples = {names: (ROOT / "examples" / file_name(names)).read_bytes() for names in EXAMPLES}
     ids = {names: client.upload(png) for names, png in examples.items()}
     names = list(EXAMPLES)
@@ -199,14 +202,27 @@ def build(
             rows.append([("style image", style[0]), ("style image", style[1]), *samples])
     pages["style-generate"] = rows
     if text_model and "mix" in only:  # C: a lam fitted with the model's defaults, new seeds
+        from benchmarks.defaults import neutral_images
+        from worker.engine import load_denoiser
+        from worker.engine.schedule import timestep_grid
+
+        text_dn = load_denoiser(text_model, name="shapes32-text", device="cpu", dtype="float32")
         rows = []
         for neutral, target in (("a circle", "a blue circle"), ("a square", "a large square")):
             name = target.replace(" ", "-")
             fitted = fit("lam", "shapes32-text", name=name, neutral=neutral, target=target)
+            used = client.asset(fitted)["params"]  # the fit's params, the defaults filled in
+            grid = timestep_grid(used["steps"], text_dn.num_train_timesteps)
+            meta = {"grid": json.dumps(grid), "neutral": neutral, "target": target,
+                    "guidance_scale": str(used["guidance_scale"]), "sampler": used["sampler"],
+                    "clip_x0": str(used["clip_x0"]).lower(), "eta": str(used["eta"])}  # fmt: skip
+            plain = neutral_images(text_dn, meta, range(100, 103))
+            plain_png = ((plain.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
             row = []
             for seed in range(3):
                 body = {"model": "shapes32-text", "method": "mix", "seed": 100 + seed,
                         "params": {"asset": fitted["asset"]}}  # fmt: skip
+                row.append((f"{neutral}, seed {100 + seed}", _png(plain_png[seed].numpy())))
                 row.append(
                     (f"mix seed {100 + seed}", client.outputs(client.submit("edits", body))[0])
                 )
@@ -249,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.start_worker("gallery")
         client = Client(stack.start_api("--no-access-log"))
         clf = AttributeClassifier.load(args.classifier)
-        build(client, clf, Path(args.out), bool(args.text_model), args.only)
+        build(client, clf, Path(args.out), args.text_model, args.only)
     finally:
         stack.stop()
         redis.stop()
