@@ -47,6 +47,8 @@ from contract.spec import with_model_defaults
 from store.blobs import LocalBlobStore
 from worker.engine import Denoiser, load_denoiser
 from worker.engine.classifier import AttributeClassifier
+from worker.engine.images import to_pil
+from worker.engine.methods.mixing import LamAsset
 from worker.executor import JobOutput, RunContext, prepare, run_batch
 from worker.inversion_cache import InversionCache
 
@@ -445,45 +447,34 @@ def eval_style(
     return out
 
 
-def _neutral_images(b: Bench, meta: dict[str, str], seeds: range) -> torch.Tensor:
-    """The neutral prompt's image of each seed (lam = 1 at every step), as mix starts."""
-    return neutral_images(b.dn, meta, seeds)
-
-
-def neutral_images(dn: Denoiser, meta: dict[str, str], seeds: range) -> torch.Tensor:
-    """The neutral prompt's image of each seed, in [-1, 1], as a mix with the lam asset
-    of ``meta`` (its grid, prompts, guidance, sampler, clip_x0 and eta) draws it with
+def neutral_images(dn: Denoiser, asset: LamAsset, seeds: range) -> torch.Tensor:
+    """The neutral prompt's image of each seed, in [-1, 1], as a mix with ``asset`` (its
+    grid, prompts, guidance, sampler, clip_x0 and eta; its lam is not used) draws it with
     lam = 1 at every step: the image the mix is compared with."""
     from worker.engine.methods.mixing import sample_mixed
     from worker.methods.mixing import seed_noises
 
-    grid = [int(t) for t in json.loads(meta["grid"])]
-    guidance = float(meta.get("guidance_scale", "1.0"))
-    c_n, c_t = dn.encode_prompt([meta["neutral"]]), dn.encode_prompt([meta["target"]])
-    uncond = dn.encode_prompt([""]) if guidance != 1.0 else None
-    sampler = "plms" if meta.get("sampler") == "plms" else "ddim"
-    eta = float(meta.get("eta", "0.0"))
+    n = len(asset.grid)
+    c_n, c_t = dn.encode_prompt([asset.neutral]), dn.encode_prompt([asset.target])
+    uncond = dn.encode_prompt([""]) if asset.guidance_scale != 1.0 else None
     outs = []
     for seed in seeds:
-        x_T, noises = seed_noises(dn, range(seed, seed + 1), len(grid) if eta > 0 else 0)
+        x_T, noises = seed_noises(dn, range(seed, seed + 1), n if asset.eta > 0 else 0)
         with torch.no_grad():
-            x0 = sample_mixed(dn, x_T, grid, c_n, c_t, torch.ones(len(grid)), uncond=uncond,
-                              guidance=guidance, sampler=sampler,  # type: ignore[arg-type]
-                              clip_x0=meta.get("clip_x0") == "true", eta=eta,
+            x0 = sample_mixed(dn, x_T, asset.grid, c_n, c_t, torch.ones(n), uncond=uncond,
+                              guidance=asset.guidance_scale, sampler=asset.sampler,
+                              clip_x0=asset.clip_x0, eta=asset.eta,
                               noises=noises or None)  # fmt: skip
         outs.append(dn.decode(x0))
     return torch.cat(outs)
 
 
-def _lam_summary(data: bytes) -> dict[str, Any]:
+def _lam_summary(lam: torch.Tensor) -> dict[str, Any]:
     """The fitted lam: its values (rounded) and the first step where it falls below 0.5."""
-    from worker.engine.methods.mixing import LamAsset
-
-    lam = LamAsset.from_safetensors(data).lam.float()
     below = torch.nonzero(lam < 0.5)
     return {
         "switch": int(below[0]) if len(below) else len(lam),
-        "values": [round(float(v), 3) for v in lam],
+        "values": [round(float(v), 3) for v in lam.float()],
     }
 
 
@@ -498,10 +489,12 @@ def eval_mix(b: Bench, others: int, factors: list[str] | None = None) -> dict[st
         assert fitted.asset is not None
         seeds = range(100, 100 + others)
         outs = b.run([b.payload("mix", seed=s, asset=asset) for s in seeds])
-        labels, ok = b.judge(outs)
-        plain_x = _neutral_images(b, fitted.asset.meta, seeds)
+        pixels = b.images(outs)
+        labels, ok = b.judge(outs, pixels)
+        lam_asset = LamAsset.from_safetensors(fitted.asset.data)
+        plain_x = neutral_images(b.dn, lam_asset, seeds)
         plain, plain_ok = b.judge_tensor(plain_x)
-        mixed = torch.from_numpy(b.images(outs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        mixed = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         grainy = grain(mixed) > GRAIN_LIMIT
         rest = [k for k in range(len(cols)) if k != j]
         success = labels[:, j] == v
@@ -518,12 +511,12 @@ def eval_mix(b: Bench, others: int, factors: list[str] | None = None) -> dict[st
             "both_in_distribution": _share(valid),
             "preservation_where_both_in_distribution": _share(kept[valid]),
             "loss_first_last": [fitted.metrics["loss_first"], fitted.metrics["loss_last"]],
-            "lam": _lam_summary(fitted.asset.data),
+            "lam": _lam_summary(lam_asset.lam),
         }  # fmt: skip
         print("mix", factor, value, json.dumps(out[f"{factor}={value}"]), flush=True)
         if b.save_dir is not None:  # rows: the neutral images, then the mixes, seed by seed
-            pixels = ((plain_x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
-            save_strip(b.save_dir / f"mix-{factor}-{value}.png", pixels.numpy(), b.images(outs))
+            plain_pixels = np.stack([np.asarray(im) for im in to_pil(plain_x)])
+            save_strip(b.save_dir / f"mix-{factor}-{value}.png", plain_pixels, pixels)
     return out
 
 

@@ -204,7 +204,10 @@ def build(
     if text_model and "mix" in only:  # C: a lam fitted with the model's defaults, new seeds
         from benchmarks.defaults import neutral_images
         from worker.engine import load_denoiser
+        from worker.engine.images import to_pil
+        from worker.engine.methods.mixing import LamAsset
         from worker.engine.schedule import timestep_grid
+        from worker.methods.handler import png
 
         text_dn = load_denoiser(text_model, name="shapes32-text", device="cpu", dtype="float32")
         rows = []
@@ -213,16 +216,15 @@ def build(
             fitted = fit("lam", "shapes32-text", name=name, neutral=neutral, target=target)
             used = client.asset(fitted)["params"]  # the fit's params, the defaults filled in
             grid = timestep_grid(used["steps"], text_dn.num_train_timesteps)
-            meta = {"grid": json.dumps(grid), "neutral": neutral, "target": target,
-                    "guidance_scale": str(used["guidance_scale"]), "sampler": used["sampler"],
-                    "clip_x0": str(used["clip_x0"]).lower(), "eta": str(used["eta"])}  # fmt: skip
-            plain = neutral_images(text_dn, meta, range(100, 103))
-            plain_png = ((plain.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
+            sampling = LamAsset(text_dn.name, grid, torch.ones(len(grid)), neutral, target,
+                                used["guidance_scale"], used["sampler"], used["clip_x0"],
+                                used["eta"])  # fmt: skip
+            plain = to_pil(neutral_images(text_dn, sampling, range(100, 103)))
             row = []
             for seed in range(3):
                 body = {"model": "shapes32-text", "method": "mix", "seed": 100 + seed,
                         "params": {"asset": fitted["asset"]}}  # fmt: skip
-                row.append((f"{neutral}, seed {100 + seed}", _png(plain_png[seed].numpy())))
+                row.append((f"{neutral}, seed {100 + seed}", png(plain[seed])))
                 row.append(
                     (f"mix seed {100 + seed}", client.outputs(client.submit("edits", body))[0])
                 )
