@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
@@ -13,6 +14,7 @@ from rq.serializers import JSONSerializer
 from contract.keys import HEARTBEAT_KEY, MODELS_KEY
 from contract.methods import check_editing_defaults
 from contract.models import encode_models
+from contract.params import MethodParams
 from service.embedded import RedisProcess
 from tests.service.conftest import PNG, api_on_redis, model_info
 
@@ -67,6 +69,31 @@ def test_the_shipped_text_models_defaults_are_valid() -> None:
     defaults = read_editing_defaults(folder)
     check_editing_defaults(defaults)
     assert defaults["lam"]["guidance_scale"] == 3.0
+
+
+def test_a_plms_lam_fit_on_the_text_model_must_say_eta_0() -> None:
+    """The text model's lam default is eta 1, which PLMS cannot take: a request for PLMS
+    alone is refused as incompatible (409) naming params.eta; with eta 0 it runs."""
+    from contract.methods import METHODS
+    from contract.spec import Refused, resolve_params
+    from worker.engine.loading import read_editing_defaults
+
+    defaults = read_editing_defaults(
+        Path(__file__).resolve().parents[2] / "models" / "shapes32-text"
+    )
+    request: dict[str, Any] = {
+        "name": "n", "neutral": "a circle", "target": "a blue circle", "sampler": "plms"
+    }  # fmt: skip
+
+    def resolve(params: dict[str, Any]) -> MethodParams:
+        return resolve_params(METHODS["lam"], params, defaults, conditional=True,
+                              model="shapes32-text", family="pixel")  # fmt: skip
+
+    with pytest.raises(Refused) as refused:
+        resolve(request)
+    assert refused.value.where == "params.eta" and refused.value.incompatible
+    merged = resolve({**request, "eta": 0})
+    assert merged.model_dump()["sampler"] == "plms" and merged.model_dump()["eta"] == 0.0
 
 
 def test_a_model_default_yields_where_the_request_makes_it_inapplicable() -> None:
