@@ -46,7 +46,7 @@ from contract.methods import METHODS
 from contract.spec import with_model_defaults
 from store.blobs import LocalBlobStore
 from worker.engine import Denoiser, load_denoiser
-from worker.engine.classifier import AttributeClassifier
+from worker.engine.classifier import GRAIN_LIMIT, AttributeClassifier, grain
 from worker.engine.images import to_pil
 from worker.engine.methods.mixing import LamAsset
 from worker.executor import JobOutput, RunContext, prepare, run_batch
@@ -162,22 +162,6 @@ def judge_tensor(
     return labels, confident
 
 
-# Grain: the mean absolute difference of an image from its 3x3 median, in 0-255 units.
-# The generator draws flat areas, so only anti-aliased edges differ from the median:
-# 0.24 median, 0.56 max over 256 held-out generator images (seed 7_300_000). The valid
-# head was trained on noise images, not on grain over a drawn object, and reads such
-# images as valid; the limit is about four times the generator's largest.
-GRAIN_LIMIT = 2.0
-
-
-def grain(x: torch.Tensor) -> np.ndarray:
-    """(N,) grain of images x in [-1, 1], (N, 3, H, W): see GRAIN_LIMIT."""
-    v = (x.clamp(-1, 1) + 1) * 127.5
-    patches = torch.nn.functional.pad(v, (1, 1, 1, 1), mode="replicate").unfold(2, 3, 1)
-    median = patches.unfold(3, 3, 1).flatten(-2).median(dim=-1).values
-    return (v - median).abs().mean(dim=(1, 2, 3)).numpy()
-
-
 def _tile_rows(rows: list[np.ndarray], h: int, w: int, cols: int) -> np.ndarray:
     """Rows of tiles (each (n, h, w, 3), n <= cols) on one white sheet, 2 px apart."""
     sheet = np.full((len(rows) * (h + 2), cols * (w + 2), 3), 255, np.uint8)
@@ -216,6 +200,14 @@ def _share(flags: np.ndarray) -> float:
     return round(float(np.mean(flags)), 3) if len(flags) else float("nan")
 
 
+def _grain_columns(pixels: np.ndarray, ok: np.ndarray) -> dict[str, float]:
+    """Every table's grain columns: the share of outputs (uint8, (N, H, W, 3)) above
+    GRAIN_LIMIT, and the share in distribution and not grainy."""
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    grainy = (grain(x) > GRAIN_LIMIT).numpy()
+    return {"grainy": _share(grainy), "in_distribution_not_grainy": _share(ok & ~grainy)}
+
+
 def _held_out(gen: Any, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     images, labels = gen.generate(seed, count)
     return images, gen.label_array(labels)
@@ -234,8 +226,9 @@ def _examples(gen: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def eval_reconstruct(b: Bench, images: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     outs = b.run([b.payload("reconstruct", {"image": i}) for i in b.put(images)])
-    labels, ok = b.judge(outs)
-    return {"images": len(images), "in_distribution": _share(ok),
+    pixels = b.images(outs)
+    labels, ok = b.judge(outs, pixels)
+    return {"images": len(images), "in_distribution": _share(ok), **_grain_columns(pixels, ok),
             "keeps_every_factor": _share(np.all(labels == y, axis=1))}  # fmt: skip
 
 
@@ -268,7 +261,8 @@ def eval_inject(b: Bench, pairs: int) -> dict[str, Any]:
                     for f in gen.CONTENT_FACTORS], axis=0)  # fmt: skip
     takes = np.all([labels[:, cols.index(f)] == s_lab[:, cols.index(f)]
                     for f in gen.STYLE_FACTORS], axis=0)  # fmt: skip
-    row: dict[str, Any] = {"pairs": pairs, "in_distribution": _share(ok)}
+    row: dict[str, Any] = {"pairs": pairs, "in_distribution": _share(ok),
+                           **_grain_columns(outputs, ok)}  # fmt: skip
     for f in cols:
         src = c_lab if f in gen.CONTENT_FACTORS else s_lab
         row[f"{'keeps' if f in gen.CONTENT_FACTORS else 'takes'}_{f}"] = _share(
@@ -370,14 +364,15 @@ def eval_edit_by_target(
         ids = b.put(images[pick])
         outs = b.run([b.payload(method, {"image": i}, seed=k, asset=asset)
                       for k, i in enumerate(ids)])  # fmt: skip
-        labels, ok = b.judge(outs)
+        pixels = b.images(outs)
+        labels, ok = b.judge(outs, pixels)
         others = [k for k in range(len(cols)) if k != j]
         success = labels[:, j] == v
         kept = np.all(labels[:, others] == y[pick][:, others], axis=1)
         row: dict[str, Any] = {
             "images": len(pick), "success": _share(success), "preservation": _share(kept),
             "both": _share(success & kept), "in_distribution": _share(ok),
-            "fit_seconds": round(fit_s, 1),
+            **_grain_columns(pixels, ok), "fit_seconds": round(fit_s, 1),
         }  # fmt: skip
         row["changed"] = {cols[k]: _share(labels[:, k] != y[pick][:, k]) for k in others}
         names = gen.FACTORS[factor]
@@ -387,7 +382,7 @@ def eval_edit_by_target(
             if k != v and (y[pick][:, j] == k).any()
         }
         if b.save_dir is not None:
-            save_strip(b.save_dir / f"{method}-{factor}={value}.png", images[pick], b.images(outs))
+            save_strip(b.save_dir / f"{method}-{factor}={value}.png", images[pick], pixels)
         fit_figures = ("t0", "balanced_accuracy_x", "balanced_accuracy_h", "majority_baseline")
         row.update({k: fitted.metrics[k] for k in fit_figures if k in fitted.metrics})
         out[f"{factor}={value}"] = row
@@ -425,12 +420,14 @@ def eval_style(
                       **({"prompt": prompts[k]} if prompted else {}))
             for k in range(count)
         ])  # fmt: skip
-        labels, ok = b.judge(outs)
+        pictures = b.images(outs)
+        labels, ok = b.judge(outs, pictures)
         col = labels[:, cols.index("colour")] == style["colour"]
         bg = labels[:, cols.index("background")] == style["background"]
         row = {
             "samples": count, "takes_colour": _share(col), "takes_background": _share(bg),
             "takes_both": _share(col & bg), "in_distribution": _share(ok),
+            **_grain_columns(pictures, ok),
         }  # fmt: skip
         if prompted:
             wanted = gen.label_array(asked)[:, content]
@@ -439,7 +436,6 @@ def eval_style(
         out[f"{colour} on {background}"] = row
         print("style-generate", colour, background, json.dumps(row), flush=True)
         if b.save_dir is not None:  # top: the samples in distribution, below: the others
-            pictures = b.images(outs)
             name = f"style-generate{'-text' if prompted else ''}-{colour}-on-{background}"
             save_strip(b.save_dir / f"{name}.png", pictures[ok], pictures[~ok])
             for k in np.flatnonzero(~ok):
@@ -494,8 +490,6 @@ def eval_mix(b: Bench, others: int, factors: list[str] | None = None) -> dict[st
         lam_asset = LamAsset.from_safetensors(fitted.asset.data)
         plain_x = neutral_images(b.dn, lam_asset, seeds)
         plain, plain_ok = b.judge_tensor(plain_x)
-        mixed = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        grainy = grain(mixed) > GRAIN_LIMIT
         rest = [k for k in range(len(cols)) if k != j]
         success = labels[:, j] == v
         kept = np.all(labels[:, rest] == plain[:, rest], axis=1)
@@ -504,9 +498,8 @@ def eval_mix(b: Bench, others: int, factors: list[str] | None = None) -> dict[st
             "seeds": others, "neutral_has_value": _share(plain[:, j] == v),
             "success": _share(success), "preservation": _share(kept),
             "in_distribution": _share(ok), "neutral_in_distribution": _share(plain_ok),
-            "grainy": _share(grainy),
-            "in_distribution_not_grainy": _share(ok & ~grainy),
-            "neutral_grainy": _share(grain(plain_x) > GRAIN_LIMIT),
+            **_grain_columns(pixels, ok),
+            "neutral_grainy": _share((grain(plain_x) > GRAIN_LIMIT).numpy()),
             "kept": {cols[k]: _share(labels[:, k] == plain[:, k]) for k in rest},
             "both_in_distribution": _share(valid),
             "preservation_where_both_in_distribution": _share(kept[valid]),

@@ -35,7 +35,12 @@ class RecordingBench:
     def run(self, payloads: list[int]) -> list[int]:
         return payloads
 
-    def judge(self, outs: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    def images(self, outs: list[int]) -> np.ndarray:
+        return np.stack([self.stored[o] for o in outs])
+
+    def judge(
+        self, outs: list[int], images: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         rows = [next(k for k, im in enumerate(self.all) if np.array_equal(im, self.stored[o]))
                 for o in outs]  # fmt: skip
         return self.y[rows], np.ones(len(outs), bool)
@@ -60,6 +65,8 @@ def test_project_out_fits_the_other_factors_first_and_names_them() -> None:
     assert bench.fits[2][1]["project_out"] == ["asset-1", "asset-2"]
     # an edit that changes nothing: no success, everything kept
     assert out["size=large"]["success"] == 0.0 and out["size=large"]["preservation"] == 1.0
+    # the generator's own images: none grainy
+    assert out["size=large"]["grainy"] == 0.0
 
 
 def test_each_factor_projected_out_is_fitted_once_for_every_target() -> None:

@@ -1,12 +1,12 @@
-"""The benchmarks' grain measure (``benchmarks.defaults.grain``): the judge's check for
-noise laid over a drawn object, which the classifier's valid head reads as valid."""
+"""The judge's grain measure (``worker.engine.classifier.grain``): noise laid over a
+drawn object, which the evaluations report beside the classifier's reading."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from benchmarks.defaults import GRAIN_LIMIT, grain
+from worker.engine.classifier import GRAIN_LIMIT, grain
 from worker.training import aligned
 
 
@@ -31,4 +31,4 @@ def test_grain_is_the_mean_distance_from_the_three_by_three_median() -> None:
     x = torch.full((1, 3, 5, 5), -1.0)
     x[0, :, 2, 2] = 1.0  # one white pixel on black: the median ignores it
     expected = 3 * 255.0 / 75  # one pixel of 25 in each of 3 channels, off by 255
-    assert np.isclose(grain(x)[0], expected, rtol=1e-6)
+    assert np.isclose(float(grain(x)[0]), expected, rtol=1e-6)
