@@ -11,6 +11,13 @@ picture replaced by a flat field or by noise) and cross-faded pairs. A judge can
 then say "this is not a valid image" instead of naming the nearest factors of a
 blank output with high confidence; the factor heads are not trained on those rows.
 
+With ``--grain LIMIT`` as well (version 4), the valid head also reads the corrupted
+valid rows: a row whose grain (``worker.engine.classifier.grain``) is above 1.25 x LIMIT
+is invalid, one below 0.75 x LIMIT valid, one between is left out of the valid head's
+loss; half the rows get light noise only (sd up to 0.012), so both sides are drawn.
+The factor heads still learn every corrupted row: they read a grainy image's factors,
+the valid head says it is not a clean one.
+
     python -m worker.training.train_classifier --out models/shapes32-classifier
 """
 
@@ -26,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from worker.engine.classifier import AttributeClassifier
+from worker.engine.classifier import AttributeClassifier, grain
 from worker.training.domains import domain
 
 HELD_OUT_SEED = 2_000_000_000  # far from every training seed
@@ -73,9 +80,12 @@ def invalid_images(valid: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out.clamp(-1.2, 1.2)
 
 
-def corrupt(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def corrupt(x: torch.Tensor, gen: torch.Generator, light_share: float = 0.0) -> torch.Tensor:
+    """Gaussian noise of sd up to 0.15 (up to 0.012 on a ``light_share`` of the rows), a
+    3x3 blur on 30% of them, a small colour shift."""
     b = x.shape[0]
-    noise_level = torch.rand(b, 1, 1, 1, generator=gen) * 0.15
+    top = torch.where(torch.rand(b, generator=gen) < light_share, 0.012, 0.15)
+    noise_level = torch.rand(b, 1, 1, 1, generator=gen) * top.view(b, 1, 1, 1)
     x = x + noise_level * torch.randn(x.shape, generator=gen)
     blur = torch.rand(b, generator=gen) < 0.3
     if blur.any():
@@ -96,10 +106,17 @@ def evaluate(
         name: float((pred[name][0] == y[:, i]).float().mean()) for i, name in enumerate(factors)
     }
     if "valid" in pred:
-        broken = invalid_images(x[:600], torch.Generator().manual_seed(HELD_OUT_SEED))
+        gen = torch.Generator().manual_seed(HELD_OUT_SEED)
+        broken = invalid_images(x[:600], gen)
         bad = model.predict(broken)["valid"]
         accuracy["valid_on_valid"] = float((pred["valid"][0] == 1).float().mean())
         accuracy["invalid_on_invalid"] = float((bad[0] == 0).float().mean())
+        # Gaussian noise over the images: sd 1.3/255 gives grain about 1.1, 3.8/255 about
+        # 2.9, 10/255 about 7 (GRAIN_LIMIT is 2.0)
+        for sd in (0.01, 0.03, 0.08):
+            noisy = x[:600] + sd * torch.randn(x[:600].shape, generator=gen)
+            read = model.predict(noisy)["valid"][0]
+            accuracy[f"valid_with_noise_sd_{sd}"] = float((read == 1).float().mean())
     return accuracy
 
 
@@ -115,6 +132,10 @@ def main() -> None:
     p.add_argument(
         "--invalid", type=float, default=0.0, help="share of each batch made of broken images"
     )
+    p.add_argument(
+        "--grain", type=float, default=0.0,
+        help="with --invalid: the valid head also reads grain above this limit as invalid",
+    )  # fmt: skip
     args = p.parse_args()
     factors = domain(args.domain).FACTORS
     torch.manual_seed(args.seed)
@@ -131,7 +152,7 @@ def main() -> None:
     losses: list[float] = []
     for step in bar:
         x, y = batch(1_000_000 + args.seed * 100_000 + step, args.batch, args.domain)
-        x = corrupt(x, gen)
+        x = corrupt(x, gen, light_share=0.5 if args.grain else 0.0)
         n_bad = round(args.invalid * args.batch)
         if n_bad:
             x = torch.cat([x, invalid_images(x[:n_bad], gen)])
@@ -142,7 +163,12 @@ def main() -> None:
         ) + torch.zeros(())
         if n_bad:
             validity = torch.cat([torch.ones(args.batch), torch.zeros(n_bad)]).long()
-            loss = loss + F.cross_entropy(logits["valid"], validity)
+            if args.grain:  # the rows' own grain: above the band invalid, inside it left out
+                g = grain(x[good])
+                own = (g < 0.75 * args.grain).long()
+                own[(g >= 0.75 * args.grain) & (g <= 1.25 * args.grain)] = -100
+                validity[good] = own
+            loss = loss + F.cross_entropy(logits["valid"], validity, ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
@@ -161,6 +187,7 @@ def main() -> None:
         "parameters": sum(p.numel() for p in model.parameters()),
         "domain": args.domain,
         "invalid_share": args.invalid,
+        "grain_limit": args.grain,
     }
     (Path(args.out) / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(json.dumps(meta))
