@@ -13,7 +13,7 @@ from worker.training.aligned import (
     label_array,
     twins,
 )
-from worker.training.train_classifier import invalid_images
+from worker.training.train_classifier import grain_validity, invalid_images
 
 
 def test_deterministic_from_its_seed() -> None:
@@ -75,3 +75,13 @@ def test_invalid_images_are_broken_in_each_way() -> None:
     assert bad[0].flatten(1).std(1).max() == 0  # a flat field
     assert bool((bad[1].abs() == 1).all())  # saturated
     assert (bad[3] - x[3]).abs().mean() > 0.3  # noise
+
+
+def test_grain_labels_clean_rows_valid_grainy_ones_invalid_and_leaves_the_band_out() -> None:
+    images, _ = generate(7, 3)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    # grain of the clean images at most 0.56; noise of sd 2.6/255 about 2.0 (the band
+    # 1.5-2.5 at limit 2), of sd 8/255 about 6
+    rows = torch.cat([x, x + noise * (2.6 / 127.5), x + noise * (8 / 127.5)])
+    assert grain_validity(rows, 2.0).tolist() == [1] * 3 + [-100] * 3 + [0] * 3

@@ -96,6 +96,16 @@ def corrupt(x: torch.Tensor, gen: torch.Generator, light_share: float = 0.0) -> 
     return x.clamp(-1.2, 1.2)
 
 
+def grain_validity(x: torch.Tensor, limit: float) -> torch.Tensor:
+    """The valid head's labels of corrupted valid rows by their own grain: 1 (valid) below
+    0.75 x ``limit``, 0 (invalid) above 1.25 x ``limit``, -100 (left out of the loss)
+    between."""
+    g = grain(x)
+    labels = (g < 0.75 * limit).long()
+    labels[(g >= 0.75 * limit) & (g <= 1.25 * limit)] = -100
+    return labels
+
+
 def evaluate(
     model: AttributeClassifier, count: int = 2048, domain_name: str = "aligned"
 ) -> dict[str, float]:
@@ -163,11 +173,8 @@ def main() -> None:
         ) + torch.zeros(())
         if n_bad:
             validity = torch.cat([torch.ones(args.batch), torch.zeros(n_bad)]).long()
-            if args.grain:  # the rows' own grain: above the band invalid, inside it left out
-                g = grain(x[good])
-                own = (g < 0.75 * args.grain).long()
-                own[(g >= 0.75 * args.grain) & (g <= 1.25 * args.grain)] = -100
-                validity[good] = own
+            if args.grain:
+                validity[good] = grain_validity(x[good], args.grain)
             loss = loss + F.cross_entropy(logits["valid"], validity, ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
