@@ -25,7 +25,7 @@ import pytest
 
 from benchmarks.defaults import Bench, _examples
 from worker.engine import load_denoiser
-from worker.engine.classifier import AttributeClassifier
+from worker.engine.classifier import GRAIN_LIMIT, AttributeClassifier, grain
 from worker.training import aligned
 
 ROOT = Path(__file__).resolve().parents[2] / "models"
@@ -174,9 +174,14 @@ def test_style_generate_takes_the_style_background(bench: Bench) -> None:
 def test_style_generate_with_a_prompt_takes_the_style_and_keeps_the_prompt(
     text_bench: Bench,
 ) -> None:
-    """D on the text model with its defaults (the signal leak from t_start 400): prompts
-    name shape, size and aspect, the style comes from the start (the card, 64 samples per
-    style; here 8 of 8 are valid and take both style factors, 7 keep the prompt's content)."""
+    """D on the text model with its defaults (the signal leak from t_start 400, eta 1):
+    prompts name shape, size and aspect, the style comes from the start (the card, 192
+    samples per style; here 8 of 8 are valid and take both style factors, 7 keep the
+    prompt's content), and no sample is grainy (at eta 0 0.17 of red-on-white samples
+    were)."""
+    import torch
+
+    assert text_bench.dn.editing_defaults["style-generate"]["eta"] == 1.0
     rng = np.random.default_rng(0)
     red = aligned.FACTORS["colour"].index("red")
     white = aligned.FACTORS["background"].index("white")
@@ -197,6 +202,8 @@ def test_style_generate_with_a_prompt_takes_the_style_and_keeps_the_prompt(
     content = [cols.index(f) for f in aligned.CONTENT_FACTORS]
     wanted = aligned.label_array(asked)[:, content]
     assert np.all(labels[:, content] == wanted, axis=1).sum() >= 6
+    x = torch.from_numpy(text_bench.images(outs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    assert (grain(x) < GRAIN_LIMIT).all()
 
 
 def test_mix_of_a_fitted_lam_gives_valid_images(text_bench: Bench) -> None:
@@ -207,7 +214,6 @@ def test_mix_of_a_fitted_lam_gives_valid_images(text_bench: Bench) -> None:
     epoch on 2 seeds instead of 10 on the model's 4."""
     import torch
 
-    from benchmarks.defaults import GRAIN_LIMIT, grain
     from worker.engine.methods.mixing import LamAsset, reference_init
 
     defaults: dict[str, Any] = text_bench.dn.editing_defaults["lam"]
