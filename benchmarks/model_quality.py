@@ -1,7 +1,8 @@
 """Quality figures of the shipped unconditional model and classifier (the model cards' numbers).
 
-1. ``samples``: N generated samples, classified: the share confident (> 0.9) on every
-   factor, and each factor value's share against its fair share.
+1. ``samples``: N generated samples, classified: the share read valid and confident
+   (> 0.9) on every factor, the share grainy, and each factor value's share against its
+   fair share.
 2. ``inversion``: 50-step DDIM inversion of held-out generator images, mean PSNR of
    the reconstruction; edit-friendly DDPM inversion, max abs error in fp32.
 3. ``h_weight``: how much eps changes when h is zeroed or swapped between samples.
@@ -28,7 +29,7 @@ import torch
 
 from benchmarks import write_json
 from worker.engine import Denoiser, ddim_invert, ddim_sample, ddpm_invert, load_denoiser
-from worker.engine.classifier import AttributeClassifier
+from worker.engine.classifier import GRAIN_LIMIT, AttributeClassifier, grain
 from worker.engine.images import psnr
 from worker.engine.schedule import timestep_grid
 from worker.training.aligned import CONTENT_FACTORS, FACTORS, Labels, label_array, render
@@ -57,7 +58,11 @@ def eval_samples(
         out = _in_chunks(lambda x: ddim_sample(dn, x, grid, eta=eta, generator=gen), x_T)
     seconds = time.perf_counter() - start
     pred = clf.predict(out.clamp(-1, 1))
-    confident = torch.stack([p > 0.9 for _, p in pred.values()]).all(0)
+    # every factor read with confidence > 0.9 and, where the classifier has a valid
+    # head, read valid with it (an invalid reading, however confident, is not a sample)
+    confident = torch.stack([pred[name][1] > 0.9 for name in FACTORS]).all(0)
+    if "valid" in pred:
+        confident &= (pred["valid"][0] == 1) & (pred["valid"][1] > 0.9)
     shares = {}
     for name, values in FACTORS.items():
         counts = np.bincount(pred[name][0].numpy(), minlength=len(values))
@@ -69,6 +74,7 @@ def eval_samples(
         "steps": steps,
         "eta": eta,
         "confident_all_factors": round(float(confident.float().mean()), 3),
+        "grainy": round(float((grain(out) > GRAIN_LIMIT).float().mean()), 3),
         "share_of_fair_share": shares,
         "min_share_of_fair_share": min_share,
         "ms_per_image": round(1e3 * seconds / count, 1),
@@ -175,8 +181,9 @@ def eval_h_weight(dn: Denoiser, count: int = 32) -> dict[str, Any]:
 
 
 def eval_text(
-    dn: Denoiser, clf: AttributeClassifier, count: int, steps: int, scales: list[float]
-) -> dict[str, Any]:
+    dn: Denoiser, clf: AttributeClassifier, count: int, steps: int, scales: list[float],
+    etas: tuple[float, ...] = (0.0,),
+) -> dict[str, Any]:  # fmt: skip
     """Captions of random labels; per guidance scale, how often the classifier agrees.
 
     Two prompt sets over the same labels: naming shape and colour only ("a red
@@ -193,25 +200,37 @@ def eval_text(
     y = label_array(labels)
     grid = timestep_grid(steps, dn.num_train_timesteps)
     rows = []
-    for (kind, prompts), scale in itertools.product(prompt_sets.items(), scales):
+    for (kind, prompts), scale, eta in itertools.product(prompt_sets.items(), scales, etas):
         gen = torch.Generator().manual_seed(0)
         x_T = dn.noise((count, *dn.sample_shape), gen)
         start = time.perf_counter()
         with torch.no_grad():
             outs = [
                 dn.decode(ddim_sample(dn, x_T[i : i + 64], grid,
-                                      cond=dn.conditioning(prompts[i : i + 64], scale)))
+                                      cond=dn.conditioning(prompts[i : i + 64], scale),
+                                      eta=eta, generator=gen))
                 for i in range(0, count, 64)
             ]  # fmt: skip
         seconds = time.perf_counter() - start
-        pred = clf.predict(torch.cat(outs).clamp(-1, 1))
+        x = torch.cat(outs).clamp(-1, 1)
+        pred = clf.predict(x)
         agree = {name: (pred[name][0].numpy() == y[:, j]) for j, name in enumerate(FACTORS)}
+        # the valid head's reading (> 0.9), where the classifier has one: a sample it
+        # calls invalid (blank, noise, grain) counts as not following its prompt
+        valid = np.ones(count, bool)
+        if "valid" in pred:
+            valid = (pred["valid"][0].numpy() == 1) & (pred["valid"][1].numpy() > 0.9)
+        both = agree["shape"] & agree["colour"]
         rows.append({
             "prompts": kind,
             "guidance": scale,
-            "shape_and_colour": round(float((agree["shape"] & agree["colour"]).mean()), 3),
+            "eta": eta,
+            "shape_and_colour": round(float(both.mean()), 3),
             "all_factors": round(float(np.all(list(agree.values()), axis=0).mean()), 3),
             **{name: round(float(a.mean()), 3) for name, a in agree.items()},
+            "valid": round(float(valid.mean()), 3),
+            "grainy": round(float((grain(x) > GRAIN_LIMIT).float().mean()), 3),
+            "shape_and_colour_and_valid": round(float((both & valid).mean()), 3),
             "ms_per_image": round(1e3 * seconds / count, 1),
         })  # fmt: skip
         print("text:", json.dumps(rows[-1]), flush=True)
@@ -248,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid-png", help="write a grid of 64 samples here")
     p.add_argument("--text-model", default="models/shapes32-text", help="for the text section")
     p.add_argument("--guidance", nargs="+", type=float, default=[1.0, 2.0, 3.0, 5.0, 7.5])
+    p.add_argument("--text-etas", nargs="+", type=float, default=[0.0],
+                   help="text section: DDIM eta (1: fresh noise at each step)")  # fmt: skip
     p.add_argument("--json", dest="json_out")
     p.add_argument("--card", help="write the measured part of the model card here (markdown)")
     args = p.parse_args(argv)
@@ -272,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                 _save_grid(grid_images, args.grid_png)
     if "text" in args.only:
         tm = load_denoiser(args.text_model, device="cpu", dtype="float32")
-        results["text"] = eval_text(tm, clf, 128, 25, args.guidance)
+        results["text"] = eval_text(tm, clf, 128, 25, args.guidance, tuple(args.text_etas))
     if "h_weight" in args.only:
         results["h_weight"] = eval_h_weight(dn)
         print("eps change when h is zeroed / swapped:", results["h_weight"]["relative_eps_change"])
@@ -319,8 +340,9 @@ def write_card(path: str, model: str, results: dict[str, Any]) -> None:
     for row in results.get("samples", []):
         lines.append(
             f"- {row['count']} samples, {row['steps']} DDIM steps, eta {row['eta']}: "
-            f"{100 * row['confident_all_factors']:.1f}% classified with confidence > 0.9 on every "
-            f"factor; smallest share of a factor value / its fair share: "
+            f"{100 * row['confident_all_factors']:.1f}% read valid and classified with confidence "
+            f"> 0.9 on every factor, {100 * row['grainy']:.1f}% grainy; smallest share of a "
+            "factor value / its fair share: "
             f"{row['min_share_of_fair_share']}; shares: {json.dumps(row['share_of_fair_share'])}."
         )
     if "h_weight" in results:
@@ -344,13 +366,17 @@ def write_card(path: str, model: str, results: dict[str, Any]) -> None:
             "",
         ]
         lines += [
-            "| prompts | guidance | shape and colour | all factors | " + " | ".join(FACTORS) + " |",
-            "|---|---|---|---|" + "---|" * len(FACTORS),
-        ]
+            "| prompts | guidance | eta | shape and colour | all factors | " + " | ".join(FACTORS)
+            + " | valid | grainy | shape and colour, valid |",
+            "|---|---|---|---|---|" + "---|" * (len(FACTORS) + 3),
+        ]  # fmt: skip
         for r in results["text"]["rows"]:
-            lines.append(f"| {r['prompts']} | {r['guidance']} | {r['shape_and_colour']} | "
+            lines.append(f"| {r['prompts']} | {r['guidance']} | {r['eta']} | "
+                         f"{r['shape_and_colour']} | "
                          f"{r['all_factors']} | "
-                         + " | ".join(str(r[f]) for f in FACTORS) + " |")  # fmt: skip
+                         + " | ".join(str(r[f]) for f in FACTORS)
+                         + f" | {r['valid']} | {r['grainy']} | "
+                         f"{r['shape_and_colour_and_valid']} |")  # fmt: skip
     if "classifier_accuracy" in results:
         lines += ["", f"Classifier used as the judge: accuracy {results['classifier_accuracy']}."]
     Path(path).write_text("\n".join(lines) + "\n")
