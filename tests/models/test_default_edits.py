@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks.defaults import Bench, _examples
 from worker.engine import load_denoiser
@@ -46,18 +47,14 @@ def text_bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     yield Bench(dn, clf, aligned, tmp_path_factory.mktemp("text-blobs"))
 
 
+def _pixels(b: Bench, outs: list) -> torch.Tensor:  # type: ignore[type-arg]
+    """The outputs' first images, (N, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(b.images(outs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
 def _valid(b: Bench, outs: list) -> np.ndarray:  # type: ignore[type-arg]
     """Per output: the classifier's valid head says valid (not blank, saturated, noise)."""
-    import io
-
-    import torch
-    from PIL import Image
-
-    x = torch.stack([
-        torch.from_numpy(np.asarray(Image.open(io.BytesIO(o.images[0])).convert("RGB")))
-        for o in outs
-    ]).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # fmt: skip
-    return np.asarray(b.clf.predict(x)["valid"][0].numpy() == 1)
+    return np.asarray(b.clf.predict(_pixels(b, outs))["valid"][0].numpy() == 1)
 
 
 def test_reconstruct_keeps_every_example(bench: Bench) -> None:
@@ -179,8 +176,6 @@ def test_style_generate_with_a_prompt_takes_the_style_and_keeps_the_prompt(
     samples per style; here 8 of 8 are valid and take both style factors, 7 keep the
     prompt's content), and no sample is grainy (at eta 0 0.17 of red-on-white samples
     were)."""
-    import torch
-
     assert text_bench.dn.editing_defaults["style-generate"]["eta"] == 1.0
     rng = np.random.default_rng(0)
     red = aligned.FACTORS["colour"].index("red")
@@ -202,8 +197,7 @@ def test_style_generate_with_a_prompt_takes_the_style_and_keeps_the_prompt(
     content = [cols.index(f) for f in aligned.CONTENT_FACTORS]
     wanted = aligned.label_array(asked)[:, content]
     assert np.all(labels[:, content] == wanted, axis=1).sum() >= 6
-    x = torch.from_numpy(text_bench.images(outs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    assert (grain(x) < GRAIN_LIMIT).all()
+    assert (grain(_pixels(text_bench, outs)) < GRAIN_LIMIT).all()
 
 
 def test_mix_of_a_fitted_lam_gives_valid_images(text_bench: Bench) -> None:
@@ -212,8 +206,6 @@ def test_mix_of_a_fitted_lam_gives_valid_images(text_bench: Bench) -> None:
     and the mixes are valid, clean images (the card: 64 seeds, colour=blue in
     distribution 0.984, none grainy; at eta 0 half were grainy). The fit here runs one
     epoch on 2 seeds instead of 10 on the model's 4."""
-    import torch
-
     from worker.engine.methods.mixing import LamAsset, reference_init
 
     defaults: dict[str, Any] = text_bench.dn.editing_defaults["lam"]
@@ -230,5 +222,4 @@ def test_mix_of_a_fitted_lam_gives_valid_images(text_bench: Bench) -> None:
     )
     outs = text_bench.run([text_bench.payload("mix", seed=s, asset=asset) for s in range(4)])
     assert _valid(text_bench, outs).sum() >= 3
-    x = torch.from_numpy(text_bench.images(outs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    assert (grain(x) < GRAIN_LIMIT).all()
+    assert (grain(_pixels(text_bench, outs)) < GRAIN_LIMIT).all()

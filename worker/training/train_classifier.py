@@ -84,7 +84,9 @@ def corrupt(x: torch.Tensor, gen: torch.Generator, light_share: float = 0.0) -> 
     """Gaussian noise of sd up to 0.15 (up to 0.012 on a ``light_share`` of the rows), a
     3x3 blur on 30% of them, a small colour shift."""
     b = x.shape[0]
-    top = torch.where(torch.rand(b, generator=gen) < light_share, 0.012, 0.15)
+    top = torch.full((b,), 0.15)
+    if light_share:  # drawn only then, so that version 3's recipe draws what it drew
+        top[torch.rand(b, generator=gen) < light_share] = 0.012
     noise_level = torch.rand(b, 1, 1, 1, generator=gen) * top.view(b, 1, 1, 1)
     x = x + noise_level * torch.randn(x.shape, generator=gen)
     blur = torch.rand(b, generator=gen) < 0.3
