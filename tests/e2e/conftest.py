@@ -6,14 +6,17 @@ Nothing here skips: if Redis, a worker or the API cannot start, the tests error.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from service.embedded import LocalStack as Stack
 from service.embedded import RedisProcess
+from store.metrics import read_outcomes
 
 ROOT = Path(__file__).resolve().parents[2]
 E2E_MODEL = os.environ.get("EDITSERVE_E2E_MODEL", str(ROOT / "models" / "shapes32-ddpm"))
@@ -65,3 +68,18 @@ def running(stack: Stack, worker: str) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
+
+
+def outcomes_when(redis: Any, at_least: dict[str, int], timeout: float = 10.0) -> dict[str, int]:
+    """The outcome counters once each of ``at_least`` has reached its count, or as they
+    stand after ``timeout`` s (the caller asserts on what it gets).
+
+    A worker bumps a counter just after it writes the job's end (RQ's own pipeline), so
+    a client that has seen a job end may read the counter a moment before it moves."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcomes = read_outcomes(redis)
+        reached = all(outcomes.get(k, 0) >= n for k, n in at_least.items())
+        if reached or time.monotonic() > deadline:
+            return outcomes
+        time.sleep(0.02)

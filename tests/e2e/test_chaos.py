@@ -22,8 +22,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from service.embedded import LocalStack, RedisProcess
-from store.metrics import read_outcomes
-from tests.e2e.conftest import E2E_MODEL
+from tests.e2e.conftest import E2E_MODEL, outcomes_when
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 JOBS = 32
@@ -115,7 +114,7 @@ def test_jobs_survive_workers_stopped_and_killed_under_load(tmp_path: Path) -> N
         assert spent <= 2 * 4, spent
         # every job succeeded exactly once; no worker was cut off and came back, so the
         # lease fence dropped or took back nothing
-        outcomes = read_outcomes(stack.redis)
+        outcomes = outcomes_when(stack.redis, {"succeeded": JOBS})
         assert outcomes.get("succeeded") == JOBS, outcomes
         assert "lease_lost" not in outcomes and "reclaimed" not in outcomes, outcomes
         print(f"{JOBS} jobs, {killed} workers stopped or killed, "

@@ -27,7 +27,7 @@ from rq.serializers import JSONSerializer
 
 from service.embedded import LocalStack, RedisProcess
 from store.metrics import read_outcomes
-from tests.e2e.conftest import E2E_MODEL
+from tests.e2e.conftest import E2E_MODEL, outcomes_when
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +97,8 @@ def _ran_once(stack: LocalStack, ids: list[str]) -> None:
     for job_id in ids:
         job = Job.fetch(job_id, connection=stack.redis, serializer=JSONSerializer)
         assert job.get_status() == "finished" and len(job.results()) == 1, job_id
-    assert read_outcomes(stack.redis).get("succeeded") == len(ids)
+    outcomes = outcomes_when(stack.redis, {"succeeded": len(ids)})
+    assert outcomes.get("succeeded") == len(ids), outcomes
 
 
 def _kill_replace_and_succeed(bare: LocalStack, job_id: str, bound_s: float, what: str) -> None:
@@ -251,7 +252,7 @@ def test_load_and_kill_200_jobs_16_clients_3_worker_kills(bare: LocalStack, tmp_
     for job_id in ids:
         job = Job.fetch(job_id, connection=bare.redis, serializer=JSONSerializer)
         twice += len(job.results()) > 1
-    outcomes = read_outcomes(bare.redis)
+    outcomes = outcomes_when(bare.redis, {"succeeded": 200}, timeout=5)
     print(f"accepted {accepted}, succeeded {succeeded}, failed {failed}, stranded {stranded}, "
           f"ran twice {twice}; jobs held at each kill {caught}; outcomes {outcomes}")  # fmt: skip
     assert (succeeded, failed, stranded, twice) == (200, 0, 0, 0)
