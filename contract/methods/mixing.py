@@ -8,7 +8,7 @@ from pydantic import Field
 
 from contract.jobs import JobKind
 from contract.params import AssetName, FitField, MethodParams, Refine
-from contract.rules import Needs
+from contract.rules import Applies, Needs
 from contract.spec import MethodSpec
 
 
@@ -19,6 +19,8 @@ class LamFitParams(MethodParams):
     RULES = (
         Needs("eta", {"sampler": {"enum": ["plms"]}}, {"eta": {"enum": [0]}},
               "PLMS steps are deterministic; eta > 0 needs sampler ddim"),
+        Applies("temperature", ({"scorer": {"enum": ["classifier"]}},),
+                "for scorer classifier: it softens the classifier's softmax"),
     )  # fmt: skip
 
     name: AssetName
@@ -64,6 +66,14 @@ class LamFitParams(MethodParams):
         "classifier",
         description="image-text scorer of the loss: the worker's attribute classifier, or "
         "CLIP from the worker's local folder (EDITSERVE_CLIP)",
+    )
+    temperature: float = Field(
+        1.0,
+        gt=0.0,
+        le=100.0,
+        description="scorer classifier: its logits are divided by this before the softmax "
+        "of E_I. A classifier sure of a clean drawing gives the loss almost no gradient "
+        "(p (1 - p) near 0); above 1 the factors the edit keeps or changes pull on lam",
     )
     content: Literal["scorer", "vgg"] = Field(
         "scorer",

@@ -10,6 +10,7 @@ import torch
 from worker.engine import ddim_invert, ddim_sample, load_denoiser, timestep_grid
 from worker.engine.classifier import GRAIN_LIMIT, AttributeClassifier, grain
 from worker.engine.images import psnr
+from worker.engine.methods.mixing import ClassifierScorer
 from worker.training.aligned import FACTORS, generate, label_array
 
 ROOT = Path(__file__).resolve().parents[2] / "models"
@@ -117,6 +118,24 @@ def test_classifier_reads_fresh_generator_images() -> None:
     for i, name in enumerate(FACTORS):
         accuracy = float((pred[name][0].numpy() == y[:, i]).mean())
         assert accuracy >= 0.97, f"{name}: {accuracy:.3f}"
+
+
+def test_the_scorer_passes_c_a_gradient_only_when_its_softmax_is_softened() -> None:
+    """Method C's loss reads the classifier's probabilities. The shipped classifier is
+    sure of a clean drawing to within float32's last bits, so at temperature 1 its
+    content factors pass back almost nothing; at 8 they do."""
+    clf = AttributeClassifier.load(ROOT / "shapes32-classifier").float()
+    x, _ = _held_out(8)
+    norms = {}
+    for t in (1.0, 8.0):
+        image = x.clone().requires_grad_(True)
+        e = ClassifierScorer(clf, temperature=t).image_embed(image)
+        # the content factors' probabilities (shape, size, aspect lead the embedding)
+        n_content = sum(len(clf.factors[f]) for f in ("shape", "size", "aspect"))
+        (grad,) = torch.autograd.grad(e[:, :n_content].max(dim=1).values.sum(), image)
+        norms[t] = float(grad.norm())
+    # p (1 - p) of the read value: median below 1e-5 at T 1, 0.05-0.1 at T 8
+    assert norms[8.0] > 100 * norms[1.0], norms
 
 
 def test_classifier_says_invalid_for_broken_and_grainy_images() -> None:

@@ -54,6 +54,12 @@ def test_boundary_edit_defaults_move_h_to_the_same_distance() -> None:
         ("directions", {"name": "d", "kind": "pca", "iters": 10}, False, "iters"),
         ("directions", {"name": "d", "kind": "jacobian", "jacobian_t": 500}, False, "jacobian_t"),
         ("boundary-edit", {"asset": "a", "distance": 1.0, "strength": 3.0}, False, "strength"),
+        (
+            "lam",
+            {"name": "l", "neutral": "a", "target": "b", "scorer": "clip", "temperature": 8},
+            True,
+            "temperature",
+        ),
     ],
 )
 def test_values_a_combination_would_ignore_are_named(
@@ -70,6 +76,7 @@ def test_the_same_values_where_they_apply_pass() -> None:
         ("reconstruct", {"prompt": "a red circle"}, True),
         ("inject", {"w": 0.0, "clip_x0": True}, False),
         ("boundary-edit", {"asset": "a", "strength": 3.0}, False),
+        ("lam", {"name": "l", "neutral": "a", "target": "b", "temperature": 8}, True),
         (
             "directions",
             {

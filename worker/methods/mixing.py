@@ -37,7 +37,7 @@ from worker.methods.handler import (
 )
 
 
-def scorer(ctx: RunContext, name: str, content: str = "scorer") -> Scorer:
+def scorer(ctx: RunContext, name: str, content: str = "scorer", temperature: float = 1.0) -> Scorer:
     """The loss's image-text scorer, with VGG16's content term where asked."""
     if name == "clip":
         if ctx.clip is None:
@@ -50,7 +50,7 @@ def scorer(ctx: RunContext, name: str, content: str = "scorer") -> Scorer:
             "params.scorer: this worker has no classifier for the loss (EDITSERVE_CLASSIFIER)"
         )
     else:
-        base = ClassifierScorer(ctx.classifier)
+        base = ClassifierScorer(ctx.classifier, temperature)
     if content != "vgg":
         return base
     if ctx.vgg is None:
@@ -133,7 +133,7 @@ def run_lam_fit(
         refine=p.refine, sampler=p.sampler, clip_x0=p.clip_x0, eta=p.eta, seeds=p.seeds,
     )  # fmt: skip
     fit = optimise_lam(
-        denoiser, x_T, grid, p.neutral, p.target, scorer(ctx, p.scorer, p.content),
+        denoiser, x_T, grid, p.neutral, p.target, scorer(ctx, p.scorer, p.content, p.temperature),
         lam0=reference_init(len(grid), p.noisy_share), epochs=p.epochs, lr=p.lr,
         content_weight=p.content_weight, guidance=p.guidance_scale,
         corrections=corrections, sampler=p.sampler, clip_x0=p.clip_x0, eta=p.eta,

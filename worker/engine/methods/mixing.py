@@ -55,15 +55,27 @@ class ClassifierScorer:
     whose value the prompt names, a one-hot on that value (uniform where none is
     named), so ``E_T(c_n) - E_T(c_t)`` points from the neutral to the target value.
     Content distance: pixel MSE (no perceptual network ships offline).
+
+    ``temperature`` divides the logits first. A classifier trained to near-certainty
+    reads a clean drawing at a probability within a hair of 1, where the softmax's
+    derivative is about p (1 - p): a factor that the edit changes or keeps moves the
+    loss but passes back almost no gradient. Above 1 the probabilities, and so the
+    gradient, stay away from that flat end.
     """
 
-    def __init__(self, classifier: torch.nn.Module) -> None:
+    def __init__(self, classifier: torch.nn.Module, temperature: float = 1.0) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         self.classifier = classifier
+        self.temperature = temperature
         self.factors: dict[str, list[str]] = classifier.factors  # type: ignore[assignment]
 
     def image_embed(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.classifier(images.clamp(-1, 1))
-        return torch.cat([logits[name].float().softmax(-1) for name in self.factors], dim=1)
+        return torch.cat(
+            [(logits[name].float() / self.temperature).softmax(-1) for name in self.factors],
+            dim=1,
+        )
 
     def text_embed(self, prompts: list[str]) -> torch.Tensor:
         rows = []
