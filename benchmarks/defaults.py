@@ -476,7 +476,9 @@ def _lam_summary(lam: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def eval_mix(b: Bench, others: int, factors: list[str] | None = None) -> dict[str, Any]:
+def eval_mix(
+    b: Bench, others: int, factors: list[str] | None = None, first: int = 100
+) -> dict[str, Any]:
     gen, cols = b.gen, list(b.gen.FACTORS)
     out = {}
     for neutral, target, factor, value in MIX_TASKS:
@@ -485,7 +487,7 @@ def eval_mix(b: Bench, others: int, factors: list[str] | None = None) -> dict[st
         j, v = cols.index(factor), gen.FACTORS[factor].index(value)
         asset, fitted = b.fit("lam", neutral=neutral, target=target)
         assert fitted.asset is not None
-        seeds = range(100, 100 + others)
+        seeds = range(first, first + others)
         outs = b.run([b.payload("mix", seed=s, asset=asset) for s in seeds])
         pixels = b.images(outs)
         labels, ok = b.judge(outs, pixels)
@@ -548,6 +550,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=32, help="direction/boundary: images per target")
     p.add_argument("--factors", nargs="+", help="direction/boundary-edit/mix: these targets only")
     p.add_argument("--mix-seeds", type=int, default=32, help="mix: seeds 100.. it is run on")
+    p.add_argument(
+        "--mix-first-seed", type=int, default=100,
+        help="mix: the first of --mix-seeds seeds (the fits use seeds 1..4), e.g. to check a "
+        "default on seeds its sweep did not see",
+    )  # fmt: skip
     p.add_argument(
         "--project-out", nargs="+", metavar="FACTOR",
         help="direction: fit these factors' targets first and remove their directions",
@@ -621,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
                     tb, args.images, 8, prompted=True, first_seed=args.first_seed
                 )
             if "mix" in args.only:
-                results["mix"] = eval_mix(tb, args.mix_seeds, args.factors)
+                results["mix"] = eval_mix(tb, args.mix_seeds, args.factors, args.mix_first_seed)
     write_json(args.json_out, results)
     return 0
 
