@@ -202,14 +202,15 @@ def test_style_generate_with_a_prompt_takes_the_style_and_keeps_the_prompt(
 
 def test_mix_of_a_fitted_lam_gives_valid_images(text_bench: Bench) -> None:
     """C on this model, with its defaults (eta 1, each seed's noises fixed; lam 1 on the
-    first 30 of 50 steps to start; lr 0.01): the fit moves lam, the asset keeps the eta,
+    first 30 of 50 steps to start; lr 0.01; the scorer at temperature 8): the fit moves
+    lam, the asset keeps the eta,
     and the mixes are valid, clean images (the card: 64 seeds, colour=blue in
     distribution 0.984, none grainy; at eta 0 half were grainy). The fit here runs one
     epoch on 2 seeds instead of 10 on the model's 4."""
     from worker.engine.methods.mixing import LamAsset, reference_init
 
     defaults: dict[str, Any] = text_bench.dn.editing_defaults["lam"]
-    assert defaults["eta"] == 1.0  # what the card measured
+    assert defaults["eta"] == 1.0 and defaults["temperature"] == 8.0  # what the card measured
     asset, fitted = text_bench.fit(
         "lam", neutral="a circle", target="a blue circle", epochs=1, seeds=2
     )
