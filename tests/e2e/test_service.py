@@ -371,7 +371,7 @@ def test_a_worker_paused_past_its_lease_drops_its_run_and_the_job_succeeds_once(
     assert idle_after < 4, idle_after
     job = _wait(api, job_id, timeout=120)
     assert job["status"] == "succeeded", job
-    after = outcomes_when(stack.redis, {"succeeded": before.get("succeeded", 0) + 1})
+    outcomes_when(stack.redis, {"succeeded": before.get("succeeded", 0) + 1})
     time.sleep(0.5)  # a second count would come now
     after = _outcomes(stack)
     assert after["succeeded"] - before.get("succeeded", 0) == 1, (before, after)

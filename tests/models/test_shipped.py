@@ -134,7 +134,8 @@ def test_the_scorer_passes_c_a_gradient_only_when_its_softmax_is_softened() -> N
         n_content = sum(len(clf.factors[f]) for f in ("shape", "size", "aspect"))
         (grad,) = torch.autograd.grad(e[:, :n_content].max(dim=1).values.sum(), image)
         norms[t] = float(grad.norm())
-    # p (1 - p) of the read value: median below 1e-5 at T 1, 0.05-0.1 at T 8
+    # p (1 - p) of the read value (256 images): median below 1e-4 at T 1, 0.045-0.23 at T 8;
+    # these 8: 4e-7 against 0.6
     assert norms[8.0] > 100 * norms[1.0], norms
 
 
