@@ -29,6 +29,7 @@ import torch
 from benchmarks.defaults import judge_tensor
 from worker.engine import load_denoiser
 from worker.engine.classifier import AttributeClassifier
+from worker.engine.images import from_uint8
 from worker.engine.methods.boundaries import edit_across, fit_boundary, invert_to
 from worker.training import aligned as gen
 
@@ -39,7 +40,7 @@ HELD_OUT = 24  # edited images per target, at least 2 per stratum
 
 
 def _to_x(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return from_uint8(images)
 
 
 def run_target(

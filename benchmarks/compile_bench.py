@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from benchmarks import timed, write_json
+from worker.engine.images import from_uint8
 
 
 def _interleaved(
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             row = {k: round(1e3 * v / batch, 3) for k, v in med.items()}
             result["unet_ms_per_image"][batch] = row
         images_np, _ = generate(7_000_000, 8)
-        images = torch.from_numpy(images_np).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        images = from_uint8(images_np)
         agree = {}
         for batch in (1, 8):
             imgs = images[:batch]

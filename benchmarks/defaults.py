@@ -47,7 +47,7 @@ from contract.spec import with_model_defaults
 from store.blobs import LocalBlobStore
 from worker.engine import Denoiser, load_denoiser
 from worker.engine.classifier import GRAIN_LIMIT, AttributeClassifier, grain
-from worker.engine.images import to_pil
+from worker.engine.images import from_uint8, to_pil
 from worker.engine.methods.mixing import LamAsset
 from worker.executor import JobOutput, RunContext, prepare, run_batch
 from worker.inversion_cache import InversionCache
@@ -141,15 +141,10 @@ class Bench:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(N, factors) labels and (N,) in-distribution flags of the outputs' first images
         (``images``: those already decoded by ``images``)."""
-        return self.judge_tensor(_to_tensor(self.images(outs) if images is None else images))
+        return self.judge_tensor(from_uint8(self.images(outs) if images is None else images))
 
     def judge_tensor(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         return judge_tensor(self.clf, list(self.gen.FACTORS), x)
-
-
-def _to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1]."""
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def judge_tensor(
@@ -206,7 +201,7 @@ def _share(flags: np.ndarray) -> float:
 def _grain_columns(pixels: np.ndarray, ok: np.ndarray) -> dict[str, float]:
     """Every table's grain columns: the share of outputs (uint8, (N, H, W, 3)) above
     GRAIN_LIMIT, and the share in distribution and not grainy."""
-    grainy = (grain(_to_tensor(pixels)) > GRAIN_LIMIT).numpy()
+    grainy = (grain(from_uint8(pixels)) > GRAIN_LIMIT).numpy()
     return {"grainy": _share(grainy), "in_distribution_not_grainy": _share(ok & ~grainy)}
 
 

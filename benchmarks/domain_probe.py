@@ -30,12 +30,9 @@ from benchmarks import write_json
 from worker.engine import ddim_invert, ddim_sample, load_denoiser
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.denoiser import Denoiser
+from worker.engine.images import from_uint8
 from worker.engine.schedule import timestep_grid
 from worker.training.domains import domain
-
-
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def valid_share(clf: AttributeClassifier, images: torch.Tensor) -> float | None:
@@ -59,8 +56,8 @@ def swap_row(
     grid = timestep_grid(steps, dn.num_train_timesteps)
     a_imgs, b_imgs, a_labels, b_labels = gen.twins(factor, pairs, seed)
     with torch.no_grad():
-        xa_T = ddim_invert(dn, _to_tensor(a_imgs), grid, fixed_point_iters=refine).x_T
-        xb_T = ddim_invert(dn, _to_tensor(b_imgs), grid, fixed_point_iters=refine).x_T
+        xa_T = ddim_invert(dn, from_uint8(a_imgs), grid, fixed_point_iters=refine).x_T
+        xb_T = ddim_invert(dn, from_uint8(b_imgs), grid, fixed_point_iters=refine).x_T
         with dn.hooks.capture_h("probe.record") as cap:
             ddim_sample(dn, xb_T, grid)
         with dn.hooks.edit_h("probe.replace", lambda h, t: cap.at(t).to(h.dtype)):
@@ -92,7 +89,7 @@ def differing_pairs(gen: Any, count: int, seed: int) -> tuple[Any, Any, np.ndarr
         s_lab.append(gen.Labels(*b))
         c_img.append(gen.render(c_lab[-1], rng))
         s_img.append(gen.render(s_lab[-1], rng))
-    return (_to_tensor(np.stack(c_img)), _to_tensor(np.stack(s_img)),
+    return (from_uint8(np.stack(c_img)), from_uint8(np.stack(s_img)),
             gen.label_array(c_lab), gen.label_array(s_lab))  # fmt: skip
 
 

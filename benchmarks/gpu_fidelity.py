@@ -33,13 +33,12 @@ from benchmarks.methods_ae import (
     HELD_OUT_SEED,
     _differing_pairs,
     _judge,
-    _to_tensor,
     keeps_and_takes,
 )
 from contract.methods.inject import InjectParams
 from worker.engine import Denoiser, ddim_invert, ddim_sample, ddpm_invert, load_denoiser
 from worker.engine.classifier import AttributeClassifier
-from worker.engine.images import psnr
+from worker.engine.images import from_uint8, psnr
 from worker.engine.methods.inject import content_trajectory, inject_content
 from worker.engine.schedule import timestep_grid
 from worker.training.aligned import generate
@@ -60,7 +59,7 @@ def run_dtype(dn: Denoiser, args: argparse.Namespace, clf: AttributeClassifier) 
     dev = dn.device
     out: dict[str, Any] = {}
     images, _ = generate(HELD_OUT_SEED + 7, args.images)
-    x0 = _to_tensor(images).to(dev)
+    x0 = from_uint8(images).to(dev)
     grid = timestep_grid(args.steps, dn.num_train_timesteps)
 
     def reconstruct() -> torch.Tensor:

@@ -54,6 +54,7 @@ from worker.engine import Denoiser, ddim_invert, ddim_sample, ddpm_invert, load_
 from worker.engine.classifier import AttributeClassifier
 from worker.engine.hspace import inject as hspace_inject
 from worker.engine.hspace import project_out, project_out_joint
+from worker.engine.images import from_uint8
 from worker.engine.methods import inject as inject_module
 from worker.engine.methods.directions import (
     collect_h,
@@ -94,10 +95,6 @@ def use_domain(gen: Any) -> None:
     TARGETS = {f: TARGET_VALUES[f] for f in FACTORS}
 
 
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
 def _differing_pairs(
     count: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
@@ -115,8 +112,8 @@ def _differing_pairs(
         c_lab.append(GEN.Labels(*a))
         s_lab.append(GEN.Labels(*b))
     return (
-        _to_tensor(np.stack(c_img)),
-        _to_tensor(np.stack(s_img)),
+        from_uint8(np.stack(c_img)),
+        from_uint8(np.stack(s_img)),
         GEN.label_array(c_lab),
         GEN.label_array(s_lab),
     )
@@ -288,7 +285,7 @@ def _labelled_targets(
         hs = []
         for imgs in (pos_img, neg_img):
             chunks = [
-                content_trajectory(dn, _to_tensor(imgs[k : k + 64]), grid, refine=refine).h
+                content_trajectory(dn, from_uint8(imgs[k : k + 64]), grid, refine=refine).h
                 for k in range(0, len(imgs), 64)
             ]
             hs.append({t: torch.cat([c[t].float() for c in chunks]) for t in grid})
@@ -317,7 +314,7 @@ def eval_conditioned(
 
     def fit(fixed: dict[str, str] | None, seed: int) -> dict[int, torch.Tensor]:
         pos, neg = _twin_images("position", "top left", pairs, seed, fixed)
-        h = [content_trajectory(dn, _to_tensor(x), grid, refine=refine).h for x in (pos, neg)]
+        h = [content_trajectory(dn, from_uint8(x), grid, refine=refine).h for x in (pos, neg)]
         return supervised_directions(h[0], h[1])
 
     j, v = FACTORS_LIST.index("position"), FACTORS["position"].index("top left")
@@ -327,7 +324,7 @@ def eval_conditioned(
     pick = np.flatnonzero((y_all[:, j] != v) & (y_all[:, c] == FACTORS["colour"].index("red")))
     pick = pick[:count]
     with torch.no_grad():
-        x_T = ddim_invert(dn, _to_tensor(images[pick]), grid, fixed_point_iters=refine).x_T
+        x_T = ddim_invert(dn, from_uint8(images[pick]), grid, fixed_point_iters=refine).x_T
     table = []
     for name, fixed, seed in (("every colour", None, 21), ("red only", {"colour": "red"}, 22)):
         rows = _edit_rows(dn, clf, x_T, y_all[pick], grid, fit(fixed, seed), j, v, scales, 0)
@@ -406,7 +403,7 @@ def eval_supervised(
         j, v = cols.index(factor), FACTORS[factor].index(value)
         dirs, n_pos, n_neg = targets[key]
         pick = np.flatnonzero(y_all[:, j] != v)[:count]
-        x0 = _to_tensor(images[pick])
+        x0 = from_uint8(images[pick])
         y = y_all[pick]
         noises = None
         with torch.no_grad():
@@ -481,7 +478,7 @@ def eval_jacobian(
 ) -> dict[str, Any]:
     imgs, labels = GEN.generate(HELD_OUT_SEED + 2, images)
     grid = timestep_grid(steps, dn.num_train_timesteps)
-    x0 = _to_tensor(imgs)
+    x0 = from_uint8(imgs)
     per_image, locality, change = [], [], []
     for i in range(images):
         with torch.no_grad():
@@ -547,8 +544,8 @@ def eval_locality(
     for seed, factor in enumerate(FACTORS_LIST):
         value = FACTORS[factor][0]
         pos, neg = _twin_images(factor, value, pairs, 500 + seed)
-        h_pos = content_trajectory(dn, _to_tensor(pos), grid, refine=refine).h
-        h_neg = content_trajectory(dn, _to_tensor(neg), grid, refine=refine).h
+        h_pos = content_trajectory(dn, from_uint8(pos), grid, refine=refine).h
+        h_neg = content_trajectory(dn, from_uint8(neg), grid, refine=refine).h
         for frac in at:
             t = grid[round(frac * (len(grid) - 1))]
             d, h = (h_pos[t] - h_neg[t]).double(), h_neg[t].double()

@@ -57,6 +57,7 @@ import torch
 from benchmarks import model_domain, write_json
 from worker.engine import Denoiser, ddim_sample, load_denoiser
 from worker.engine.classifier import AttributeClassifier
+from worker.engine.images import from_uint8
 from worker.engine.methods.boundaries import edit_across, find_mixing_step, fit_boundary, invert_to
 from worker.engine.methods.mixing import (
     ClassifierScorer,
@@ -93,13 +94,13 @@ def _style_set(gen: Any, colour: str, background: str, count: int) -> torch.Tens
         "background": gen.FACTORS["background"].index(background),
     }
     images = [gen.render(_random_content(gen, rng, style), rng) for _ in range(count)]
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    x = from_uint8(np.stack(images))
     return x
 
 
 def _labelled(gen: Any, count: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
     images, labels = gen.generate(seed, count)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    x = from_uint8(images)
     return x, gen.label_array(labels)
 
 

@@ -30,15 +30,11 @@ import torch
 from benchmarks import write_json
 from worker.engine import Denoiser, ddim_invert, ddim_sample, ddpm_invert, load_denoiser
 from worker.engine.classifier import GRAIN_LIMIT, AttributeClassifier, grain
-from worker.engine.images import psnr
+from worker.engine.images import from_uint8, psnr
 from worker.engine.schedule import timestep_grid
 from worker.training.aligned import CONTENT_FACTORS, FACTORS, Labels, label_array, render
 
 HELD_OUT_SEED = 3_000_000_000
-
-
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def _in_chunks(
@@ -86,7 +82,7 @@ def eval_inversion(dn: Denoiser, count: int, steps: int) -> dict[str, Any]:
     from worker.training.aligned import generate
 
     images, _ = generate(HELD_OUT_SEED, count)
-    x0 = _to_tensor(images)
+    x0 = from_uint8(images)
     grid = timestep_grid(steps, dn.num_train_timesteps)
     refined = {}
     with torch.no_grad():
@@ -135,7 +131,7 @@ def eval_swap(
     table: dict[str, Any] = {}
     for i, factor in enumerate(CONTENT_FACTORS):
         a_imgs, b_imgs, b_labels = _twins(factor, pairs, seed=100 + i)
-        xa, xb = _to_tensor(a_imgs), _to_tensor(b_imgs)
+        xa, xb = from_uint8(a_imgs), from_uint8(b_imgs)
         with torch.no_grad():
             xa_T = ddim_invert(dn, xa, grid, fixed_point_iters=refine).x_T
             xb_T = ddim_invert(dn, xb, grid, fixed_point_iters=refine).x_T
@@ -161,7 +157,7 @@ def eval_h_weight(dn: Denoiser, count: int = 32) -> dict[str, Any]:
     from worker.training.aligned import generate
 
     images, _ = generate(HELD_OUT_SEED + 7, count)
-    x0 = _to_tensor(images)
+    x0 = from_uint8(images)
     gen = torch.Generator().manual_seed(0)
     ab = dn.schedule.alphas_cumprod
     rows = {}
@@ -241,7 +237,7 @@ def eval_classifier(clf: AttributeClassifier, count: int) -> dict[str, float]:
     from worker.training.aligned import generate
 
     images, labels = generate(HELD_OUT_SEED + 1, count)
-    pred = clf.predict(_to_tensor(images))
+    pred = clf.predict(from_uint8(images))
     y = label_array(labels)
     return {
         name: round(float((pred[name][0].numpy() == y[:, i]).mean()), 4)

@@ -7,12 +7,13 @@ import numpy as np
 import torch
 
 from worker.engine.classifier import GRAIN_LIMIT, grain
+from worker.engine.images import from_uint8
 from worker.training import aligned
 
 
 def _generator_images(count: int) -> torch.Tensor:
     images, _ = aligned.generate(7_400_000, count)
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return from_uint8(images)
 
 
 def test_generator_images_are_not_grainy_and_noise_over_them_is() -> None:

@@ -27,6 +27,7 @@ import torch
 from benchmarks.defaults import Bench, _examples
 from worker.engine import load_denoiser
 from worker.engine.classifier import GRAIN_LIMIT, AttributeClassifier, grain
+from worker.engine.images import from_uint8
 from worker.training import aligned
 
 ROOT = Path(__file__).resolve().parents[2] / "models"
@@ -49,7 +50,7 @@ def text_bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
 
 def _pixels(b: Bench, outs: list) -> torch.Tensor:  # type: ignore[type-arg]
     """The outputs' first images, (N, 3, H, W) in [-1, 1]."""
-    return torch.from_numpy(b.images(outs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return from_uint8(b.images(outs))
 
 
 def _valid(b: Bench, outs: list) -> np.ndarray:  # type: ignore[type-arg]

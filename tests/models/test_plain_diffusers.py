@@ -19,7 +19,7 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler, UNet2DConditionModel,
 
 from worker.engine import ddim_invert, ddim_sample, load_denoiser, timestep_grid
 from worker.engine.denoiser import Conditioning
-from worker.engine.images import psnr
+from worker.engine.images import from_uint8, psnr
 from worker.training.aligned import generate
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ STEPS = 50
 
 def _images(count: int = 6) -> torch.Tensor:
     images, _ = generate(4_000_000_123, count)
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return from_uint8(images)
 
 
 def _plain_round_trip(

@@ -9,7 +9,7 @@ import torch
 
 from worker.engine import ddim_invert, ddim_sample, load_denoiser, timestep_grid
 from worker.engine.classifier import GRAIN_LIMIT, AttributeClassifier, grain
-from worker.engine.images import psnr
+from worker.engine.images import from_uint8, psnr
 from worker.engine.methods.mixing import ClassifierScorer
 from worker.training.aligned import FACTORS, generate, label_array
 
@@ -19,7 +19,7 @@ HELD_OUT = 4_000_000_000
 
 def _held_out(count: int) -> tuple[torch.Tensor, np.ndarray]:
     images, labels = generate(HELD_OUT, count)
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1, label_array(labels)
+    return from_uint8(images), label_array(labels)
 
 
 def test_ddpm_inversion_round_trip() -> None:
@@ -90,7 +90,7 @@ def test_style_noise_leaked_at_t500_gives_the_style_background() -> None:
     style_images = [
         render(Labels(i % 3, i % 2, (i // 2) % 2, i % 4, white), rng) for i in range(8)
     ]  # every colour and shape, white backgrounds
-    x = torch.from_numpy(np.stack(style_images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = from_uint8(np.stack(style_images))
     style = fit_style_noise(x)
     grid = timestep_grid(50, 1000, t_max=500)
     ab = float(dn.schedule.alphas_cumprod[grid[-1]])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from worker.engine.images import from_uint8
 from worker.training.aligned import (
     CONTENT_FACTORS,
     FACTORS,
@@ -69,7 +70,7 @@ def test_captions_name_the_factors() -> None:
 
 def test_invalid_images_are_broken_in_each_way() -> None:
     images, _ = generate(6, 12)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = from_uint8(images)
     bad = invalid_images(x, torch.Generator().manual_seed(0))
     assert bad.shape == x.shape
     assert bad[0].flatten(1).std(1).max() == 0  # a flat field
@@ -79,7 +80,7 @@ def test_invalid_images_are_broken_in_each_way() -> None:
 
 def test_grain_labels_clean_rows_valid_grainy_ones_invalid_and_leaves_the_band_out() -> None:
     images, _ = generate(7, 3)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = from_uint8(images)
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     # grain of the clean images at most 0.56; noise of sd 2.6/255 about 2.0 (the band
     # 1.5-2.5 at limit 2), of sd 8/255 about 6

@@ -86,6 +86,11 @@ def to_tensor(images: list[Image.Image], channels: int = 3) -> torch.Tensor:
     return torch.from_numpy(batch).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
+def from_uint8(pixels: np.ndarray) -> torch.Tensor:
+    """(B, H, W, C) uint8 -> (B, C, H, W) float32 in [-1, 1]."""
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
     """(B, C, H, W) in [-1, 1] -> PIL images (clamped, rounded to 8 bits)."""
     arr = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

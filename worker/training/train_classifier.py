@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from worker.engine.classifier import AttributeClassifier, grain
+from worker.engine.images import from_uint8
 from worker.training.domains import domain
 
 HELD_OUT_SEED = 2_000_000_000  # far from every training seed
@@ -45,7 +46,7 @@ VALIDITY = ("invalid", "valid")
 def batch(seed: int, count: int, domain_name: str = "aligned") -> tuple[torch.Tensor, torch.Tensor]:
     gen = domain(domain_name)
     images, labels = gen.generate(seed, count)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    x = from_uint8(images)
     return x, torch.from_numpy(gen.label_array(labels))
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from diffusers import UNet2DModel
 
+from worker.engine.images import from_uint8
 from worker.training.domains import domain
 from worker.training.loop import add_common_arguments, export_scheduler, train_noise_model
 
@@ -44,7 +45,7 @@ def build_unet() -> UNet2DModel:
 
 def batch_images(seed: int, step: int, batch: int, domain_name: str = "aligned") -> torch.Tensor:
     images, _ = domain(domain_name).generate(seed * 1_000_003 + step, batch)
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return from_uint8(images)
 
 
 def export(ema: UNet2DModel, out: Path, meta: dict[str, object]) -> None:
@@ -58,7 +59,7 @@ def twin_batch(seed: int, step: int, batch: int, domain_name: str = "aligned") -
     """``[A; B]``: ``batch // 2`` style twins (same content and jitter, another style)."""
     a, b = domain(domain_name).style_twins(seed * 1_000_003 + step, batch // 2)
     images = np.concatenate([a, b])
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return from_uint8(images)
 
 
 def train(args: argparse.Namespace) -> None:

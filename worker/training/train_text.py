@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from diffusers import UNet2DConditionModel
 
+from worker.engine.images import from_uint8
 from worker.engine.loading import _packaged_model_dir
 from worker.training.domains import domain
 from worker.training.loop import add_common_arguments, export_scheduler, train_noise_model
@@ -135,7 +136,7 @@ def train(args: argparse.Namespace) -> None:
 
     def batch(step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
         images, labels = data.generate(args.seed * 1_000_003 + step, args.batch)
-        x0 = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        x0 = from_uint8(images)
         rows = torch.tensor(
             [
                 index[lab.caption(draw_named(gen, args.full_caption_share, data.FACTORS))]
